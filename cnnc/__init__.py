@@ -1,0 +1,35 @@
+"""cnnc: a compiler for convolutional neural networks.
+
+    >>> import cnnc
+    >>> m = cnnc.compile("[[conv3-relu]*2 - pool]*3 - fc", input="3x32x32", classes=10)
+    >>> m.summary.total_params
+    307498
+"""
+from __future__ import annotations
+
+import os as _os
+
+
+def _prefer_avx512_blas() -> None:
+    # OpenBLAS picks its AVX2 kernels on some AVX-512 CPUs; SkylakeX is ~1.6x faster
+    # there (../shared/PERF.md). It must be set before NumPy is imported.
+    if "OPENBLAS_CORETYPE" in _os.environ:
+        return
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="ignore") as f:
+            flags = next((line for line in f if line.startswith("flags")), "")
+    except OSError:
+        return
+    if " avx512f" in flags and " avx512vl" in flags and " avx512bw" in flags:
+        _os.environ["OPENBLAS_CORETYPE"] = "SkylakeX"
+
+
+_prefer_avx512_blas()
+
+from .compiler import Model, compile, compile_file, parse_shape  # noqa: E402
+from .errors import (CheckpointError, CnncError, DataError, SourceError, Span,  # noqa: E402
+                     TrainingError, UsageError)
+
+__version__ = "0.1.0"
+__all__ = ["Model", "compile", "compile_file", "parse_shape", "CnncError", "SourceError",
+           "UsageError", "DataError", "CheckpointError", "TrainingError", "Span", "__version__"]

@@ -1,0 +1,369 @@
+"""AST -> networkx layer graph: repetitions and definitions expanded, names resolved.
+
+Every node is one layer instance (its own weights). Node attributes:
+
+* ``layer``: a :class:`LayerNode` (type, resolved configuration, source span, trace);
+* ``info``: filled in by :mod:`cnnc.infer` (shape, parameters, MACs, receptive field).
+
+Edges carry ``slot``: the position of the input in the consumer's ordered inputs (the
+branch order of a merge). The node ``"input"`` is the network input; the graph attribute
+``output`` names the last node.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import networkx as nx
+
+from .errors import SourceError, Span
+from .layers import REQUIRED, LayerError, LayerType, close_matches, registry, resolve_name, suffix_base
+from .layers.base import ArgSpec
+from .syntax import Arg, ArgExpr, BinOp, Branches, Call, Definition, Neg, Num, Program, Ref, Repeat, Seq
+
+MAX_LAYERS = 20_000
+INPUT = "input"
+
+
+@dataclass(frozen=True)
+class Frame:
+    """One step of "how this layer was reached": a repetition or a definition call."""
+
+    kind: str  # "repeat" | "call"
+    text: str
+    span: Span
+    index: int = 0
+    count: int = 0
+
+    def note(self) -> str:
+        if self.kind == "repeat":
+            return f"in repetition {self.index} of {self.text}, line {self.span.line}"
+        return f"in {self.text}, called at line {self.span.line}:{self.span.column}"
+
+
+@dataclass(frozen=True)
+class LayerNode:
+    """A layer instance in the graph."""
+
+    id: str
+    type: LayerType
+    config: Any
+    span: Span
+    text: str  # the source text of the layer, e.g. conv3(64, stride=2)
+    trace: tuple[Frame, ...] = ()  # outermost first
+    branch_spans: tuple[Span, ...] = ()  # merges: the span of each branch
+
+    def notes(self) -> tuple[str, ...]:
+        return tuple(f.note() for f in reversed(self.trace))
+
+    def error(self, err: LayerError, span: Span | None = None) -> SourceError:
+        return SourceError(err.message, span or self.span, err.kind, hint=err.hint, notes=self.notes())
+
+
+def _snippet(source: str, span: Span, limit: int = 32) -> str:
+    text = " ".join(source[span.start:span.end].split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+class _Builder:
+    def __init__(self, program: Program):
+        self.program = program
+        self.source = program.source
+        self.graph = nx.DiGraph()
+        self.graph.add_node(INPUT, layer=None)
+        self.counts: dict[str, int] = {}
+        self.defs: dict[str, Definition] = {}
+        self.layers = 0
+
+    # ---- definitions
+    def read_definitions(self) -> None:
+        for d in self.program.definitions:
+            if d.name in self.defs:
+                first = self.defs[d.name].span
+                raise SourceError(f"definition '{d.name}' is defined twice (first on line {first.line})",
+                                  d.head_span, "definition")
+            if resolve_name(d.name) is not None or d.name in registry():
+                raise SourceError(f"definition '{d.name}' would hide the built-in layer '{d.name}'",
+                                  d.head_span, "definition", hint="choose another name")
+            self.defs[d.name] = d
+        for d in self.program.definitions:
+            self._check_recursion(d, [d.name])
+
+    def _calls(self, node) -> list[Call]:
+        if isinstance(node, Call):
+            return [node]
+        if isinstance(node, (Seq, Branches)):
+            return [c for item in node.items for c in self._calls(item)]
+        if isinstance(node, Repeat):
+            return self._calls(node.body)
+        return []
+
+    def _check_recursion(self, d: Definition, path: list[str]) -> None:
+        for call in self._calls(d.body):
+            if call.name not in self.defs:
+                continue
+            if call.name == path[0]:
+                chain = " -> ".join(path + [call.name])
+                raise SourceError(f"definition '{path[0]}' is recursive ({chain})", call.name_span,
+                                  "definition", hint="a definition cannot use itself, directly or "
+                                                     "through another definition; use [..]*N to repeat")
+            if call.name not in path:
+                self._check_recursion(self.defs[call.name], path + [call.name])
+
+    # ---- values
+    def evaluate(self, expr: ArgExpr, env: dict[str, Any]) -> Any:
+        if isinstance(expr, Num):
+            return expr.value
+        if isinstance(expr, Ref):
+            return env.get(expr.name, expr.name)
+        if isinstance(expr, Neg):
+            v = self.evaluate(expr.operand, env)
+            if not isinstance(v, (int, float)):
+                raise SourceError(f"cannot negate '{v}'", expr.span, "argument")
+            return -v
+        assert isinstance(expr, BinOp)
+        a, b = self.evaluate(expr.left, env), self.evaluate(expr.right, env)
+        for v, part in ((a, expr.left), (b, expr.right)):
+            if not isinstance(v, (int, float)):
+                raise SourceError(f"'{v}' is not a number", part.span, "argument",
+                                  hint=self._param_hint(env))
+        if expr.op == "+":
+            return a + b
+        if expr.op == "-":
+            return a - b
+        if expr.op == "*":
+            return a * b
+        if b == 0:
+            raise SourceError("division by zero", expr.span, "argument")
+        if isinstance(a, int) and isinstance(b, int) and a % b == 0:
+            return a // b
+        return a / b
+
+    def _param_hint(self, env: dict[str, Any]) -> str | None:
+        params = env.get("__params__")
+        if params:
+            return f"the parameters of {env['__def__']} are: {', '.join(params)}"
+        return None
+
+    # ---- argument binding
+    def bind(self, layer: LayerType, call: Call, env: dict[str, Any],
+             suffix: tuple[int, int] | None) -> tuple[dict[str, Any], dict[str, Span]]:
+        """Arguments by name (defaults filled in) and where each given one was written."""
+        specs = {a.name: a for a in layer.args}
+        positional = [a for a in layer.args if a.positional]
+        values: dict[str, Any] = {}
+        where: dict[str, Span] = {}
+        pos_index = 0
+        for arg in call.args:
+            if arg.name is None:
+                if pos_index >= len(positional):
+                    n = len(positional)
+                    raise SourceError(
+                        f"{layer.name} takes {'no' if n == 0 else f'at most {n}'} positional "
+                        f"argument{'s' if n != 1 else ''}", arg.span, "argument",
+                        hint=self._usage(layer))
+                spec = positional[pos_index]
+                pos_index += 1
+            else:
+                spec = specs.get(arg.name)
+                if spec is None:
+                    import difflib
+
+                    close = difflib.get_close_matches(arg.name, list(specs), n=1)
+                    raise SourceError(
+                        f"{layer.name} has no argument '{arg.name}'", arg.span, "argument",
+                        hint=(f"did you mean '{close[0]}'? " if close else "") + self._usage(layer))
+            if spec.name in values:
+                raise SourceError(f"argument '{spec.name}' of {layer.name} is given twice", arg.span,
+                                  "argument")
+            values[spec.name] = self._convert(spec, self.evaluate(arg.value, env), arg, layer, env)
+            where[spec.name] = arg.span
+        if suffix is not None and layer.suffix:
+            if layer.suffix in values:
+                raise SourceError(f"the size of {call.name} is given twice (suffix and {layer.suffix}=)",
+                                  where[layer.suffix], "argument")
+            if min(suffix) < 1:
+                raise SourceError(f"window size must be at least 1 in {call.name}", call.name_span,
+                                  "argument")
+            values[layer.suffix] = suffix
+        for spec in layer.args:
+            if spec.name not in values:
+                if spec.default is REQUIRED:
+                    raise SourceError(f"{layer.name} needs the argument '{spec.name}'", call.span,
+                                      "argument", hint=self._usage(layer))
+                values[spec.name] = spec.default
+        return values, where
+
+    @staticmethod
+    def _usage(layer: LayerType) -> str:
+        parts = []
+        for a in layer.args:
+            if a.name == layer.suffix:
+                continue
+            parts.append(a.name if a.positional else f"{a.name}=")
+        sfx = "N" if layer.suffix else ""
+        return f"usage: {layer.name}{sfx}({', '.join(parts)})" if parts else f"usage: {layer.name}{sfx}"
+
+    def _convert(self, spec: ArgSpec, v: Any, arg: Arg, layer: LayerType, env) -> Any:
+        def bad(expected: str) -> SourceError:
+            hint = None
+            if isinstance(v, str) and env.get("__params__"):
+                hint = f"'{v}' is not a parameter of {env['__def__']} (its parameters: {', '.join(env['__params__'])})"
+            return SourceError(f"argument '{spec.name}' of {layer.name} must be {expected}, got {v!r}",
+                               arg.span, "argument", hint=hint)
+
+        def in_range(x):
+            if spec.minimum is not None and x < spec.minimum:
+                raise bad(spec.describe())
+            if spec.maximum is not None and x > spec.maximum:
+                raise bad(spec.describe())
+            return x
+
+        if spec.kind == "int":
+            if isinstance(v, bool) or not isinstance(v, int):
+                raise bad(spec.describe())
+            return in_range(v)
+        if spec.kind == "float":
+            if isinstance(v, bool) or not isinstance(v, (int, float)):
+                raise bad(spec.describe())
+            return float(in_range(v))
+        if spec.kind == "bool":
+            if v in ("true", "false"):
+                return v == "true"
+            if v in (0, 1):
+                return bool(v)
+            raise bad(spec.describe())
+        if spec.kind == "pad":
+            if v in ("same", "valid"):
+                return v
+            if isinstance(v, int) and not isinstance(v, bool) and v >= 0:
+                return v
+            raise bad(spec.describe())
+        if spec.kind == "choice":
+            if v in spec.choices:
+                return v
+            raise bad(spec.describe())
+        if spec.kind == "size":
+            if isinstance(v, int) and not isinstance(v, bool) and v >= 1:
+                return (v, v)
+            raise bad("a window size >= 1")
+        raise AssertionError(spec.kind)
+
+    # ---- expansion
+    def new_id(self, base: str) -> str:
+        n = self.counts.get(base, 0) + 1
+        self.counts[base] = n
+        return f"{base}_{n}"
+
+    def add_layer(self, layer: LayerType, config: Any, span: Span, text: str, trace, inputs: list[str],
+                  branch_spans: tuple[Span, ...] = ()) -> str:
+        self.layers += 1
+        if self.layers > MAX_LAYERS:
+            raise SourceError(f"the network expands to more than {MAX_LAYERS:,} layers", span, "size",
+                              hint="check the repetition counts")
+        node_id = self.new_id(layer.name)
+        self.graph.add_node(node_id, layer=LayerNode(node_id, layer, config, span, text, tuple(trace),
+                                                     branch_spans))
+        for slot, src in enumerate(inputs):
+            self.graph.add_edge(src, node_id, slot=slot)
+        return node_id
+
+    def expand(self, node, src: str, env: dict[str, Any], trace: list[Frame], stack: list[str]) -> str:
+        if isinstance(node, Seq):
+            for item in node.items:
+                src = self.expand(item, src, env, trace, stack)
+            return src
+        if isinstance(node, Repeat):
+            count = 1
+            for c in node.counts:
+                v = self.evaluate(c, env)
+                if isinstance(v, bool) or not isinstance(v, int):
+                    raise SourceError(f"a repetition count must be an integer, got {v!r}", c.span,
+                                      "argument", hint=self._param_hint(env))
+                if v < 1:
+                    raise SourceError(f"a repetition count must be at least 1, got {v}", c.span, "argument")
+                count *= v
+                if count > MAX_LAYERS:
+                    raise SourceError(f"repetition count {count:,} is too large", c.span, "size")
+            body = node.body
+            label = (f"{_snippet(self.source, body.span)}*{count}" if isinstance(body, Call)
+                     else f"[..]*{count}")
+            for i in range(count):
+                frame = Frame("repeat", label, node.span, i + 1, count)
+                src = self.expand(body, src, env, trace + [frame], stack)
+            return src
+        if isinstance(node, Branches):
+            outs = [self.expand(b, src, env, trace, stack) for b in node.items]
+            kind = "concat" if node.kind == "concat" else "add"
+            layer = registry()[kind]
+            return self.add_layer(layer, layer.config_class(), node.span,
+                                  _snippet(self.source, node.span), trace, outs,
+                                  tuple(b.span for b in node.items))
+        assert isinstance(node, Call)
+        return self.expand_call(node, src, env, trace, stack)
+
+    def expand_call(self, call: Call, src: str, env, trace, stack) -> str:
+        d = self.defs.get(call.name)
+        if d is not None:
+            if call.name in stack:  # guarded statically, kept as a safety net
+                raise SourceError(f"definition '{call.name}' is recursive", call.name_span, "definition")
+            if any(a.name is not None for a in call.args):
+                kw = next(a for a in call.args if a.name is not None)
+                raise SourceError(f"definition '{d.name}' takes its arguments by position", kw.span,
+                                  "definition", hint=f"{d.name} is defined on line {d.span.line} as "
+                                                     f"{_snippet(self.source, d.head_span, 60)}")
+            if len(call.args) != len(d.params):
+                n = len(d.params)
+                raise SourceError(
+                    f"definition '{d.name}' takes {n} argument{'s' if n != 1 else ''}, "
+                    f"{len(call.args)} given", call.span, "definition",
+                    hint=f"{d.name} is defined on line {d.span.line} as "
+                         f"{_snippet(self.source, d.head_span, 60)}")
+            new_env = {p: self.evaluate(a.value, env) for p, a in zip(d.params, call.args)}
+            new_env["__params__"] = d.params
+            new_env["__def__"] = d.name
+            label = _snippet(self.source, call.span, 40)
+            frame = Frame("call", label, call.span)
+            return self.expand(d.body, src, new_env, trace + [frame], stack + [call.name])
+        resolved = resolve_name(call.name)
+        if resolved is None:
+            base = suffix_base(call.name)
+            if base is not None and not base.suffix:
+                raise SourceError(f"{base.name} takes no size suffix", call.name_span, "unknown-layer",
+                                  hint=f"write {base.name}" + (f"({', '.join(a.name + '=' for a in base.args)})"
+                                                               if base.args else ""))
+            if call.name in registry():  # internal layer names
+                raise SourceError(f"'{call.name}' is not a layer you can write", call.name_span,
+                                  "unknown-layer", hint="branches are merged with ( a | b ) or ( a + b )")
+            close = close_matches(call.name, list(self.defs))
+            raise SourceError(f"unknown layer '{call.name}'", call.name_span, "unknown-layer",
+                              hint=(f"did you mean {' or '.join(repr(c) for c in close)}?" if close
+                                    else "run `cnnc layers` for the list of layers"))
+        layer = resolved.layer
+        values, where = self.bind(layer, call, env, resolved.suffix)
+        try:
+            config = layer.make_config(values)
+        except LayerError as err:
+            span = where.get(err.arg, call.span) if err.arg else call.span
+            raise SourceError(err.message, span, err.kind, hint=err.hint,
+                              notes=tuple(f.note() for f in reversed(trace))) from None
+        if layer.name == "id":
+            return src
+        return self.add_layer(layer, config, call.span, _snippet(self.source, call.span, 60), trace, [src])
+
+
+def build(program: Program) -> nx.DiGraph:
+    """Expand the program's network into a layer graph. Raises :class:`SourceError`."""
+    try:
+        b = _Builder(program)
+        b.read_definitions()
+        if program.network is None:
+            raise SourceError("the model has no network expression", None, "empty",
+                              hint="add a line such as: conv3 - relu - pool - fc")
+        out = b.expand(program.network, INPUT, {}, [], [])
+        if out == INPUT:
+            raise SourceError("the network has no layers (only id)", program.network.span, "empty")
+        b.graph.graph["output"] = out
+        return b.graph
+    except SourceError as err:
+        raise err.with_source(program.source, program.filename)

@@ -1,0 +1,447 @@
+"""2-D convolution kernels (NCHW), forward and backward.
+
+Strategy (PERF.md §1-§3): ``prange`` over ``T`` chunks of images (T = Numba threads), and in
+each chunk, per *block* of ``B`` images, an im2col into an L2-resident per-thread buffer
+followed by single-threaded sgemm calls (one per group) in the NCHW orientation
+
+    y[n]_g [Fg, P] = W_g [Fg, Cg*KH*KW] . cols_g [Cg*KH*KW, P]          (P = OH*OW)
+
+Blocks of several images (``B*P`` >= a few hundred columns) keep the GEMMs efficient for
+small feature maps; the block's GEMM output goes to a buffer and the epilogue (bias, ReLU)
+copies it into ``y``.  Backward per block: ``dW_g += dy_g . cols_g^T`` into per-thread
+partials (BLAS ``beta = 1``), ``dcols = W_g^T . dy_g`` then col2im into ``dx[n]``; partials are
+summed at the end.  1x1 / stride-1 / unpadded convolutions skip im2col when ``B == 1``.
+
+BLAS is called through :func:`gemm`, a thin intrinsic over Numba's own ``numba_xxgemm``
+helper (the function behind ``np.dot`` in njit code: SciPy's OpenBLAS), which adds what
+``np.dot`` lacks: offsets, leading dimensions, transposes and ``beta``.  It needs
+:func:`cnnc.kernels.runtime.configure` to have run (one BLAS thread inside ``prange``).
+
+Workspace: ``conv2d_workspace_size`` elements = threads x per-thread need (im2col block,
+GEMM output block, dW/db partials); it does not grow with the batch beyond one block.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+from llvmlite import ir
+from numba import njit, prange, types
+from numba.core import cgutils
+from numba.extending import intrinsic
+
+# ---------------------------------------------------------------------------------------
+# BLAS: row-major GEMM with offsets / leading dimensions / beta
+# ---------------------------------------------------------------------------------------
+
+_u = np.uint64  # unsigned index: no wraparound check, vectorizable loops
+_N = 110  # ord('n')
+_T = 116  # ord('t')
+
+
+@intrinsic
+def _xgemm_cm(typingctx, transa, transb, m, n, k, alpha, a, aoff, lda, b, boff, ldb, beta, c,
+              coff, ldc):
+    """Column-major (Fortran) xGEMM on 1-D arrays with element offsets."""
+    if not (isinstance(a, types.Array) and isinstance(b, types.Array)
+            and isinstance(c, types.Array)):
+        return None
+    dt = c.dtype
+    if dt not in (types.float32, types.float64) or a.dtype != dt or b.dtype != dt:
+        return None
+    ip = types.intp
+    sig = types.void(ip, ip, ip, ip, ip, dt, a, ip, ip, b, ip, ip, dt, c, ip, ip)
+
+    def codegen(context, builder, sig, args):
+        from numba.np.linalg import ensure_blas
+
+        ensure_blas()
+        (ta, tb, mm, nn, kk, al, av, ao, la, bv, bo, lb, be, cv, co, lc) = args
+        i8 = ir.IntType(8)
+        vp = cgutils.voidptr_t
+        arr_a = context.make_array(sig.args[6])(context, builder, av)
+        arr_b = context.make_array(sig.args[9])(context, builder, bv)
+        arr_c = context.make_array(sig.args[13])(context, builder, cv)
+        pa = builder.bitcast(builder.gep(arr_a.data, [ao]), vp)
+        pb = builder.bitcast(builder.gep(arr_b.data, [bo]), vp)
+        pc = builder.bitcast(builder.gep(arr_c.data, [co]), vp)
+        palpha = builder.bitcast(cgutils.alloca_once_value(builder, al), vp)
+        pbeta = builder.bitcast(cgutils.alloca_once_value(builder, be), vp)
+        intp_t = context.get_value_type(types.intp)
+        fnty = ir.FunctionType(ir.IntType(32), [i8, i8, i8, intp_t, intp_t, intp_t, vp, vp,
+                                                intp_t, vp, intp_t, vp, vp, intp_t])
+        fn = cgutils.get_or_insert_function(builder.module, fnty, "numba_xxgemm")
+        kind = ir.Constant(i8, ord("s") if sig.args[5] == types.float32 else ord("d"))
+        res = builder.call(fn, (kind, builder.trunc(ta, i8), builder.trunc(tb, i8), mm, nn, kk,
+                                palpha, pa, la, pb, lb, pbeta, pc, lc))
+        with builder.if_then(cgutils.is_not_null(builder, res), likely=False):
+            pyapi = context.get_python_api(builder)
+            pyapi.gil_ensure()
+            pyapi.fatal_error("BLAS wrapper returned with an error")
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@njit(cache=True, inline="always")
+def gemm(transa, transb, m, n, k, alpha, a, aoff, lda, b, boff, ldb, beta, c, coff, ldc):
+    """Row-major ``C[m,n] = alpha * op(A) . op(B) + beta * C`` on flat (1-D) arrays.
+
+    ``transa``/``transb`` are ``ord('n')`` or ``ord('t')``; ``op(A)`` is ``m x k``.
+    ``A`` starts at ``a[aoff]`` with row stride ``lda`` (as stored), etc.
+    """
+    # row-major C = op(A) op(B)  <=>  column-major C^T = op(B)^T op(A)^T
+    _xgemm_cm(transb, transa, n, m, k, alpha, b, boff, ldb, a, aoff, lda, beta, c, coff, ldc)
+
+
+# ---------------------------------------------------------------------------------------
+# im2col / col2im on flat arrays
+# ---------------------------------------------------------------------------------------
+
+
+@njit(cache=True, inline="always")
+def _ow_range(kw, dw, pw, sw, W, OW):
+    """Output columns ``ow`` whose input column ``ow*sw - pw + kw*dw`` is inside [0, W)."""
+    off = kw * dw - pw
+    lo = 0
+    if off < 0:
+        lo = (-off + sw - 1) // sw
+    top = W - 1 - off
+    if top < 0:
+        hi = 0
+    else:
+        hi = top // sw + 1
+    if hi > OW:
+        hi = OW
+    if lo > OW:
+        lo = OW
+    if hi < lo:
+        hi = lo
+    return off, lo, hi
+
+
+@njit(cache=True, fastmath=True)
+def _im2col(xf, xoff, C, H, W, KH, KW, sh, sw, ph, pw, dh, dw, OH, OW, cols, coff, ldc):
+    """cols[coff + ((c*KH+kh)*KW+kw)*ldc + oh*OW + ow] = x[c, oh*sh-ph+kh*dh, ow*sw-pw+kw*dw].
+
+    Inner loops index with unsigned integers: Numba then emits no negative-index wraparound
+    and LLVM vectorizes the copies (4x faster than signed indexing).
+    """
+    zero = cols.dtype.type(0)
+    usw = _u(sw)
+    for c in range(C):
+        for kh in range(KH):
+            for kw in range(KW):
+                base = coff + ((c * KH + kh) * KW + kw) * ldc
+                off, lo, hi = _ow_range(kw, dw, pw, sw, W, OW)
+                for oh in range(OH):
+                    ih = oh * sh - ph + kh * dh
+                    d = _u(base + oh * OW)
+                    if ih < 0 or ih >= H:
+                        for ow in range(OW):
+                            cols[d + _u(ow)] = zero
+                    else:
+                        for ow in range(lo):
+                            cols[d + _u(ow)] = zero
+                        # s + ow*sw >= 0 for ow >= lo
+                        s = _u(xoff + (c * H + ih) * W + off + lo * sw)
+                        dl = d + _u(lo)
+                        if sw == 1:
+                            for j in range(hi - lo):
+                                cols[dl + _u(j)] = xf[s + _u(j)]
+                        else:
+                            for j in range(hi - lo):
+                                cols[dl + _u(j)] = xf[s + _u(j) * usw]
+                        for ow in range(hi, OW):
+                            cols[d + _u(ow)] = zero
+
+
+@njit(cache=True, fastmath=True)
+def _col2im(cols, coff, ldc, C, H, W, KH, KW, sh, sw, ph, pw, dh, dw, OH, OW, dxf, xoff):
+    """dx[c, ih, iw] += cols[...]  (adjoint of :func:`_im2col`); dx must be zeroed first."""
+    usw = _u(sw)
+    for c in range(C):
+        for kh in range(KH):
+            for kw in range(KW):
+                base = coff + ((c * KH + kh) * KW + kw) * ldc
+                off, lo, hi = _ow_range(kw, dw, pw, sw, W, OW)
+                for oh in range(OH):
+                    ih = oh * sh - ph + kh * dh
+                    if ih < 0 or ih >= H:
+                        continue
+                    d = _u(base + oh * OW + lo)
+                    s = _u(xoff + (c * H + ih) * W + off + lo * sw)
+                    if sw == 1:
+                        for j in range(hi - lo):
+                            dxf[s + _u(j)] += cols[d + _u(j)]
+                    else:
+                        for j in range(hi - lo):
+                            dxf[s + _u(j) * usw] += cols[d + _u(j)]
+
+
+# ---------------------------------------------------------------------------------------
+# sizing (shared by the workspace query and the kernels)
+# ---------------------------------------------------------------------------------------
+
+_TARGET_COLS = 512  # aim for GEMMs with at least this many columns (B*P) per block
+_MAX_BLOCK_ELEMS = 1 << 19  # cap on the im2col block (elements): 2 MiB in float32
+
+
+@njit(cache=True)
+def _block(N, C, KK, P):
+    """Images per block: enough columns for an efficient GEMM, bounded buffer."""
+    b = (_TARGET_COLS + P - 1) // P
+    cap = _MAX_BLOCK_ELEMS // max(1, C * KK * P)
+    if b > cap:
+        b = cap
+    if b > N:
+        b = N
+    if b < 1:
+        b = 1
+    return b
+
+
+@njit(cache=True)
+def _per_thread(N, C, F, KK, CgKK, P):
+    """Workspace elements one thread needs (max over forward and backward)."""
+    B = _block(N, C, KK, P)
+    fwd = C * KK * B * P + F * B * P
+    bwd = F * CgKK + F + C * KK * B * P + F * B * P
+    return max(fwd, bwd), B
+
+
+def conv2d_workspace_size(N, C, H, W, F, KH, KW, OH, OW, groups):
+    """Elements of the 1-D workspace (same dtype as the data) for forward and backward.
+
+    ``threads x per-thread(...)`` with threads = Numba's current thread count (call
+    :func:`cnnc.kernels.runtime.configure` first); bounded independently of N beyond one
+    block of images.  A smaller workspace still works (fewer threads are used) as long as
+    it holds one thread's share.
+    """
+    per, _ = _per_thread(int(N), int(C), int(F), int(KH) * int(KW),
+                         (int(C) // int(groups)) * int(KH) * int(KW), int(OH) * int(OW))
+    T = max(1, min(numba.get_num_threads(), int(N)))
+    return int(T * per)
+
+
+# ---------------------------------------------------------------------------------------
+# kernels
+# ---------------------------------------------------------------------------------------
+
+
+@njit(parallel=True, cache=True, fastmath=True)
+def _conv_fwd(x, w, b, y, ws, sh, sw, ph, pw, dh, dw, G, has_bias, relu, nthreads):
+    N, C, H, W = x.shape
+    F, Cg, KH, KW = w.shape
+    OH = y.shape[2]
+    OW = y.shape[3]
+    xf = x.reshape(x.size)
+    wf = w.reshape(w.size)
+    yf = y.reshape(y.size)
+    Fg = F // G
+    KK = KH * KW
+    CgKK = Cg * KK
+    P = OH * OW
+    CHW = C * H * W
+    per, B = _per_thread(N, C, F, KK, CgKK, P)
+    T = min(nthreads, N, ws.size // per)
+    if T < 1:
+        raise ValueError("conv2d_forward: workspace too small")
+    pointwise = KH == 1 and KW == 1 and sh == 1 and sw == 1 and ph == 0 and pw == 0
+    zero = y.dtype.type(0)
+    for t in prange(T):
+        n0 = t * N // T
+        n1 = (t + 1) * N // T
+        cbuf = t * per
+        obuf = cbuf + C * KK * B * P
+        for nb in range(n0, n1, B):
+            nB = min(B, n1 - nb)
+            L = nB * P
+            if nB == 1:
+                # GEMM straight into y[n]
+                if pointwise:
+                    src = xf
+                    soff = nb * CHW
+                else:
+                    _im2col(xf, nb * CHW, C, H, W, KH, KW, sh, sw, ph, pw, dh, dw, OH, OW,
+                            ws, cbuf, P)
+                    src = ws
+                    soff = cbuf
+                for g in range(G):
+                    gemm(_N, _N, Fg, P, CgKK, 1.0, wf, g * Fg * CgKK, CgKK,
+                         src, soff + g * CgKK * P, P, 0.0, yf, nb * F * P + g * Fg * P, P)
+                if has_bias or relu:
+                    for f in range(F):
+                        d = _u((nb * F + f) * P)
+                        bf = b[f] if has_bias else zero
+                        if relu:
+                            for p in range(P):
+                                yf[d + _u(p)] = max(yf[d + _u(p)] + bf, zero)
+                        else:
+                            for p in range(P):
+                                yf[d + _u(p)] = yf[d + _u(p)] + bf
+            else:
+                for i in range(nB):
+                    _im2col(xf, (nb + i) * CHW, C, H, W, KH, KW, sh, sw, ph, pw, dh, dw, OH,
+                            OW, ws, cbuf + i * P, L)
+                for g in range(G):
+                    gemm(_N, _N, Fg, L, CgKK, 1.0, wf, g * Fg * CgKK, CgKK,
+                         ws, cbuf + g * CgKK * L, L, 0.0, ws, obuf + g * Fg * L, L)
+                for i in range(nB):
+                    for f in range(F):
+                        s = _u(obuf + f * L + i * P)
+                        d = _u(((nb + i) * F + f) * P)
+                        bf = b[f] if has_bias else zero
+                        if relu:
+                            for p in range(P):
+                                yf[d + _u(p)] = max(ws[s + _u(p)] + bf, zero)
+                        else:
+                            for p in range(P):
+                                yf[d + _u(p)] = ws[s + _u(p)] + bf
+
+
+@njit(parallel=True, cache=True, fastmath=True)
+def _conv_bwd(x, w, y, dy, dx, dwt, db, ws, sh, sw, ph, pw, dh, dw, G, has_bias, relu,
+              need_dx, nthreads):
+    N, C, H, W = x.shape
+    F, Cg, KH, KW = w.shape
+    OH = dy.shape[2]
+    OW = dy.shape[3]
+    xf = x.reshape(x.size)
+    wf = w.reshape(w.size)
+    yf = y.reshape(y.size)
+    dyf = dy.reshape(dy.size)
+    dxf = dx.reshape(dx.size)
+    Fg = F // G
+    KK = KH * KW
+    CgKK = Cg * KK
+    P = OH * OW
+    CHW = C * H * W
+    FCgKK = F * CgKK
+    per, B = _per_thread(N, C, F, KK, CgKK, P)
+    T = min(nthreads, N, ws.size // per)
+    if T < 1:
+        raise ValueError("conv2d_backward: workspace too small")
+    pointwise = KH == 1 and KW == 1 and sh == 1 and sw == 1 and ph == 0 and pw == 0
+    zero = dy.dtype.type(0)
+    for t in prange(T):
+        n0 = t * N // T
+        n1 = (t + 1) * N // T
+        dwp = t * per
+        dbp = dwp + FCgKK
+        cbuf = dbp + F
+        dyb = cbuf + C * KK * B * P
+        for j in range(FCgKK + F):
+            ws[_u(dwp + j)] = zero
+        for nb in range(n0, n1, B):
+            nB = min(B, n1 - nb)
+            L = nB * P
+            # pack (and ReLU-mask) dy of the block into dyb [F, L]; db partials
+            for i in range(nB):
+                for f in range(F):
+                    s = _u(((nb + i) * F + f) * P)
+                    d = _u(dyb + f * L + i * P)
+                    acc = zero
+                    if relu:
+                        for p in range(P):
+                            v = dyf[s + _u(p)] if yf[s + _u(p)] > zero else zero
+                            ws[d + _u(p)] = v
+                            acc += v
+                    else:
+                        for p in range(P):
+                            v = dyf[s + _u(p)]
+                            ws[d + _u(p)] = v
+                            acc += v
+                    ws[dbp + f] += acc
+            # columns of x for the block
+            if nB == 1 and pointwise:
+                src = xf
+                soff = nb * CHW
+            else:
+                for i in range(nB):
+                    _im2col(xf, (nb + i) * CHW, C, H, W, KH, KW, sh, sw, ph, pw, dh, dw, OH,
+                            OW, ws, cbuf + i * P, L)
+                src = ws
+                soff = cbuf
+            # dW_g += dy_g [Fg, L] . cols_g^T [L, CgKK]
+            for g in range(G):
+                gemm(_N, _T, Fg, CgKK, L, 1.0, ws, dyb + g * Fg * L, L,
+                     src, soff + g * CgKK * L, L, 1.0, ws, dwp + g * Fg * CgKK, CgKK)
+            if need_dx:
+                for i in range(nB):
+                    n = nb + i
+                    if pointwise:
+                        for g in range(G):
+                            gemm(_T, _N, Cg, P, Fg, 1.0, wf, g * Fg * CgKK, CgKK,
+                                 ws, dyb + g * Fg * L + i * P, L, 0.0,
+                                 dxf, n * CHW + g * Cg * P, P)
+                    else:
+                        for g in range(G):
+                            gemm(_T, _N, CgKK, P, Fg, 1.0, wf, g * Fg * CgKK, CgKK,
+                                 ws, dyb + g * Fg * L + i * P, L, 0.0,
+                                 ws, cbuf + g * CgKK * P, P)
+                        dx0 = _u(n * CHW)
+                        for j in range(CHW):
+                            dxf[dx0 + _u(j)] = zero
+                        _col2im(ws, cbuf, P, C, H, W, KH, KW, sh, sw, ph, pw, dh, dw, OH, OW,
+                                dxf, n * CHW)
+    # reduce the per-thread partials
+    dwf = dwt.reshape(dwt.size)
+    for j in range(FCgKK):
+        acc = zero
+        for t in range(T):
+            acc += ws[t * per + j]
+        dwf[j] = acc
+    if has_bias:
+        for f in range(F):
+            acc = zero
+            for t in range(T):
+                acc += ws[t * per + FCgKK + f]
+            db[f] = acc
+
+
+# ---------------------------------------------------------------------------------------
+# public API
+# ---------------------------------------------------------------------------------------
+
+_dummies: dict = {}
+_get_num_threads = numba.get_num_threads
+
+
+def _dummy(dtype, ndim):
+    key = (np.dtype(dtype), ndim)
+    a = _dummies.get(key)
+    if a is None:
+        a = _dummies[key] = np.zeros((1,) * ndim, dtype=dtype)
+    return a
+
+
+def conv2d_forward(x, w, b, y, ws, sh, sw, ph, pw, dh, dw, groups, has_bias, relu):
+    """y = conv2d(x, w) (+ b) (then ReLU).  x:(N,C,H,W) w:(F,C//groups,KH,KW) y:(N,F,OH,OW).
+
+    All arrays C-contiguous, one float dtype; ``ws`` 1-D of at least
+    ``conv2d_workspace_size(...)`` elements.  ``y`` is overwritten.
+    """
+    if b is None:
+        b = _dummy(y.dtype, 1)
+    _conv_fwd(x, w, b, y, ws, sh, sw, ph, pw, dh, dw, groups, bool(has_bias), bool(relu),
+              _get_num_threads())
+
+
+def conv2d_backward(x, w, y, dy, dx, dwt, db, ws, sh, sw, ph, pw, dh, dw, groups, has_bias,
+                    relu, need_dx):
+    """Gradients of :func:`conv2d_forward`.  Overwrites ``dwt``, ``db`` (if has_bias) and
+    ``dx`` (if need_dx).  With ``relu``, ``dy`` is the gradient w.r.t. the post-ReLU ``y``
+    and is masked by ``y > 0`` (``dy`` itself is left unchanged).  ``y`` is only read when
+    ``relu``; ``dx``/``db`` may be None when not needed.
+    """
+    if db is None:
+        db = _dummy(dy.dtype, 1)
+    if dx is None:
+        dx = _dummy(dy.dtype, 4)
+        need_dx = False
+    if y is None:
+        y = dy
+        relu = False
+    _conv_bwd(x, w, y, dy, dx, dwt, db, ws, sh, sw, ph, pw, dh, dw, groups, bool(has_bias),
+              bool(relu), bool(need_dx), _get_num_threads())

@@ -1,0 +1,298 @@
+"""What a layer type is: its arguments, its shape rule, its parameters, its cost.
+
+Every rule here is a pure function of shapes (no arrays), so a whole network is checked
+without allocating anything and without importing Numba. The executable side of a layer
+(``make_op``) imports its kernels lazily.
+
+Conventions (stated once): shapes are ``(C, H, W)`` for images and ``(F,)`` for vectors,
+without the batch axis. One multiply-accumulate (MAC) is one multiply and one add;
+FLOPs = 2 x MACs. Only convolutions and fully connected layers count MACs; biases,
+activations, pooling, normalization and merges are not counted (torchvision's and
+fvcore's convention).
+"""
+from __future__ import annotations
+
+import difflib
+import re
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+Shape = tuple[int, ...]
+
+REQUIRED = object()
+
+
+class LayerError(Exception):
+    """Raised by a shape rule; the caller adds the source span and expansion notes."""
+
+    def __init__(self, message: str, kind: str = "shape", hint: str | None = None,
+                 arg: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.kind = kind
+        self.hint = hint
+        self.arg = arg  # the argument the error is about, when there is one
+
+
+@dataclass(frozen=True)
+class ArgSpec:
+    """One argument of a layer: ``conv3(64, stride=2, pad=same)``."""
+
+    name: str
+    kind: str  # "int" | "float" | "bool" | "pad" | "choice" | "size"
+    default: Any = REQUIRED
+    positional: bool = False
+    choices: tuple[str, ...] = ()
+    minimum: float | None = None
+    maximum: float | None = None
+    help: str = ""
+
+    def describe(self) -> str:
+        if self.kind == "choice":
+            return "one of " + ", ".join(self.choices)
+        if self.kind == "pad":
+            return "an integer >= 0, same or valid"
+        if self.kind == "bool":
+            return "true or false"
+        if self.kind == "size":
+            return "a size like 3 or 3x1"
+        text = {"int": "an integer", "float": "a number"}[self.kind]
+        if self.minimum is not None and self.maximum is not None:
+            text += f" in [{self.minimum:g}, {self.maximum:g}]"
+        elif self.minimum is not None:
+            text += f" >= {self.minimum:g}"
+        return text
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    """A learnable parameter or a buffer: name, shape and how to initialize it."""
+
+    name: str
+    shape: Shape
+    init: str  # "he" | "glorot" | "zeros" | "ones"
+    fan_in: int = 0
+    fan_out: int = 0
+
+    @property
+    def size(self) -> int:
+        n = 1
+        for d in self.shape:
+            n *= d
+        return n
+
+
+@dataclass(frozen=True)
+class Window:
+    """The spatial footprint of one output position, for the receptive field."""
+
+    size: tuple[int, int]  # effective (dilated) window
+    stride: tuple[int, int]
+    pad: tuple[int, int]
+
+
+@dataclass(frozen=True)
+class LayerInfo:
+    """Everything ``cnnc check`` knows about one layer instance."""
+
+    out_shape: Shape
+    params: tuple[ParamSpec, ...] = ()
+    buffers: tuple[ParamSpec, ...] = ()
+    formula: str = ""
+    macs: int = 0
+    window: Window | None = None  # None: pointwise (receptive field unchanged)
+    detail: str = ""  # the resolved configuration, defaults shown
+
+    @property
+    def param_count(self) -> int:
+        return sum(p.size for p in self.params)
+
+
+@dataclass(frozen=True)
+class InferContext:
+    """What a shape rule may know besides its inputs."""
+
+    width: int  # the current default filter count
+    classes: int | None
+    is_last_fc: bool = False
+
+
+class LayerType:
+    """Base class of a layer type. Subclasses set the class attributes and rules."""
+
+    name: ClassVar[str]
+    aliases: ClassVar[tuple[str, ...]] = ()
+    suffix: ClassVar[str | None] = None  # the argument a size suffix fills (conv3)
+    args: ClassVar[tuple[ArgSpec, ...]] = ()
+    summary: ClassVar[str] = ""
+    internal: ClassVar[bool] = False  # made by the compiler (merges), not written by users
+    min_inputs: ClassVar[int] = 1
+    max_inputs: ClassVar[int] = 1
+    config_class: ClassVar[type]
+
+    def make_config(self, values: dict[str, Any]) -> Any:
+        """Check arguments against each other; return the frozen config."""
+        return self.config_class(**values)
+
+    def infer(self, cfg: Any, inputs: list[Shape], ctx: InferContext) -> LayerInfo:
+        raise NotImplementedError
+
+    def downsamples(self, cfg: Any) -> bool:
+        """True when the layer halves (or more) the spatial size: the width doubles after it."""
+        return False
+
+    def make_op(self, cfg: Any, info: LayerInfo, in_shapes: list[Shape]):
+        """The executable op for this layer (imports kernels lazily)."""
+        raise NotImplementedError(f"layer {self.name} cannot be executed yet")
+
+
+# ---------------------------------------------------------------------------
+# Registry
+# ---------------------------------------------------------------------------
+
+_REGISTRY: dict[str, LayerType] = {}
+_SUFFIX_RE = re.compile(r"^([A-Za-z_]*[A-Za-z_])(\d+(?:x\d+)?)$")
+
+
+def register(cls: type[LayerType]) -> type[LayerType]:
+    """Class decorator: add a layer type under its name and aliases; duplicates refused."""
+    inst = cls()
+    for key in (cls.name, *cls.aliases):
+        if key in _REGISTRY:
+            raise RuntimeError(f"layer name {key!r} registered twice")
+        _REGISTRY[key] = inst
+    return cls
+
+
+def registry() -> dict[str, LayerType]:
+    from . import _all  # noqa: F401  (registers every family)
+
+    return _REGISTRY
+
+
+def user_layer_names() -> list[str]:
+    return sorted(k for k, v in registry().items() if not v.internal)
+
+
+def layer_types() -> list[LayerType]:
+    """Each layer type once (aliases folded)."""
+    seen: dict[str, LayerType] = {}
+    for t in registry().values():
+        seen.setdefault(t.name, t)
+    return list(seen.values())
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """A name resolved against the registry: the type and the size from a suffix."""
+
+    layer: LayerType
+    suffix: tuple[int, int] | None
+
+
+def resolve_name(name: str) -> Resolved | None:
+    reg = registry()
+    found = reg.get(name)
+    if found is not None and not found.internal:
+        return Resolved(found, None)
+    m = _SUFFIX_RE.match(name)
+    if m:
+        base = reg.get(m.group(1))
+        if base is not None and not base.internal:
+            parts = [int(p) for p in m.group(2).split("x")]
+            size = (parts[0], parts[-1]) if len(parts) <= 2 else None
+            if size is None:
+                return None
+            return Resolved(base, size)
+    return None
+
+
+def suffix_base(name: str) -> LayerType | None:
+    m = _SUFFIX_RE.match(name)
+    if m:
+        t = registry().get(m.group(1))
+        if t is not None and not t.internal:
+            return t
+    return None
+
+
+def close_matches(name: str, extra: list[str] = ()) -> list[str]:
+    names = user_layer_names() + list(extra)
+    m = _SUFFIX_RE.match(name)
+    found = difflib.get_close_matches(name, names, n=3, cutoff=0.6)
+    if not found and m:
+        found = [b + m.group(2) for b in difflib.get_close_matches(m.group(1), names, n=3, cutoff=0.6)]
+    return found
+
+
+# ---------------------------------------------------------------------------
+# Shape arithmetic shared by convolution and pooling
+# ---------------------------------------------------------------------------
+
+
+def fmt_int(n: int) -> str:
+    return f"{n:,}"
+
+
+def shape_str(shape: Shape) -> str:
+    return "x".join(str(d) for d in shape)
+
+
+def require_image(layer: str, shape: Shape) -> tuple[int, int, int]:
+    if len(shape) != 3:
+        raise LayerError(
+            f"{layer} needs an image input (CxHxW), but its input is a vector of {shape_str(shape)}",
+            "shape", hint="image layers must come before fc/gap/flatten")
+    return shape  # type: ignore[return-value]
+
+
+def axis_name(axis: int, count: int) -> str:
+    word = "row" if axis == 0 else "column"
+    return word if count == 1 else word + "s"
+
+
+@dataclass(frozen=True)
+class AxisFit:
+    out: int
+    lost_first: int  # 1-based index of the first real position never covered (0: none lost)
+    lost_last: int
+
+
+def window_output(size: int, window: int, stride: int, pad: int, ceil: bool) -> AxisFit:
+    """Output length of a sliding window along one axis, and the real input lost.
+
+    Floor rounding drops what is left at the far edge; that is an error only when the
+    lost positions are real input (not padding) beyond the gap the stride leaves
+    between windows anyway (DESIGN.md, "Doesn't fit").
+    """
+    span = size + 2 * pad - window
+    if span < 0:
+        return AxisFit(span // stride + 1 if span >= -stride else 0, 0, 0)
+    if ceil:
+        out = -(-span // stride) + 1
+        if (out - 1) * stride >= size + pad:  # last window must start inside the input or left pad
+            out -= 1
+        return AxisFit(out, 0, 0)
+    out = span // stride + 1
+    last_end = (out - 1) * stride - pad + window - 1  # 0-based, in input coordinates
+    uncovered = size - 1 - last_end
+    if uncovered > max(stride - window, 0):
+        return AxisFit(out, last_end + 2, size)
+    return AxisFit(out, 0, 0)
+
+
+def fit_suggestions(size: int, window: int, stride: int, pad: int, dilation: int,
+                    is_pool: bool, kind_of_pad: str = "pad") -> str:
+    """Ways to make a window fit: another pad, another stride, or ceil rounding."""
+    tips: list[str] = []
+    for p in range(pad + 1, pad + window + 1):
+        if window_output(size, window, stride, p, False).lost_first == 0:
+            tips.append(f"{kind_of_pad}={p}")
+            break
+    for s in range(stride - 1, 0, -1):
+        if window_output(size, window, s, pad, False).lost_first == 0:
+            tips.append(f"stride={s}")
+            break
+    if is_pool:
+        tips.append("round=ceil")
+    return "try " + " or ".join(tips) if tips else ""

@@ -1,0 +1,459 @@
+"""Text -> AST. The only module that talks to Lark; every Lark error ends here.
+
+The AST is made of frozen dataclasses that carry their source :class:`Span`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Iterator, Union
+
+from lark import Lark, Token, Transformer, v_args
+from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken, VisitError
+
+from .errors import SourceError, Span
+
+# ---------------------------------------------------------------------------
+# AST
+# ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Num:
+    value: int | float
+    span: Span
+
+
+@dataclass(frozen=True)
+class Ref:
+    """A bare name in an argument: a symbol (``same``) or a definition parameter."""
+
+    name: str
+    span: Span
+
+
+@dataclass(frozen=True)
+class BinOp:
+    op: str
+    left: "ArgExpr"
+    right: "ArgExpr"
+    span: Span
+
+
+@dataclass(frozen=True)
+class Neg:
+    operand: "ArgExpr"
+    span: Span
+
+
+ArgExpr = Union[Num, Ref, BinOp, Neg]
+
+
+@dataclass(frozen=True)
+class Arg:
+    name: str | None  # None for positional
+    value: ArgExpr
+    span: Span
+
+
+@dataclass(frozen=True)
+class Call:
+    """A layer or a definition used like a layer: ``conv3(64, stride=2)``."""
+
+    name: str
+    args: tuple[Arg, ...]
+    has_parens: bool
+    span: Span
+    name_span: Span
+
+
+@dataclass(frozen=True)
+class Seq:
+    items: tuple["Node", ...]
+    span: Span
+
+
+@dataclass(frozen=True)
+class Repeat:
+    body: "Node"
+    counts: tuple[ArgExpr, ...]
+    span: Span
+
+
+@dataclass(frozen=True)
+class Branches:
+    """``( a | b )`` (kind ``concat``) or ``( a + b )`` (kind ``sum``)."""
+
+    kind: str
+    items: tuple["Node", ...]
+    span: Span
+
+
+Node = Union[Call, Seq, Repeat, Branches]
+
+
+@dataclass(frozen=True)
+class Setting:
+    key: str
+    value: object  # int, float, str, or tuple[int, ...] for shapes
+    span: Span
+    key_span: Span
+    value_span: Span
+
+
+@dataclass(frozen=True)
+class Definition:
+    name: str
+    params: tuple[str, ...]
+    body: Node
+    span: Span
+    head_span: Span
+
+
+@dataclass(frozen=True)
+class Program:
+    settings: tuple[Setting, ...]
+    definitions: tuple[Definition, ...]
+    network: Node | None
+    source: str
+    filename: str
+
+
+# ---------------------------------------------------------------------------
+# Parser
+# ---------------------------------------------------------------------------
+
+_GRAMMAR_CANDIDATES = (
+    Path(__file__).resolve().parent / "grammar" / "cnnc.lark",  # installed: cnnc/grammar/
+    Path(__file__).resolve().parent.parent / "grammar" / "cnnc.lark",  # source tree
+)
+
+_CONTINUES_AFTER = {"_DASH", "_ARROW", "PLUS", "VBAR", "COMMA", "EQUAL", "STAR", "SLASH",
+                    "LPAR", "LSQB"}
+_CONTINUES_BEFORE = {"_DASH", "_ARROW", "PLUS", "VBAR", "RPAR", "RSQB", "STAR", "COMMA"}
+_OPEN = {"LPAR": "RPAR", "LSQB": "RSQB"}
+_CLOSE = {"RPAR", "RSQB"}
+
+
+class _NewlinePostLex:
+    """Drop newlines that do not end a statement.
+
+    A newline is kept only at bracket depth 0, when the previous token is not an
+    operator and the next token does not start with one. Runs of newlines become one.
+    """
+
+    always_accept = ("_NL",)
+
+    def process(self, stream: Iterator[Token]) -> Iterator[Token]:
+        depth = 0
+        prev: Token | None = None
+        pending: Token | None = None
+        for tok in stream:
+            if tok.type == "_NL":
+                if depth == 0 and prev is not None and prev.type not in _CONTINUES_AFTER:
+                    pending = pending or tok
+                continue
+            if pending is not None:
+                if tok.type not in _CONTINUES_BEFORE:
+                    yield pending
+                pending = None
+            if tok.type in _OPEN:
+                depth += 1
+            elif tok.type in _CLOSE and depth > 0:
+                depth -= 1
+            prev = tok
+            yield tok
+
+
+def _grammar_text() -> str:
+    for path in _GRAMMAR_CANDIDATES:
+        if path.is_file():
+            return path.read_text(encoding="utf-8")
+    raise FileNotFoundError("cnnc.lark not found next to the cnnc package")  # install is broken
+
+
+@lru_cache(maxsize=1)
+def _parser() -> Lark:
+    return Lark(_grammar_text(), parser="lalr", lexer="basic", propagate_positions=True,
+                postlex=_NewlinePostLex(), maybe_placeholders=True)
+
+
+def _span(meta_or_tok) -> Span:
+    if isinstance(meta_or_tok, Token):
+        return Span(meta_or_tok.line, meta_or_tok.column, meta_or_tok.start_pos,
+                    meta_or_tok.end_pos, meta_or_tok.end_line, meta_or_tok.end_column)
+    m = meta_or_tok
+    return Span(m.line, m.column, m.start_pos, m.end_pos, m.end_line, m.end_column)
+
+
+class _ToAst(Transformer):
+    """Lark tree -> AST dataclasses."""
+
+    # ---- values
+    @v_args(meta=True)
+    def int_lit(self, meta, children):
+        (tok,) = children
+        return Num(int(tok), _span(tok))
+
+    @v_args(meta=True)
+    def float_lit(self, meta, children):
+        (tok,) = children
+        return Num(float(tok), _span(tok))
+
+    @v_args(meta=True)
+    def name_ref(self, meta, children):
+        (tok,) = children
+        return Ref(str(tok), _span(tok))
+
+    @v_args(meta=True)
+    def shape_lit(self, meta, children):
+        (tok,) = children
+        return _Literal(tuple(int(p) for p in str(tok).split("x")), _span(tok))
+
+    @v_args(meta=True)
+    def string_lit(self, meta, children):
+        (tok,) = children
+        return _Literal(str(tok)[1:-1], _span(tok))
+
+    @v_args(meta=True)
+    def add(self, meta, c):
+        return BinOp("+", c[0], c[1], _span(meta))
+
+    @v_args(meta=True)
+    def sub(self, meta, c):
+        return BinOp("-", c[0], c[1], _span(meta))
+
+    @v_args(meta=True)
+    def mul(self, meta, c):
+        return BinOp("*", c[0], c[1], _span(meta))
+
+    @v_args(meta=True)
+    def div(self, meta, c):
+        return BinOp("/", c[0], c[1], _span(meta))
+
+    @v_args(meta=True)
+    def neg(self, meta, c):
+        return Neg(c[0], _span(meta))
+
+    # ---- calls
+    @v_args(meta=True)
+    def positional(self, meta, c):
+        return Arg(None, c[0], _span(meta))
+
+    @v_args(meta=True)
+    def keyword(self, meta, c):
+        return Arg(str(c[0]), c[1], _span(meta))
+
+    def args(self, c):
+        return tuple(a for a in c if a is not None)
+
+    @v_args(meta=True)
+    def call(self, meta, c):
+        name_tok, args = c
+        return Call(str(name_tok), args or (), args is not None, _span(meta), _span(name_tok))
+
+    # ---- structure
+    @v_args(meta=True)
+    def sequence(self, meta, c):
+        if len(c) == 1:
+            return c[0]
+        return Seq(tuple(c), _span(meta))
+
+    @v_args(meta=True)
+    def repeat(self, meta, c):
+        return Repeat(c[0], tuple(c[1:]), _span(meta))
+
+    @v_args(meta=True)
+    def count_int(self, meta, c):
+        return Num(int(c[0]), _span(c[0]))
+
+    @v_args(meta=True)
+    def count_name(self, meta, c):
+        return Ref(str(c[0]), _span(c[0]))
+
+    def bracket(self, c):
+        return c[0]
+
+    def group(self, c):
+        return c[0]
+
+    @v_args(meta=True)
+    def concat(self, meta, c):
+        return Branches("concat", tuple(c), _span(meta))
+
+    @v_args(meta=True)
+    def sum(self, meta, c):
+        return Branches("sum", tuple(c), _span(meta))
+
+    # ---- statements
+    @v_args(meta=True)
+    def setting(self, meta, c):
+        key, value = c
+        if isinstance(value, (Num, _Literal)):
+            raw, vspan = value.value, value.span
+        else:  # Ref
+            raw, vspan = value.name, value.span
+        return Setting(str(key), raw, _span(meta), _span(key), vspan)
+
+    @v_args(meta=True)
+    def definition(self, meta, c):
+        head, body = c
+        params = []
+        for a in head.args:
+            if a.name is not None or not isinstance(a.value, Ref):
+                raise SourceError(
+                    f"a parameter of definition '{head.name}' must be a plain name",
+                    a.span, "definition",
+                    hint=f"write it as {head.name}(c, s) = ... and pass values where it is used")
+            if a.value.name in params:
+                raise SourceError(f"parameter '{a.value.name}' appears twice in definition '{head.name}'",
+                                  a.span, "definition")
+            params.append(a.value.name)
+        return Definition(head.name, tuple(params), body, _span(meta), head.span)
+
+    @v_args(meta=True)
+    def network(self, meta, c):
+        return _Network(c[0], _span(meta))
+
+    def start(self, c):
+        return [x for x in c if x is not None]
+
+
+@dataclass(frozen=True)
+class _Literal:
+    value: object
+    span: Span
+
+
+@dataclass(frozen=True)
+class _Network:
+    node: Node
+    span: Span
+
+
+_TOKEN_WORDS = {
+    "_DASH": "'-'", "_ARROW": "'->'", "PLUS": "'+'", "VBAR": "'|'", "STAR": "'*'",
+    "SLASH": "'/'", "LPAR": "'('", "RPAR": "')'", "LSQB": "'['", "RSQB": "']'",
+    "COMMA": "','", "EQUAL": "'='", "NAME": "a name", "INT": "an integer",
+    "FLOAT": "a number", "SHAPE": "a shape like 3x32x32", "STRING": "a quoted string",
+    "_NL": "a new line", "$END": "the end of the text",
+}
+
+
+def _describe_expected(expected: set[str]) -> str:
+    words = sorted({_TOKEN_WORDS.get(t, t) for t in expected if not t.startswith("__")})
+    if not words:
+        return ""
+    if len(words) > 6:
+        words = words[:6] + ["..."]
+    return "expected " + ", ".join(words)
+
+
+def _unclosed_bracket(text: str) -> tuple[int, str] | None:
+    """Offset and character of the first bracket that is never closed (comments skipped)."""
+    stack: list[tuple[int, str]] = []
+    in_comment = False
+    for i, ch in enumerate(text):
+        if in_comment:
+            in_comment = ch != "\n"
+            continue
+        if ch == "#":
+            in_comment = True
+        elif ch in "([":
+            stack.append((i, ch))
+        elif ch in ")]":
+            if stack and {"(": ")", "[": "]"}[stack[-1][1]] == ch:
+                stack.pop()
+            else:
+                return None
+    return stack[0] if stack else None
+
+
+def _offset_span(text: str, offset: int, length: int = 1) -> Span:
+    line = text.count("\n", 0, offset) + 1
+    col = offset - (text.rfind("\n", 0, offset) + 1) + 1
+    return Span(line, col, offset, offset + length, line, col + length)
+
+
+def _syntax_error(err: UnexpectedInput, text: str) -> SourceError:
+    if isinstance(err, UnexpectedCharacters):
+        ch = text[err.pos_in_stream] if err.pos_in_stream < len(text) else ""
+        span = _offset_span(text, err.pos_in_stream)
+        hint = None
+        if ch in "{}<>;:":
+            hint = "layers are joined with '-', branches are written ( a | b ) or ( a + b )"
+        elif ch == ".":
+            hint = "a number needs digits before its point is optional, but names cannot contain '.'"
+        elif ch == "'":
+            hint = "strings are written in double quotes"
+        return SourceError(f"unexpected character {ch!r}", span, "syntax", hint=hint)
+    if isinstance(err, UnexpectedEOF) or (isinstance(err, UnexpectedToken) and err.token.type == "$END"):
+        unclosed = _unclosed_bracket(text)
+        if unclosed is not None:
+            off, ch = unclosed
+            close = ")" if ch == "(" else "]"
+            return SourceError(f"'{ch}' is never closed", _offset_span(text, off), "syntax",
+                               hint=f"add '{close}' to close it")
+        stripped = text.rstrip()
+        off = max(len(stripped) - 1, 0)
+        expected = getattr(err, "expected", set())
+        return SourceError("unexpected end of the text", _offset_span(text, off), "syntax",
+                           hint=_describe_expected(set(expected)) or None)
+    assert isinstance(err, UnexpectedToken)
+    tok = err.token
+    span = _span(tok) if tok.line is not None else _offset_span(text, 0)
+    expected = set(err.expected)
+    if tok.type == "_NL":
+        what = "end of line"
+        unclosed = _unclosed_bracket(text[: tok.start_pos])
+        hint = _describe_expected(expected)
+        if unclosed is not None:
+            off, ch = unclosed
+            return SourceError(f"'{ch}' is never closed", _offset_span(text, off), "syntax",
+                               hint="add the closing bracket")
+        return SourceError(f"unexpected {what}", span, "syntax", hint=hint or None)
+    shown = str(tok)
+    hint = _describe_expected(expected)
+    if tok.type in ("RPAR", "RSQB") and _unclosed_bracket(text[: tok.end_pos]) is None:
+        opener = "(" if tok.type == "RPAR" else "["
+        if text[: tok.start_pos].count(opener) < text[: tok.end_pos].count(shown):
+            return SourceError(f"'{shown}' closes nothing", span, "syntax",
+                               hint="remove it or add the opening bracket")
+    if tok.type in ("NAME", "INT", "FLOAT", "SHAPE") and "_DASH" in expected:
+        hint = "join layers with '-' (or '->'); a new line ends the network unless it follows '-'"
+    if tok.type == "SHAPE":
+        hint = "shapes like 3x32x32 belong in the header: input 3x32x32"
+    return SourceError(f"unexpected {shown!r}", span, "syntax", hint=hint or None)
+
+
+def parse(text: str, filename: str = "<string>") -> Program:
+    """Parse model text into a :class:`Program`. Raises :class:`SourceError`."""
+    try:
+        try:
+            tree = _parser().parse(text)
+            items = _ToAst().transform(tree)
+        except VisitError as err:  # a SourceError raised inside the transformer
+            if isinstance(err.orig_exc, SourceError):
+                raise err.orig_exc from None
+            raise
+        except UnexpectedInput as err:
+            raise _syntax_error(err, text) from None
+        settings, definitions, networks = [], [], []
+        for item in items:
+            if isinstance(item, Setting):
+                settings.append(item)
+            elif isinstance(item, Definition):
+                definitions.append(item)
+            else:
+                networks.append(item)
+        if len(networks) > 1:
+            second = networks[1]
+            raise SourceError(
+                "a second network expression: a model file describes one network",
+                second.span, "syntax",
+                hint="join the lines with '-' at the end of the first line (or the start of the next)")
+        network = networks[0].node if networks else None
+        return Program(tuple(settings), tuple(definitions), network, text, filename)
+    except SourceError as err:
+        raise err.with_source(text, filename)
