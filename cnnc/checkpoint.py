@@ -248,7 +248,11 @@ def load_checkpoint(path: str | os.PathLike[str]) -> tuple[dict[str, np.ndarray]
         with np.load(target, allow_pickle=False) as archive:
             names = list(archive.files)
             for name in names:
-                arrays[name] = np.array(archive[name])  # a plain, writable in-memory copy
+                value = archive[name]
+                if not isinstance(value, np.ndarray):  # a zip member that is not a .npy
+                    raise CheckpointError(f"{target} is not a cnnc checkpoint: its entry "
+                                          f"{name!r} is not a NumPy array")
+                arrays[name] = np.array(value)  # a plain, writable in-memory copy
     except _READ_ERRORS as exc:
         msg = str(exc) or type(exc).__name__
         if "allow_pickle" in msg or "pickle" in msg.lower():

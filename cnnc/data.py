@@ -539,7 +539,9 @@ def _open_npz(path: Path) -> dict[str, np.ndarray]:
     try:
         with np.load(path, allow_pickle=False) as z:
             for key in z.files:
-                out[key] = z[key]
+                value = z[key]
+                if isinstance(value, np.ndarray):  # other zip members come back as bytes
+                    out[key] = value
     except ValueError as exc:
         if "pickle" in str(exc).lower():
             raise DataError(f"{path}: holds an array of Python objects, which would need "
@@ -804,15 +806,15 @@ def _open_url(url: str, timeout: float) -> Any:
     return urllib.request.urlopen(req, timeout=timeout)  # noqa: S310 - fixed https/http URLs
 
 
-class _NetworkError(Exception):
-    pass
+class _NetworkError(DataError):
+    """Every mirror was unreachable (resolve_dataset rewords it with where to put the files)."""
 
 
 def download_file(url: str, dest: str | os.PathLike[str], md5: str,
                   sha256: str | None = None, *, timeout: float = DOWNLOAD_TIMEOUT) -> None:
     """Download ``url`` to ``dest``: into a temporary file beside it, checked against
     ``md5`` (and ``sha256``), then renamed onto ``dest``. A checksum mismatch is a DataError
-    (nothing is kept); a network failure raises ``_NetworkError`` (handled by the caller)."""
+    (nothing is kept); a network failure raises a DataError subclass naming the URL."""
     from .checkpoint import atomic_writer
 
     dest = Path(dest)
@@ -889,7 +891,7 @@ def download_dataset(name: str, folder: str | os.PathLike[str]) -> None:
                 download_file(url, dest, md5, sha)
                 break
             except _NetworkError as exc:
-                last = str(exc)
+                last = exc.message
         else:
             raise _NetworkError(last)
         if name == "cifar10":
@@ -954,13 +956,24 @@ def _resolve_named(name: str, data_dir: str | os.PathLike[str] | None,
         download_dataset(name, target)
     except _NetworkError as exc:
         raise DataError(f"{name} was not found in {target}, and downloading it failed "
-                        f"(network unreachable? {exc})", hint=hint) from None
+                        f"(network unreachable? {exc.message})", hint=hint) from None
     return _load_named(name, target)
 
 
 def _looks_like_path(spec: str) -> bool:
     return ("/" in spec or os.sep in spec or (os.altsep or "/") in spec
             or spec.lower().endswith(".npz") or spec.startswith("~"))
+
+
+def _align(train: Dataset, test: Dataset, where: Any) -> tuple[Dataset, Dataset]:
+    """Give the test split the training split's class list (derived lists may differ when
+    a split lacks the highest classes)."""
+    if test.class_names == train.class_names:
+        return train, test
+    if len(test) and int(test.y.max()) >= train.num_classes:
+        raise DataError(f"{where}: the test split has label {int(test.y.max())}, but the "
+                        f"training split has only {train.num_classes} classes")
+    return train, Dataset(test.x, test.y, train.class_names, test.name)
 
 
 def _with_holdout(ds: Dataset) -> tuple[Dataset, Dataset]:
@@ -991,14 +1004,15 @@ def resolve_dataset(spec: str, data_dir: str | os.PathLike[str] | None = None, *
         name = p.stem
         train = load_npz(p, "train", name=name)
         if _npz_has_test(p):
-            return train, load_npz(p, "test", name=name)
+            return _align(train, load_npz(p, "test", name=name), p)
         return _with_holdout(train)
     if p.is_dir():
         dirname = p.resolve().name
         if _find_first(p, _idx_candidates("train", "images", "idx3")) or \
                 _find_first(p, _idx_candidates("t10k", "images", "idx3")):
             name = _ALIASES.get(dirname.lower(), dirname)
-            return load_mnist_dir(p, "train", name=name), load_mnist_dir(p, "test", name=name)
+            return _align(load_mnist_dir(p, "train", name=name),
+                          load_mnist_dir(p, "test", name=name), p)
         cf = _cifar_folder(p)
         if any((cf / f).is_file() for f in _CIFAR_TRAIN + _CIFAR_TEST):
             return load_cifar10_dir(p, "train"), load_cifar10_dir(p, "test")

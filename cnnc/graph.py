@@ -5,8 +5,9 @@ Every node is one layer instance (its own weights). Node attributes:
 * ``layer``: a :class:`LayerNode` (type, resolved configuration, source span, trace);
 * ``info``: filled in by :mod:`cnnc.infer` (shape, parameters, MACs, receptive field).
 
-Edges carry ``slot``: the position of the input in the consumer's ordered inputs (the
-branch order of a merge). The node ``"input"`` is the network input; the graph attribute
+Node attribute ``inputs`` is the ordered tuple of input nodes (the branch order of a
+merge; a node may appear twice, as in ``( id | id )``); edges carry ``slot``, the
+position of their first use. The node ``"input"`` is the network input; the graph attribute
 ``output`` names the last node.
 """
 from __future__ import annotations
@@ -263,9 +264,10 @@ class _Builder:
                               hint="check the repetition counts")
         node_id = self.new_id(layer.name)
         self.graph.add_node(node_id, layer=LayerNode(node_id, layer, config, span, text, tuple(trace),
-                                                     branch_spans))
+                                                     branch_spans), inputs=tuple(inputs))
         for slot, src in enumerate(inputs):
-            self.graph.add_edge(src, node_id, slot=slot)
+            if not self.graph.has_edge(src, node_id):
+                self.graph.add_edge(src, node_id, slot=slot)
         return node_id
 
     def expand(self, node, src: str, env: dict[str, Any], trace: list[Frame], stack: list[str]) -> str:

@@ -148,8 +148,7 @@ def _infer(graph, input_shape, classes, width, batch, source, filename) -> Summa
         if n == INPUT:
             continue
         node: LayerNode = graph.nodes[n]["layer"]
-        preds = sorted(graph.in_edges(n, data="slot"), key=lambda e: e[2])
-        srcs = [u for u, _, _ in preds]
+        srcs = list(graph.nodes[n]["inputs"])
         in_shapes = [shapes[u] for u in srcs]
         d = max(downs[u] for u in srcs) + (1 if node.type.downsamples(node.config) else 0)
         ctx = InferContext(width=width * 2 ** d, classes=classes, is_last_fc=(n == last_fc))

@@ -345,3 +345,10 @@ def test_atomic_write_error_class_is_selectable(tmp_path, monkeypatch):
 def test_errors_are_cnnc_errors():
     assert issubclass(CheckpointError, CnncError)
     assert ck.CHECKPOINT_FORMAT >= 1
+
+
+def test_zip_that_is_not_an_npz(tmp_path):
+    p = tmp_path / "other.zip"
+    with zipfile.ZipFile(p, "w") as z:
+        z.writestr("readme.txt", "hello")
+    _expect_bad(p, "readme.txt")

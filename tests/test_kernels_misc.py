@@ -293,7 +293,7 @@ def test_channel_maxpool(n_ch, k, hw, dtype):
 # elementwise
 # ---------------------------------------------------------------------------------------
 
-SIZES = [0, 1, 37, 2 * ew.CHUNK + 5]
+SIZES = [0, 1, 37, 40005]
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -449,7 +449,7 @@ def test_flat_views_of_4d_tensors():
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("p", [0.0, 0.3, 0.5, 1.0])
 def test_dropout(p, dtype):
-    n = ew.CHUNK + 100
+    n = 20100
     rng = np.random.default_rng(9)
     x = rng.standard_normal(n).astype(dtype)
     u = np.empty(n)
@@ -767,7 +767,7 @@ ADAM_SETTINGS = [  # lr, beta1, beta2, eps, weight_decay, decoupled
     (1e-2, 0.8, 0.99, 1e-6, 1e-2, False),
     (1e-2, 0.9, 0.999, 1e-8, 5e-2, True),
 ]
-N_PARAMS = optim.CHUNK * 2 + 17
+N_PARAMS = 40017
 
 
 @pytest.mark.parametrize("setting", SGD_SETTINGS)

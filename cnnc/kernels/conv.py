@@ -183,14 +183,23 @@ def _col2im(cols, coff, ldc, C, H, W, KH, KW, sh, sw, ph, pw, dh, dw, OH, OW, dx
 # sizing (shared by the workspace query and the kernels)
 # ---------------------------------------------------------------------------------------
 
-_TARGET_COLS = 512  # aim for GEMMs with at least this many columns (B*P) per block
+import os as _os
+
+# Columns (B*P) a block of images should reach.  Forward GEMMs were as fast per image as per
+# block here, so the forward uses B = 1 (and writes y directly on the compact path).
+_FWD_TARGET_COLS = int(_os.environ.get("CNNC_CONV_FWD_COLS", "1"))
+_BWD_TARGET_COLS = int(_os.environ.get("CNNC_CONV_BWD_COLS", "512"))
 _MAX_BLOCK_ELEMS = 1 << 19  # cap on the im2col block (elements): 2 MiB in float32
+
+# Path selection: 0 = automatic, 1 = compact im2col, 2 = "wide" im2col (stride 1, dilation 1)
+PATH_AUTO, PATH_COMPACT, PATH_WIDE = 0, 1, 2
+FORCE_PATH = int(_os.environ.get("CNNC_CONV_PATH", "0"))
 
 
 @njit(cache=True)
-def _block(N, C, KK, P):
+def _block(N, C, KK, P, target):
     """Images per block: enough columns for an efficient GEMM, bounded buffer."""
-    b = (_TARGET_COLS + P - 1) // P
+    b = (target + P - 1) // P
     cap = _MAX_BLOCK_ELEMS // max(1, C * KK * P)
     if b > cap:
         b = cap
@@ -202,12 +211,34 @@ def _block(N, C, KK, P):
 
 
 @njit(cache=True)
-def _per_thread(N, C, F, KK, CgKK, P):
-    """Workspace elements one thread needs (max over forward and backward)."""
-    B = _block(N, C, KK, P)
-    fwd = C * KK * B * P + F * B * P
-    bwd = F * CgKK + F + C * KK * B * P + F * B * P
-    return max(fwd, bwd), B
+def _sizes(N, C, F, KH, KW, CgKK, OH, OW, fwd_cols, bwd_cols):
+    """(per-thread workspace elements, forward block, backward block, wide columns/image).
+
+    Sized for the larger of the two im2col layouts: compact (P = OH*OW columns per image)
+    and wide (OH*(OW+KW-1) columns, plus a zero-padded input copy of C*(OH+KH-1)*(OW+KW-1)).
+    """
+    KK = KH * KW
+    Pw = OH * (OW + KW - 1)
+    XP = C * (OH + KH - 1) * (OW + KW - 1)
+    Bf = _block(N, C, KK, Pw, fwd_cols)
+    Bb = _block(N, C, KK, Pw, bwd_cols)
+    fwd = C * KK * Bf * Pw + F * Bf * Pw + XP
+    bwd = F * CgKK + F + C * KK * Bb * Pw + F * Bb * Pw + XP
+    return max(fwd, bwd), Bf, Bb, Pw
+
+
+@njit(cache=True)
+def _choose_wide(path, sh, sw, dh, dw, ph, pw, KH, KW, OW):
+    """Use the wide layout?  Only for stride 1 and dilation 1 (and not 1x1 unpadded)."""
+    ok = sh == 1 and sw == 1 and dh == 1 and dw == 1 and not (
+        KH == 1 and KW == 1 and ph == 0 and pw == 0)
+    if not ok or path == PATH_COMPACT:
+        return False
+    if path == PATH_WIDE:
+        return True
+    # automatic: the wide layout wastes (KW-1)/OW of the GEMM but makes im2col / col2im
+    # plain contiguous copies; short output rows make the compact im2col slow
+    return OW <= 16 or (KW - 1) * 8 <= OW
 
 
 def conv2d_workspace_size(N, C, H, W, F, KH, KW, OH, OW, groups):
@@ -218,10 +249,99 @@ def conv2d_workspace_size(N, C, H, W, F, KH, KW, OH, OW, groups):
     block of images.  A smaller workspace still works (fewer threads are used) as long as
     it holds one thread's share.
     """
-    per, _ = _per_thread(int(N), int(C), int(F), int(KH) * int(KW),
-                         (int(C) // int(groups)) * int(KH) * int(KW), int(OH) * int(OW))
+    per = _sizes(int(N), int(C), int(F), int(KH), int(KW),
+                 (int(C) // int(groups)) * int(KH) * int(KW), int(OH), int(OW),
+                 _FWD_TARGET_COLS, _BWD_TARGET_COLS)[0]
     T = max(1, min(numba.get_num_threads(), int(N)))
     return int(T * per)
+
+
+# ---------------------------------------------------------------------------------------
+# wide im2col / col2im (stride 1, dilation 1)
+# ---------------------------------------------------------------------------------------
+# With the output computed on a grid of OH x Wp (Wp = W + 2*pw, the last KW-1 columns of
+# each row are garbage), row (c, kh, kw) of the column matrix is ONE contiguous slice of the
+# zero-padded image: xp[c, kh:, kw:] flattened.  im2col / col2im become long contiguous
+# copies; the epilogue drops the garbage columns; backward packs dy with zeros there.
+
+
+@njit(cache=True, fastmath=True)
+def _pad_image(xf, xoff, C, H, W, ph, pw, buf, boff):
+    """buf[boff:] = x[c] zero-padded to (H+2ph, W+2pw)."""
+    zero = buf.dtype.type(0)
+    Hp = H + 2 * ph
+    Wp = W + 2 * pw
+    for c in range(C):
+        cb = boff + c * Hp * Wp
+        for j in range(ph * Wp):
+            buf[_u(cb + j)] = zero
+            buf[_u(cb + (Hp - ph) * Wp + j)] = zero
+        for ih in range(H):
+            d = _u(cb + (ih + ph) * Wp)
+            s = _u(xoff + (c * H + ih) * W)
+            for j in range(pw):
+                buf[d + _u(j)] = zero
+                buf[d + _u(pw + W + j)] = zero
+            dp = d + _u(pw)
+            for j in range(W):
+                buf[dp + _u(j)] = xf[s + _u(j)]
+
+
+@njit(cache=True, fastmath=True)
+def _im2col_wide(xf, xoff, C, H, W, KH, KW, ph, pw, OH, OW, cols, coff, ldc, ws, xpoff):
+    zero = cols.dtype.type(0)
+    Hp = H + 2 * ph
+    Wp = W + 2 * pw
+    if ph > 0 or pw > 0:
+        _pad_image(xf, xoff, C, H, W, ph, pw, ws, xpoff)
+        src = ws
+        soff = xpoff
+    else:
+        src = xf
+        soff = xoff
+    Pc = OH * Wp
+    ncopy = (OH - 1) * Wp + OW  # stays inside the padded image
+    for c in range(C):
+        for kh in range(KH):
+            for kw in range(KW):
+                d = _u(coff + ((c * KH + kh) * KW + kw) * ldc)
+                s = _u(soff + (c * Hp + kh) * Wp + kw)
+                for j in range(ncopy):
+                    cols[d + _u(j)] = src[s + _u(j)]
+                for j in range(ncopy, Pc):
+                    cols[d + _u(j)] = zero
+
+
+@njit(cache=True, fastmath=True)
+def _col2im_wide(cols, coff, ldc, C, H, W, KH, KW, ph, pw, OH, OW, dxf, dxoff, ws, xpoff):
+    """dx[n] = col2im(cols) (overwrites).  Garbage columns of ``cols`` must be zero."""
+    zero = cols.dtype.type(0)
+    Hp = H + 2 * ph
+    Wp = W + 2 * pw
+    padded = ph > 0 or pw > 0
+    if padded:
+        acc = ws
+        aoff = xpoff
+    else:
+        acc = dxf
+        aoff = dxoff
+    for j in range(C * Hp * Wp):
+        acc[_u(aoff + j)] = zero
+    ncopy = (OH - 1) * Wp + OW
+    for c in range(C):
+        for kh in range(KH):
+            for kw in range(KW):
+                d = _u(coff + ((c * KH + kh) * KW + kw) * ldc)
+                s = _u(aoff + (c * Hp + kh) * Wp + kw)
+                for j in range(ncopy):
+                    acc[s + _u(j)] += cols[d + _u(j)]
+    if padded:
+        for c in range(C):
+            for ih in range(H):
+                s = _u(xpoff + (c * Hp + ih + ph) * Wp + pw)
+                d = _u(dxoff + (c * H + ih) * W)
+                for j in range(W):
+                    dxf[d + _u(j)] = ws[s + _u(j)]
 
 
 # ---------------------------------------------------------------------------------------
@@ -230,7 +350,8 @@ def conv2d_workspace_size(N, C, H, W, F, KH, KW, OH, OW, groups):
 
 
 @njit(parallel=True, cache=True, fastmath=True)
-def _conv_fwd(x, w, b, y, ws, sh, sw, ph, pw, dh, dw, G, has_bias, relu, nthreads):
+def _conv_fwd(x, w, b, y, ws, sh, sw, ph, pw, dh, dw, G, has_bias, relu, nthreads, fcols,
+              bcols, path):
     N, C, H, W = x.shape
     F, Cg, KH, KW = w.shape
     OH = y.shape[2]
@@ -243,21 +364,25 @@ def _conv_fwd(x, w, b, y, ws, sh, sw, ph, pw, dh, dw, G, has_bias, relu, nthread
     CgKK = Cg * KK
     P = OH * OW
     CHW = C * H * W
-    per, B = _per_thread(N, C, F, KK, CgKK, P)
+    per, B, _, Pw = _sizes(N, C, F, KH, KW, CgKK, OH, OW, fcols, bcols)
     T = min(nthreads, N, ws.size // per)
     if T < 1:
         raise ValueError("conv2d_forward: workspace too small")
+    wide = _choose_wide(path, sh, sw, dh, dw, ph, pw, KH, KW, OW)
     pointwise = KH == 1 and KW == 1 and sh == 1 and sw == 1 and ph == 0 and pw == 0
+    Wrow = W + 2 * pw if wide else OW  # row pitch of the GEMM output
+    Pc = OH * Wrow  # GEMM columns per image
     zero = y.dtype.type(0)
     for t in prange(T):
         n0 = t * N // T
         n1 = (t + 1) * N // T
         cbuf = t * per
-        obuf = cbuf + C * KK * B * P
+        obuf = cbuf + C * KK * B * Pw
+        xpbuf = obuf + F * B * Pw
         for nb in range(n0, n1, B):
             nB = min(B, n1 - nb)
-            L = nB * P
-            if nB == 1:
+            L = nB * Pc
+            if nB == 1 and not wide:
                 # GEMM straight into y[n]
                 if pointwise:
                     src = xf
@@ -282,27 +407,34 @@ def _conv_fwd(x, w, b, y, ws, sh, sw, ph, pw, dh, dw, G, has_bias, relu, nthread
                                 yf[d + _u(p)] = yf[d + _u(p)] + bf
             else:
                 for i in range(nB):
-                    _im2col(xf, (nb + i) * CHW, C, H, W, KH, KW, sh, sw, ph, pw, dh, dw, OH,
-                            OW, ws, cbuf + i * P, L)
+                    if wide:
+                        _im2col_wide(xf, (nb + i) * CHW, C, H, W, KH, KW, ph, pw, OH, OW,
+                                     ws, cbuf + i * Pc, L, ws, xpbuf)
+                    else:
+                        _im2col(xf, (nb + i) * CHW, C, H, W, KH, KW, sh, sw, ph, pw, dh, dw,
+                                OH, OW, ws, cbuf + i * Pc, L)
                 for g in range(G):
                     gemm(_N, _N, Fg, L, CgKK, 1.0, wf, g * Fg * CgKK, CgKK,
                          ws, cbuf + g * CgKK * L, L, 0.0, ws, obuf + g * Fg * L, L)
+                nrow = OH if wide else 1
+                rlen = OW if wide else P
                 for i in range(nB):
                     for f in range(F):
-                        s = _u(obuf + f * L + i * P)
-                        d = _u(((nb + i) * F + f) * P)
                         bf = b[f] if has_bias else zero
-                        if relu:
-                            for p in range(P):
-                                yf[d + _u(p)] = max(ws[s + _u(p)] + bf, zero)
-                        else:
-                            for p in range(P):
-                                yf[d + _u(p)] = ws[s + _u(p)] + bf
+                        for r in range(nrow):
+                            s = _u(obuf + f * L + i * Pc + r * Wrow)
+                            d = _u(((nb + i) * F + f) * P + r * rlen)
+                            if relu:
+                                for p in range(rlen):
+                                    yf[d + _u(p)] = max(ws[s + _u(p)] + bf, zero)
+                            else:
+                                for p in range(rlen):
+                                    yf[d + _u(p)] = ws[s + _u(p)] + bf
 
 
 @njit(parallel=True, cache=True, fastmath=True)
 def _conv_bwd(x, w, y, dy, dx, dwt, db, ws, sh, sw, ph, pw, dh, dw, G, has_bias, relu,
-              need_dx, nthreads):
+              need_dx, nthreads, fcols, bcols, path):
     N, C, H, W = x.shape
     F, Cg, KH, KW = w.shape
     OH = dy.shape[2]
@@ -318,11 +450,16 @@ def _conv_bwd(x, w, y, dy, dx, dwt, db, ws, sh, sw, ph, pw, dh, dw, G, has_bias,
     P = OH * OW
     CHW = C * H * W
     FCgKK = F * CgKK
-    per, B = _per_thread(N, C, F, KK, CgKK, P)
+    per, _, B, Pw = _sizes(N, C, F, KH, KW, CgKK, OH, OW, fcols, bcols)
     T = min(nthreads, N, ws.size // per)
     if T < 1:
         raise ValueError("conv2d_backward: workspace too small")
+    wide = _choose_wide(path, sh, sw, dh, dw, ph, pw, KH, KW, OW)
     pointwise = KH == 1 and KW == 1 and sh == 1 and sw == 1 and ph == 0 and pw == 0
+    Wrow = W + 2 * pw if wide else OW
+    Pc = OH * Wrow
+    nrow = OH if wide else 1
+    rlen = OW if wide else P
     zero = dy.dtype.type(0)
     for t in prange(T):
         n0 = t * N // T
@@ -330,28 +467,32 @@ def _conv_bwd(x, w, y, dy, dx, dwt, db, ws, sh, sw, ph, pw, dh, dw, G, has_bias,
         dwp = t * per
         dbp = dwp + FCgKK
         cbuf = dbp + F
-        dyb = cbuf + C * KK * B * P
+        dyb = cbuf + C * KK * B * Pw
+        xpbuf = dyb + F * B * Pw
         for j in range(FCgKK + F):
             ws[_u(dwp + j)] = zero
         for nb in range(n0, n1, B):
             nB = min(B, n1 - nb)
-            L = nB * P
+            L = nB * Pc
             # pack (and ReLU-mask) dy of the block into dyb [F, L]; db partials
             for i in range(nB):
                 for f in range(F):
-                    s = _u(((nb + i) * F + f) * P)
-                    d = _u(dyb + f * L + i * P)
                     acc = zero
-                    if relu:
-                        for p in range(P):
-                            v = dyf[s + _u(p)] if yf[s + _u(p)] > zero else zero
-                            ws[d + _u(p)] = v
-                            acc += v
-                    else:
-                        for p in range(P):
-                            v = dyf[s + _u(p)]
-                            ws[d + _u(p)] = v
-                            acc += v
+                    for r in range(nrow):
+                        s = _u(((nb + i) * F + f) * P + r * rlen)
+                        d = _u(dyb + f * L + i * Pc + r * Wrow)
+                        if relu:
+                            for p in range(rlen):
+                                v = dyf[s + _u(p)] if yf[s + _u(p)] > zero else zero
+                                ws[d + _u(p)] = v
+                                acc += v
+                        else:
+                            for p in range(rlen):
+                                v = dyf[s + _u(p)]
+                                ws[d + _u(p)] = v
+                                acc += v
+                        for p in range(rlen, Wrow):
+                            ws[d + _u(p)] = zero
                     ws[dbp + f] += acc
             # columns of x for the block
             if nB == 1 and pointwise:
@@ -359,8 +500,12 @@ def _conv_bwd(x, w, y, dy, dx, dwt, db, ws, sh, sw, ph, pw, dh, dw, G, has_bias,
                 soff = nb * CHW
             else:
                 for i in range(nB):
-                    _im2col(xf, (nb + i) * CHW, C, H, W, KH, KW, sh, sw, ph, pw, dh, dw, OH,
-                            OW, ws, cbuf + i * P, L)
+                    if wide:
+                        _im2col_wide(xf, (nb + i) * CHW, C, H, W, KH, KW, ph, pw, OH, OW,
+                                     ws, cbuf + i * Pc, L, ws, xpbuf)
+                    else:
+                        _im2col(xf, (nb + i) * CHW, C, H, W, KH, KW, sh, sw, ph, pw, dh, dw,
+                                OH, OW, ws, cbuf + i * Pc, L)
                 src = ws
                 soff = cbuf
             # dW_g += dy_g [Fg, L] . cols_g^T [L, CgKK]
@@ -377,14 +522,18 @@ def _conv_bwd(x, w, y, dy, dx, dwt, db, ws, sh, sw, ph, pw, dh, dw, G, has_bias,
                                  dxf, n * CHW + g * Cg * P, P)
                     else:
                         for g in range(G):
-                            gemm(_T, _N, CgKK, P, Fg, 1.0, wf, g * Fg * CgKK, CgKK,
-                                 ws, dyb + g * Fg * L + i * P, L, 0.0,
-                                 ws, cbuf + g * CgKK * P, P)
-                        dx0 = _u(n * CHW)
-                        for j in range(CHW):
-                            dxf[dx0 + _u(j)] = zero
-                        _col2im(ws, cbuf, P, C, H, W, KH, KW, sh, sw, ph, pw, dh, dw, OH, OW,
-                                dxf, n * CHW)
+                            gemm(_T, _N, CgKK, Pc, Fg, 1.0, wf, g * Fg * CgKK, CgKK,
+                                 ws, dyb + g * Fg * L + i * Pc, L, 0.0,
+                                 ws, cbuf + g * CgKK * Pc, Pc)
+                        if wide:
+                            _col2im_wide(ws, cbuf, Pc, C, H, W, KH, KW, ph, pw, OH, OW,
+                                         dxf, n * CHW, ws, xpbuf)
+                        else:
+                            dx0 = _u(n * CHW)
+                            for j in range(CHW):
+                                dxf[dx0 + _u(j)] = zero
+                            _col2im(ws, cbuf, P, C, H, W, KH, KW, sh, sw, ph, pw, dh, dw, OH,
+                                    OW, dxf, n * CHW)
     # reduce the per-thread partials
     dwf = dwt.reshape(dwt.size)
     for j in range(FCgKK):
@@ -425,7 +574,7 @@ def conv2d_forward(x, w, b, y, ws, sh, sw, ph, pw, dh, dw, groups, has_bias, rel
     if b is None:
         b = _dummy(y.dtype, 1)
     _conv_fwd(x, w, b, y, ws, sh, sw, ph, pw, dh, dw, groups, bool(has_bias), bool(relu),
-              _get_num_threads())
+              _get_num_threads(), _FWD_TARGET_COLS, _BWD_TARGET_COLS, FORCE_PATH)
 
 
 def conv2d_backward(x, w, y, dy, dx, dwt, db, ws, sh, sw, ph, pw, dh, dw, groups, has_bias,
@@ -444,4 +593,5 @@ def conv2d_backward(x, w, y, dy, dx, dwt, db, ws, sh, sw, ph, pw, dh, dw, groups
         y = dy
         relu = False
     _conv_bwd(x, w, y, dy, dx, dwt, db, ws, sh, sw, ph, pw, dh, dw, groups, bool(has_bias),
-              bool(relu), bool(need_dx), _get_num_threads())
+              bool(relu), bool(need_dx), _get_num_threads(), _FWD_TARGET_COLS,
+              _BWD_TARGET_COLS, FORCE_PATH)

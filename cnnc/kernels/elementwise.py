@@ -6,7 +6,8 @@ call have the same length and (for float arrays) the same dtype. In-place use is
 where an output is the same array as its input (``relu_forward(x, x)``): each element is
 read before it is written.
 
-Work is split into chunks of ``CHUNK`` elements and the chunks run under ``prange``.
+Each kernel is one ``prange`` loop over the elements (Numba splits it statically across
+threads; measured faster than explicit chunking).
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ import numpy as np
 from numba import njit, prange
 
 __all__ = [
-    "CHUNK",
     "relu_forward",
     "relu_backward",
     "leaky_relu_forward",
@@ -38,37 +38,31 @@ __all__ = [
     "concat_channels_backward",
 ]
 
-CHUNK = 16384
-"""Elements per parallel work item."""
-
 
 @njit(cache=True, parallel=True, error_model="numpy")
 def relu_forward(x, y):
     """y = max(x, 0). x, y: (n,). (NaN maps to 0.)"""
     n = x.shape[0]
-    for t in prange((n + CHUNK - 1) // CHUNK):
-        for i in range(t * CHUNK, min(t * CHUNK + CHUNK, n)):
-            v = x[i]
-            y[i] = v if v > 0 else 0
+    for i in prange(n):
+        v = x[i]
+        y[i] = v if v > 0 else 0
 
 
 @njit(cache=True, parallel=True, error_model="numpy")
 def relu_backward(dy, y, dx):
     """dx = dy * (y > 0), from the forward output y. dy, y, dx: (n,)."""
     n = dy.shape[0]
-    for t in prange((n + CHUNK - 1) // CHUNK):
-        for i in range(t * CHUNK, min(t * CHUNK + CHUNK, n)):
-            dx[i] = dy[i] if y[i] > 0 else 0
+    for i in prange(n):
+        dx[i] = dy[i] if y[i] > 0 else 0
 
 
 @njit(cache=True, parallel=True, error_model="numpy")
 def leaky_relu_forward(x, y, alpha):
     """y = x if x > 0 else alpha*x. x, y: (n,); alpha > 0."""
     n = x.shape[0]
-    for t in prange((n + CHUNK - 1) // CHUNK):
-        for i in range(t * CHUNK, min(t * CHUNK + CHUNK, n)):
-            v = x[i]
-            y[i] = v if v > 0 else alpha * v
+    for i in prange(n):
+        v = x[i]
+        y[i] = v if v > 0 else alpha * v
 
 
 @njit(cache=True, parallel=True, error_model="numpy")
@@ -76,44 +70,43 @@ def leaky_relu_backward(dy, xy, dx, alpha):
     """dx = dy if xy > 0 else alpha*dy. xy is the forward input x or output y (alpha > 0,
     so y > 0 iff x > 0). dy, xy, dx: (n,)."""
     n = dy.shape[0]
-    for t in prange((n + CHUNK - 1) // CHUNK):
-        for i in range(t * CHUNK, min(t * CHUNK + CHUNK, n)):
-            g = dy[i]
-            dx[i] = g if xy[i] > 0 else alpha * g
+    for i in prange(n):
+        g = dy[i]
+        dx[i] = g if xy[i] > 0 else alpha * g
 
 
 @njit(cache=True, parallel=True, error_model="numpy")
 def tanh_forward(x, y):
     """y = tanh(x). x, y: (n,).
 
-    Computed from exp (|x| > 0.55) or expm1 (small |x|, no cancellation), within ~3 ulp:
-    about 3x faster than libm's tanhf. Constants are float32 so float32 input stays float32.
+    Computed in float64, branch-free, without libm's slow tanh (3-4x faster, < 1.5 ulp):
+    (1 - e)/(1 + e) with e = exp(-2|x|) for |x| > 0.625, else Cephes' rational
+    approximation x + x*z*P(z)/Q(z), z = x^2.
     """
-    one = np.float32(1.0)
-    two = np.float32(2.0)
-    small = np.float32(0.55)
     n = x.shape[0]
-    for t in prange((n + CHUNK - 1) // CHUNK):
-        for i in range(t * CHUNK, min(t * CHUNK + CHUNK, n)):
-            v = x[i]
-            a = abs(v)
-            if a > small:
-                e = math.exp(-(a + a))
-                r = (one - e) / (one + e)
-            else:
-                m = math.expm1(a + a)
-                r = m / (m + two)
-            y[i] = r if v >= 0 else -r
+    for i in prange(n):
+        v = float(x[i])
+        a = abs(v)
+        e = math.exp(-(a + a))
+        big = (1.0 - e) / (1.0 + e)
+        if v < 0:
+            big = -big
+        z = v * v
+        p = (-9.64399179425052238628e-1 * z - 9.92877231001918586564e1) * z \
+            - 1.61468768441708447952e3
+        q = ((z + 1.12811678491632931402e2) * z + 2.23548839060100448583e3) * z \
+            + 4.84406305325125486048e3
+        small = v + v * z * (p / q)
+        y[i] = big if a > 0.625 else small
 
 
 @njit(cache=True, parallel=True, error_model="numpy")
 def tanh_backward(dy, y, dx):
     """dx = dy * (1 - y^2), from the forward output y. dy, y, dx: (n,)."""
     n = dy.shape[0]
-    for t in prange((n + CHUNK - 1) // CHUNK):
-        for i in range(t * CHUNK, min(t * CHUNK + CHUNK, n)):
-            v = y[i]
-            dx[i] = dy[i] * (1 - v * v)
+    for i in prange(n):
+        v = y[i]
+        dx[i] = dy[i] * (1 - v * v)
 
 
 @njit(cache=True, parallel=True, error_model="numpy")
@@ -121,76 +114,68 @@ def sigmoid_forward(x, y):
     """y = 1 / (1 + exp(-x)), overflow-free for either sign (one exp of -|x|). x, y: (n,)."""
     one = np.float32(1.0)
     n = x.shape[0]
-    for t in prange((n + CHUNK - 1) // CHUNK):
-        for i in range(t * CHUNK, min(t * CHUNK + CHUNK, n)):
-            v = x[i]
-            e = math.exp(-abs(v))
-            r = one / (one + e)
-            y[i] = r if v >= 0 else e * r
+    for i in prange(n):
+        v = x[i]
+        e = math.exp(-abs(v))
+        r = one / (one + e)
+        y[i] = r if v >= 0 else e * r
 
 
 @njit(cache=True, parallel=True, error_model="numpy")
 def sigmoid_backward(dy, y, dx):
     """dx = dy * y * (1 - y), from the forward output y. dy, y, dx: (n,)."""
     n = dy.shape[0]
-    for t in prange((n + CHUNK - 1) // CHUNK):
-        for i in range(t * CHUNK, min(t * CHUNK + CHUNK, n)):
-            v = y[i]
-            dx[i] = dy[i] * v * (1 - v)
+    for i in prange(n):
+        v = y[i]
+        dx[i] = dy[i] * v * (1 - v)
 
 
 @njit(cache=True, parallel=True, error_model="numpy")
 def add_forward(a, b, y):
     """y = a + b. a, b, y: (n,)."""
     n = y.shape[0]
-    for t in prange((n + CHUNK - 1) // CHUNK):
-        for i in range(t * CHUNK, min(t * CHUNK + CHUNK, n)):
-            y[i] = a[i] + b[i]
+    for i in prange(n):
+        y[i] = a[i] + b[i]
 
 
 @njit(cache=True, parallel=True, error_model="numpy")
 def accumulate(dst, src):
     """dst += src. dst, src: (n,)."""
     n = dst.shape[0]
-    for t in prange((n + CHUNK - 1) // CHUNK):
-        for i in range(t * CHUNK, min(t * CHUNK + CHUNK, n)):
-            dst[i] += src[i]
+    for i in prange(n):
+        dst[i] += src[i]
 
 
 @njit(cache=True, parallel=True, error_model="numpy")
 def copy(dst, src):
     """dst = src. dst, src: (n,)."""
     n = dst.shape[0]
-    for t in prange((n + CHUNK - 1) // CHUNK):
-        for i in range(t * CHUNK, min(t * CHUNK + CHUNK, n)):
-            dst[i] = src[i]
+    for i in prange(n):
+        dst[i] = src[i]
 
 
 @njit(cache=True, parallel=True, error_model="numpy")
 def scale(dst, src, alpha):
     """dst = alpha * src (dst may be src). dst, src: (n,)."""
     n = dst.shape[0]
-    for t in prange((n + CHUNK - 1) // CHUNK):
-        for i in range(t * CHUNK, min(t * CHUNK + CHUNK, n)):
-            dst[i] = alpha * src[i]
+    for i in prange(n):
+        dst[i] = alpha * src[i]
 
 
 @njit(cache=True, parallel=True, error_model="numpy")
 def fill(dst, value):
     """dst[:] = value. dst: (n,)."""
     n = dst.shape[0]
-    for t in prange((n + CHUNK - 1) // CHUNK):
-        for i in range(t * CHUNK, min(t * CHUNK + CHUNK, n)):
-            dst[i] = value
+    for i in prange(n):
+        dst[i] = value
 
 
 @njit(cache=True, parallel=True, error_model="numpy")
 def fill_zero(dst):
     """dst[:] = 0. dst: (n,)."""
     n = dst.shape[0]
-    for t in prange((n + CHUNK - 1) // CHUNK):
-        for i in range(t * CHUNK, min(t * CHUNK + CHUNK, n)):
-            dst[i] = 0
+    for i in prange(n):
+        dst[i] = 0
 
 
 @njit(cache=True, parallel=True, error_model="numpy")
@@ -202,14 +187,13 @@ def dropout_forward(x, u, y, mask, p):
     """
     n = x.shape[0]
     keep_scale = 1.0 / (1.0 - p) if p < 1.0 else 0.0
-    for t in prange((n + CHUNK - 1) // CHUNK):
-        for i in range(t * CHUNK, min(t * CHUNK + CHUNK, n)):
-            if u[i] >= p and p < 1.0:
-                mask[i] = 1
-                y[i] = x[i] * keep_scale
-            else:
-                mask[i] = 0
-                y[i] = 0
+    for i in prange(n):
+        if u[i] >= p and p < 1.0:
+            mask[i] = 1
+            y[i] = x[i] * keep_scale
+        else:
+            mask[i] = 0
+            y[i] = 0
 
 
 @njit(cache=True, parallel=True, error_model="numpy")
@@ -217,12 +201,11 @@ def dropout_backward(dy, mask, dx, p):
     """Inverted dropout backward: dx = dy * mask / (1 - p). dy, dx: (n,), mask: uint8 (n,)."""
     n = dy.shape[0]
     keep_scale = 1.0 / (1.0 - p) if p < 1.0 else 0.0
-    for t in prange((n + CHUNK - 1) // CHUNK):
-        for i in range(t * CHUNK, min(t * CHUNK + CHUNK, n)):
-            if mask[i] != 0:
-                dx[i] = dy[i] * keep_scale
-            else:
-                dx[i] = 0
+    for i in prange(n):
+        if mask[i] != 0:
+            dx[i] = dy[i] * keep_scale
+        else:
+            dx[i] = 0
 
 
 @njit(cache=True, parallel=True, error_model="numpy")

@@ -2,7 +2,7 @@
 
 p, g and the state arrays (v; m, v) are 1-D, same length and float dtype (float32 in
 training): the caller keeps a model's parameters and gradients in one or a few flat arrays.
-Updates run in place, ``prange`` over chunks of ``CHUNK`` elements. Hyperparameters are
+Updates run in place, one ``prange`` loop over the elements. Hyperparameters are
 runtime scalars, so one compiled specialization serves every setting.
 """
 
@@ -12,10 +12,7 @@ import math
 
 from numba import njit, prange
 
-__all__ = ["CHUNK", "sgd_update", "adam_update"]
-
-CHUNK = 16384
-"""Elements per parallel work item."""
+__all__ = ["sgd_update", "adam_update"]
 
 
 @njit(cache=True, parallel=True, error_model="numpy")
@@ -28,17 +25,16 @@ def sgd_update(p, g, v, lr, momentum, weight_decay, nesterov):
     """
     n = p.shape[0]
     use_momentum = momentum != 0.0
-    for t in prange((n + CHUNK - 1) // CHUNK):
-        for i in range(t * CHUNK, min(t * CHUNK + CHUNK, n)):
-            d = g[i] + weight_decay * p[i]
-            if use_momentum:
-                buf = momentum * v[i] + d
-                v[i] = buf
-                if nesterov:
-                    d = d + momentum * buf
-                else:
-                    d = buf
-            p[i] = p[i] - lr * d
+    for i in prange(n):
+        d = g[i] + weight_decay * p[i]
+        if use_momentum:
+            buf = momentum * v[i] + d
+            v[i] = buf
+            if nesterov:
+                d = d + momentum * buf
+            else:
+                d = buf
+        p[i] = p[i] - lr * d
 
 
 @njit(cache=True, parallel=True, error_model="numpy")
@@ -54,16 +50,15 @@ def adam_update(p, g, m, v, lr, beta1, beta2, eps, weight_decay, step, decoupled
     bc2_sqrt = math.sqrt(1.0 - beta2 ** step)
     step_size = lr / bc1
     decay = 1.0 - lr * weight_decay
-    for t in prange((n + CHUNK - 1) // CHUNK):
-        for i in range(t * CHUNK, min(t * CHUNK + CHUNK, n)):
-            pi = p[i]
-            gi = g[i]
-            if decoupled:
-                pi = pi * decay
-            else:
-                gi = gi + weight_decay * pi
-            mi = m[i] + (1.0 - beta1) * (gi - m[i])
-            vi = beta2 * v[i] + (1.0 - beta2) * gi * gi
-            m[i] = mi
-            v[i] = vi
-            p[i] = pi - step_size * mi / (math.sqrt(vi) / bc2_sqrt + eps)
+    for i in prange(n):
+        pi = p[i]
+        gi = g[i]
+        if decoupled:
+            pi = pi * decay
+        else:
+            gi = gi + weight_decay * pi
+        mi = m[i] + (1.0 - beta1) * (gi - m[i])
+        vi = beta2 * v[i] + (1.0 - beta2) * gi * gi
+        m[i] = mi
+        v[i] = vi
+        p[i] = pi - step_size * mi / (math.sqrt(vi) / bc2_sqrt + eps)

@@ -296,3 +296,30 @@ def fit_suggestions(size: int, window: int, stride: int, pad: int, dilation: int
     if is_pool:
         tips.append("round=ceil")
     return "try " + " or ".join(tips) if tips else ""
+
+
+class Op:
+    """The executable half of a layer instance, made by :meth:`LayerType.make_op`.
+
+    Arrays carry the batch axis first. :meth:`bind` is called once per batch size with the
+    layer's parameter, gradient and buffer views (dicts by parameter name) and allocates
+    whatever the kernels need (workspaces, argmax, masks): nothing is allocated per step.
+    ``forward`` overwrites ``y``; ``backward`` overwrites the gradients of the parameters
+    and each ``dxs[i]`` that is not None.
+    """
+
+    relu = False  # conv/fc: a following ReLU fused into this op by the lowering
+
+    def __init__(self, cfg: Any, info: LayerInfo, in_shapes: list[Shape]):
+        self.cfg = cfg
+        self.info = info
+        self.in_shapes = in_shapes
+
+    def bind(self, batch: int, dtype, params: dict, grads: dict, buffers: dict, rng) -> None:
+        self.p, self.g, self.buf, self.rng = params, grads, buffers, rng
+
+    def forward(self, xs: list, y, training: bool) -> None:
+        raise NotImplementedError
+
+    def backward(self, xs: list, y, dy, dxs: list) -> None:
+        raise NotImplementedError

@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .base import (ArgSpec, InferContext, LayerError, LayerInfo, LayerType, ParamSpec, Shape,
-                   Window, axis_name, fit_suggestions, fmt_int, register, require_image,
+                   Op, Window, axis_name, fit_suggestions, fmt_int, register, require_image,
                    shape_str, window_output)
 
 
@@ -138,6 +138,42 @@ class Conv(LayerType):
 
     def downsamples(self, cfg: ConvConfig) -> bool:
         return cfg.stride > 1
+
+    def make_op(self, cfg, info, in_shapes):
+        return ConvOp(cfg, info, in_shapes)
+
+
+class ConvOp(Op):
+    """x: (N, C, H, W) -> y: (N, F, H', W'), bias and ReLU optionally fused."""
+
+    def __init__(self, cfg: ConvConfig, info: LayerInfo, in_shapes):
+        super().__init__(cfg, info, in_shapes)
+        from ..kernels import conv as k
+
+        self.k = k
+        self.ph, self.pw = cfg.padding()
+        self.s, self.d, self.groups = cfg.stride, cfg.dilation, cfg.groups
+
+    def bind(self, batch, dtype, params, grads, buffers, rng):
+        import numpy as np
+
+        super().bind(batch, dtype, params, grads, buffers, rng)
+        c, h, w = self.in_shapes[0]
+        f, oh, ow = self.info.out_shape
+        kh, kw = self.cfg.size
+        size = self.k.conv2d_workspace_size(batch, c, h, w, f, kh, kw, oh, ow, self.groups)
+        self.ws = np.empty(max(size, 1), dtype=dtype)
+        self.w, self.b = params["w"], params.get("b")
+        self.gw, self.gb = grads["w"], grads.get("b")
+
+    def forward(self, xs, y, training):
+        self.k.conv2d_forward(xs[0], self.w, self.b, y, self.ws, self.s, self.s, self.ph, self.pw,
+                              self.d, self.d, self.groups, self.cfg.bias, self.relu)
+
+    def backward(self, xs, y, dy, dxs):
+        self.k.conv2d_backward(xs[0], self.w, y, dy, dxs[0], self.gw, self.gb, self.ws, self.s, self.s,
+                               self.ph, self.pw, self.d, self.d, self.groups, self.cfg.bias, self.relu,
+                               dxs[0] is not None)
 
 
 __all__ = ["Conv", "ConvConfig", "window_fit_error", "shape_str"]

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .base import ArgSpec, InferContext, LayerError, LayerInfo, LayerType, ParamSpec, Window, fmt_int, register
+from .base import ArgSpec, InferContext, LayerError, LayerInfo, LayerType, Op, ParamSpec, Window, fmt_int, register
 
 
 @dataclass(frozen=True)
@@ -52,6 +52,35 @@ class FullyConnected(LayerType):
     def downsamples(self, cfg) -> bool:
         return False
 
+    def make_op(self, cfg, info, in_shapes):
+        return FcOp(cfg, info, in_shapes)
+
+
+class FcOp(Op):
+    """x: (N, ...) flattened to (N, K) -> y: (N, M) = x w^T + b, ReLU optionally fused."""
+
+    def __init__(self, cfg, info, in_shapes):
+        super().__init__(cfg, info, in_shapes)
+        from ..kernels import dense as k
+
+        self.k = k
+        self.units, self.fan_in = info.params[0].shape
+
+    def bind(self, batch, dtype, params, grads, buffers, rng):
+        super().bind(batch, dtype, params, grads, buffers, rng)
+        self.w, self.b = params["w"], params.get("b")
+        self.gw, self.gb = grads["w"], grads.get("b")
+
+    def forward(self, xs, y, training):
+        x = xs[0].reshape(xs[0].shape[0], self.fan_in)
+        self.k.fc_forward(x, self.w, self.b, y, self.cfg.bias, self.relu)
+
+    def backward(self, xs, y, dy, dxs):
+        n = xs[0].shape[0]
+        dx = dxs[0].reshape(n, self.fan_in) if dxs[0] is not None else None
+        self.k.fc_backward(xs[0].reshape(n, self.fan_in), self.w, y, dy, dx, self.gw, self.gb,
+                           self.cfg.bias, self.relu, dx is not None)
+
 
 @dataclass(frozen=True)
 class NoConfig:
@@ -69,6 +98,26 @@ class Flatten(LayerType):
         for d in inputs[0]:
             n *= d
         return LayerInfo(out_shape=(n,))
+
+    def make_op(self, cfg, info, in_shapes):
+        return CopyOp(cfg, info, in_shapes)
+
+
+class CopyOp(Op):
+    """y = x reshaped (flatten)."""
+
+    def __init__(self, cfg, info, in_shapes):
+        super().__init__(cfg, info, in_shapes)
+        from ..kernels import elementwise as k
+
+        self.k = k
+
+    def forward(self, xs, y, training):
+        self.k.copy(y.reshape(-1), xs[0].reshape(-1))
+
+    def backward(self, xs, y, dy, dxs):
+        if dxs[0] is not None:
+            self.k.copy(dxs[0].reshape(-1), dy.reshape(-1))
 
 
 __all__ = ["FullyConnected", "Flatten", "FcConfig", "LayerError"]

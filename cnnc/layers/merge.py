@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .base import LayerError, LayerInfo, LayerType, register, shape_str
+from .base import LayerError, LayerInfo, LayerType, Op, register, shape_str
 
 
 @dataclass(frozen=True)
@@ -46,6 +46,39 @@ class Concat(LayerType):
                          + ", ".join(f"branch {i + 1} gives {shape_str(s)}" for i, s in enumerate(inputs)),
                          "merge", hint="concatenated branches need the same height and width")
 
+    def make_op(self, cfg, info, in_shapes):
+        return ConcatOp(cfg, info, in_shapes)
+
+
+def _as4d(a):
+    return a if a.ndim == 4 else a.reshape(a.shape[0], a.shape[1], 1, 1)
+
+
+class ConcatOp(Op):
+    """Channel concatenation: each input is copied into its slice of y."""
+
+    def __init__(self, cfg, info, in_shapes):
+        super().__init__(cfg, info, in_shapes)
+        from ..kernels import elementwise as k
+
+        self.k = k
+        self.offsets = []
+        c0 = 0
+        for s in in_shapes:
+            self.offsets.append(c0)
+            c0 += s[0]
+
+    def forward(self, xs, y, training):
+        y4 = _as4d(y)
+        for x, c0 in zip(xs, self.offsets):
+            self.k.concat_channels_forward(_as4d(x), y4, c0)
+
+    def backward(self, xs, y, dy, dxs):
+        dy4 = _as4d(dy)
+        for dx, c0 in zip(dxs, self.offsets):
+            if dx is not None:
+                self.k.concat_channels_backward(dy4, _as4d(dx), c0)
+
 
 @register
 class Add(LayerType):
@@ -63,3 +96,27 @@ class Add(LayerType):
                          + ", ".join(f"branch {i + 1} gives {shape_str(s)}" for i, s in enumerate(inputs)),
                          "merge", hint="summed branches need identical shapes; a shortcut that changes "
                                        "size or channels needs a conv1(c, stride=s) branch instead of id")
+
+    def make_op(self, cfg, info, in_shapes):
+        return AddOp(cfg, info, in_shapes)
+
+
+class AddOp(Op):
+    """y = x0 + x1 + ...; every input's gradient is dy."""
+
+    def __init__(self, cfg, info, in_shapes):
+        super().__init__(cfg, info, in_shapes)
+        from ..kernels import elementwise as k
+
+        self.k = k
+
+    def forward(self, xs, y, training):
+        y1 = y.reshape(-1)
+        self.k.add_forward(xs[0].reshape(-1), xs[1].reshape(-1), y1)
+        for x in xs[2:]:
+            self.k.accumulate(y1, x.reshape(-1))
+
+    def backward(self, xs, y, dy, dxs):
+        for dx in dxs:
+            if dx is not None:
+                self.k.copy(dx.reshape(-1), dy.reshape(-1))

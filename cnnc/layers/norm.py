@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .base import ArgSpec, LayerInfo, LayerType, ParamSpec, fmt_int, register
+from .base import ArgSpec, LayerInfo, LayerType, Op, ParamSpec, fmt_int, register
 
 
 @dataclass(frozen=True)
@@ -31,6 +31,46 @@ class BatchNorm(LayerType):
             formula=f"2*{c} = {fmt_int(2 * c)}",
             detail=f"{c} channels, eps {cfg.eps:g}, momentum {cfg.momentum:g}")
 
+    def make_op(self, cfg, info, in_shapes):
+        return BatchNormOp(cfg, info, in_shapes)
+
+
+def _as4d(a):
+    return a if a.ndim == 4 else a.reshape(a.shape[0], a.shape[1], 1, 1)
+
+
+class BatchNormOp(Op):
+    """Batch norm over (N, H, W) per channel; vectors (N, F) are treated as (N, F, 1, 1)."""
+
+    def __init__(self, cfg: BnConfig, info, in_shapes):
+        super().__init__(cfg, info, in_shapes)
+        from ..kernels import norm as k
+
+        self.k = k
+
+    def bind(self, batch, dtype, params, grads, buffers, rng):
+        import numpy as np
+
+        super().bind(batch, dtype, params, grads, buffers, rng)
+        c = self.info.out_shape[0]
+        self.mean = np.zeros(c, dtype=dtype)
+        self.invstd = np.ones(c, dtype=dtype)
+
+    def forward(self, xs, y, training):
+        p, b = self.p, self.buf
+        if training:
+            self.k.batchnorm_forward_train(_as4d(xs[0]), p["gamma"], p["beta"], _as4d(y), self.mean,
+                                           self.invstd, b["running_mean"], b["running_var"],
+                                           self.cfg.momentum, self.cfg.eps)
+        else:
+            self.k.batchnorm_forward_infer(_as4d(xs[0]), p["gamma"], p["beta"], b["running_mean"],
+                                           b["running_var"], self.cfg.eps, _as4d(y))
+
+    def backward(self, xs, y, dy, dxs):
+        dx = _as4d(dxs[0]) if dxs[0] is not None else _as4d(dy)
+        self.k.batchnorm_backward(_as4d(xs[0]), self.p["gamma"], _as4d(dy), self.mean, self.invstd,
+                                  dx, self.g["gamma"], self.g["beta"], dxs[0] is not None)
+
 
 @dataclass(frozen=True)
 class DropoutConfig:
@@ -46,3 +86,44 @@ class Dropout(LayerType):
 
     def infer(self, cfg: DropoutConfig, inputs, ctx):
         return LayerInfo(out_shape=inputs[0], detail=f"p {cfg.p:g}")
+
+    def make_op(self, cfg, info, in_shapes):
+        return DropoutOp(cfg, info, in_shapes)
+
+
+class DropoutOp(Op):
+    """Inverted dropout: y = x * mask / (1 - p) in training, y = x at inference."""
+
+    def __init__(self, cfg: DropoutConfig, info, in_shapes):
+        super().__init__(cfg, info, in_shapes)
+        from ..kernels import elementwise as k
+
+        self.k = k
+
+    def bind(self, batch, dtype, params, grads, buffers, rng):
+        import numpy as np
+
+        super().bind(batch, dtype, params, grads, buffers, rng)
+        n = batch
+        for d in self.info.out_shape:
+            n *= d
+        self.u = np.empty(n, dtype=dtype)
+        self.mask = np.ones(n, dtype=np.uint8)
+        self.trained = False
+
+    def forward(self, xs, y, training):
+        if training and self.cfg.p > 0:
+            self.rng.random(out=self.u)
+            self.k.dropout_forward(xs[0].reshape(-1), self.u, y.reshape(-1), self.mask, self.cfg.p)
+            self.trained = True
+        else:
+            self.k.copy(y.reshape(-1), xs[0].reshape(-1))
+            self.trained = False
+
+    def backward(self, xs, y, dy, dxs):
+        if dxs[0] is None:
+            return
+        if self.trained:
+            self.k.dropout_backward(dy.reshape(-1), self.mask, dxs[0].reshape(-1), self.cfg.p)
+        else:
+            self.k.copy(dxs[0].reshape(-1), dy.reshape(-1))

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .base import (ArgSpec, InferContext, LayerError, LayerInfo, LayerType, Shape, Window,
+from .base import (ArgSpec, InferContext, LayerError, LayerInfo, LayerType, Op, Shape, Window,
                    register, require_image, shape_str)
 from .conv import window_fit_error
 
@@ -56,6 +56,42 @@ class _Pool(LayerType):
     def downsamples(self, cfg: PoolConfig) -> bool:
         return cfg.step > 1
 
+    def make_op(self, cfg, info, in_shapes):
+        return PoolOp(cfg, info, in_shapes, self.mode)
+
+
+class PoolOp(Op):
+    """Max or average pooling, x: (N, C, H, W) -> y: (N, C, H', W')."""
+
+    def __init__(self, cfg: PoolConfig, info, in_shapes, mode: str):
+        super().__init__(cfg, info, in_shapes)
+        from ..kernels import pool as k
+
+        self.k, self.mode = k, mode
+        kh, kw = cfg.size
+        self.window = (kh, kw, cfg.step, cfg.step, cfg.pad, cfg.pad)
+
+    def bind(self, batch, dtype, params, grads, buffers, rng):
+        import numpy as np
+
+        super().bind(batch, dtype, params, grads, buffers, rng)
+        if self.mode == "max":
+            self.argmax = np.empty((batch, *self.info.out_shape), dtype=np.int32)
+
+    def forward(self, xs, y, training):
+        if self.mode == "max":
+            self.k.maxpool2d_forward(xs[0], y, self.argmax, *self.window)
+        else:
+            self.k.avgpool2d_forward(xs[0], y, *self.window)
+
+    def backward(self, xs, y, dy, dxs):
+        if dxs[0] is None:
+            return
+        if self.mode == "max":
+            self.k.maxpool2d_backward(dy, self.argmax, dxs[0])
+        else:
+            self.k.avgpool2d_backward(dy, dxs[0], *self.window)
+
 
 @register
 class MaxPool(_Pool):
@@ -92,6 +128,26 @@ class GlobalAvgPool(LayerType):
     def downsamples(self, cfg) -> bool:
         return True
 
+    def make_op(self, cfg, info, in_shapes):
+        return GapOp(cfg, info, in_shapes)
+
+
+class GapOp(Op):
+    """x: (N, C, H, W) -> y: (N, C), the mean of each plane."""
+
+    def __init__(self, cfg, info, in_shapes):
+        super().__init__(cfg, info, in_shapes)
+        from ..kernels import pool as k
+
+        self.k = k
+
+    def forward(self, xs, y, training):
+        self.k.global_avgpool_forward(xs[0], y)
+
+    def backward(self, xs, y, dy, dxs):
+        if dxs[0] is not None:
+            self.k.global_avgpool_backward(dy, dxs[0])
+
 
 @dataclass(frozen=True)
 class MaxoutConfig:
@@ -113,3 +169,33 @@ class Maxout(LayerType):
                 f"maxout({cfg.k}) needs a channel count divisible by {cfg.k}, "
                 f"but its input is {shape_str(shape)}", "shape", arg="k")
         return LayerInfo(out_shape=(shape[0] // cfg.k, *shape[1:]), detail=f"max over {cfg.k} channels")
+
+    def make_op(self, cfg, info, in_shapes):
+        return MaxoutOp(cfg, info, in_shapes)
+
+
+def _as4d(a):
+    return a if a.ndim == 4 else a.reshape(a.shape[0], a.shape[1], 1, 1)
+
+
+class MaxoutOp(Op):
+    """x: (N, C, ...) -> y: (N, C/k, ...), the max over each k consecutive channels."""
+
+    def __init__(self, cfg, info, in_shapes):
+        super().__init__(cfg, info, in_shapes)
+        from ..kernels import pool as k
+
+        self.k = k
+
+    def bind(self, batch, dtype, params, grads, buffers, rng):
+        import numpy as np
+
+        super().bind(batch, dtype, params, grads, buffers, rng)
+        self.argmax = _as4d(np.empty((batch, *self.info.out_shape), dtype=np.int32))
+
+    def forward(self, xs, y, training):
+        self.k.channel_maxpool_forward(_as4d(xs[0]), _as4d(y), self.argmax, self.cfg.k)
+
+    def backward(self, xs, y, dy, dxs):
+        if dxs[0] is not None:
+            self.k.channel_maxpool_backward(_as4d(dy), self.argmax, _as4d(dxs[0]), self.cfg.k)
