@@ -108,7 +108,8 @@ class SourceError(CnncError):
         else:
             lines = [f"{self.filename}:{self.span.line}:{self.span.column}: error: {self.message}"]
             if self.source is not None:
-                src_lines = self.source.splitlines() or [""]
+                # lines as Lark counts them: only "\n" ends a line (not "\r", "\f", ...)
+                src_lines = [ln.rstrip("\r") for ln in self.source.split("\n")]
                 idx = min(self.span.line - 1, len(src_lines) - 1)
                 text = src_lines[idx] if idx >= 0 else ""
                 col = self.span.column - 1
@@ -116,7 +117,8 @@ class SourceError(CnncError):
                     width = max(1, min(self.span.end - self.span.start, len(text) - col))
                 else:
                     width = max(1, len(text.rstrip()) - col)
-                lines.append("    " + text.expandtabs(1))
+                shown = "".join(" " if ch in "\t\f\v\r" else ch for ch in text)
+                lines.append("    " + shown)
                 lines.append("    " + " " * col + "^" * width)
         if self.hint:
             lines.append(f"  {self.hint}")

@@ -12,18 +12,46 @@ position of their first use. The node ``"input"`` is the network input; the grap
 """
 from __future__ import annotations
 
+import difflib
+import re
 from dataclasses import dataclass
 from typing import Any
 
 import networkx as nx
 
 from .errors import SourceError, Span
-from .layers import REQUIRED, LayerError, LayerType, close_matches, registry, resolve_name, suffix_base
-from .layers.base import ArgSpec
+from .layers import REQUIRED, LayerError, LayerType, registry, resolve_name, suffix_base
+from .layers.base import ArgSpec, Resolved
 from .syntax import Arg, ArgExpr, BinOp, Branches, Call, Definition, Neg, Num, Program, Ref, Repeat, Seq
 
 MAX_LAYERS = 20_000
+MAX_STEPS = 200_000  # expansion steps (layers, ids, calls, repetitions): `[[id*1000]*1000]*1000`
 INPUT = "input"
+_SUFFIX_RE = re.compile(r"^([A-Za-z_]*[A-Za-z_])(\d+(?:x\d+)?)$")
+
+
+def resolve_layer(name: str) -> Resolved | None:
+    """A layer name resolved against the registry; None when it is not one.
+
+    A size suffix counts only on layers that take one: ``relu3`` is not a layer.
+    """
+    r = resolve_name(name)
+    if r is not None and r.suffix is not None and not r.layer.suffix:
+        return None
+    return r
+
+
+def did_you_mean(name: str, extra: list[str] = ()) -> list[str]:
+    """Close matches for an unknown layer name; a size suffix is kept (``cnov3`` -> ``conv3``)."""
+    reg = registry()
+    names = sorted(k for k, v in reg.items() if not v.internal) + list(extra)
+    found = difflib.get_close_matches(name, names, n=3, cutoff=0.6)
+    m = _SUFFIX_RE.match(name)
+    if m:
+        sized = sorted(k for k, v in reg.items() if not v.internal and v.suffix)
+        with_suffix = [b + m.group(2) for b in difflib.get_close_matches(m.group(1), sized, n=3, cutoff=0.6)]
+        found = with_suffix + [f for f in found if f not in with_suffix and f not in sized]
+    return found[:3]
 
 
 @dataclass(frozen=True)
@@ -53,11 +81,15 @@ class LayerNode:
     text: str  # the source text of the layer, e.g. conv3(64, stride=2)
     trace: tuple[Frame, ...] = ()  # outermost first
     branch_spans: tuple[Span, ...] = ()  # merges: the span of each branch
+    arg_spans: tuple[tuple[str, Span], ...] = ()  # where each written argument is
 
     def notes(self) -> tuple[str, ...]:
         return tuple(f.note() for f in reversed(self.trace))
 
     def error(self, err: LayerError, span: Span | None = None) -> SourceError:
+        """The SourceError for a shape rule's error: at the argument it names, if written."""
+        if span is None and err.arg:
+            span = dict(self.arg_spans).get(err.arg)
         return SourceError(err.message, span or self.span, err.kind, hint=err.hint, notes=self.notes())
 
 
@@ -75,6 +107,7 @@ class _Builder:
         self.counts: dict[str, int] = {}
         self.defs: dict[str, Definition] = {}
         self.layers = 0
+        self.steps = 0
 
     # ---- definitions
     def read_definitions(self) -> None:
@@ -83,12 +116,13 @@ class _Builder:
                 first = self.defs[d.name].span
                 raise SourceError(f"definition '{d.name}' is defined twice (first on line {first.line})",
                                   d.head_span, "definition")
-            if resolve_name(d.name) is not None or d.name in registry():
+            if resolve_layer(d.name) is not None or d.name in registry():
                 raise SourceError(f"definition '{d.name}' would hide the built-in layer '{d.name}'",
                                   d.head_span, "definition", hint="choose another name")
             self.defs[d.name] = d
+        done: set[str] = set()
         for d in self.program.definitions:
-            self._check_recursion(d, [d.name])
+            self._check_recursion(d, [d.name], done)
 
     def _calls(self, node) -> list[Call]:
         if isinstance(node, Call):
@@ -99,17 +133,23 @@ class _Builder:
             return self._calls(node.body)
         return []
 
-    def _check_recursion(self, d: Definition, path: list[str]) -> None:
+    def _check_recursion(self, d: Definition, path: list[str], done: set[str] | None = None) -> None:
+        """Refuse cycles of definitions; each definition is explored once (no blow-up on
+        a chain like d2 = d1 - d1, d3 = d2 - d2, ...)."""
+        done = set() if done is None else done
+        if d.name in done:
+            return
         for call in self._calls(d.body):
             if call.name not in self.defs:
                 continue
-            if call.name == path[0]:
-                chain = " -> ".join(path + [call.name])
-                raise SourceError(f"definition '{path[0]}' is recursive ({chain})", call.name_span,
-                                  "definition", hint="a definition cannot use itself, directly or "
-                                                     "through another definition; use [..]*N to repeat")
-            if call.name not in path:
-                self._check_recursion(self.defs[call.name], path + [call.name])
+            if call.name in path:
+                cycle = path[path.index(call.name):] + [call.name]
+                raise SourceError(f"definition '{cycle[0]}' is recursive ({' -> '.join(cycle)})",
+                                  call.name_span, "definition",
+                                  hint="a definition cannot use itself, directly or "
+                                       "through another definition; use [..]*N to repeat")
+            self._check_recursion(self.defs[call.name], path + [call.name], done)
+        done.add(d.name)
 
     # ---- values
     def evaluate(self, expr: ArgExpr, env: dict[str, Any]) -> Any:
@@ -257,20 +297,28 @@ class _Builder:
         return f"{base}_{n}"
 
     def add_layer(self, layer: LayerType, config: Any, span: Span, text: str, trace, inputs: list[str],
-                  branch_spans: tuple[Span, ...] = ()) -> str:
+                  branch_spans: tuple[Span, ...] = (), arg_spans: tuple = ()) -> str:
         self.layers += 1
         if self.layers > MAX_LAYERS:
             raise SourceError(f"the network expands to more than {MAX_LAYERS:,} layers", span, "size",
                               hint="check the repetition counts")
         node_id = self.new_id(layer.name)
         self.graph.add_node(node_id, layer=LayerNode(node_id, layer, config, span, text, tuple(trace),
-                                                     branch_spans), inputs=tuple(inputs))
+                                                     branch_spans, tuple(arg_spans)),
+                            inputs=tuple(inputs))
         for slot, src in enumerate(inputs):
             if not self.graph.has_edge(src, node_id):
                 self.graph.add_edge(src, node_id, slot=slot)
         return node_id
 
+    def step(self, span: Span) -> None:
+        self.steps += 1
+        if self.steps > MAX_STEPS:
+            raise SourceError(f"the network takes more than {MAX_STEPS:,} steps to expand", span, "size",
+                              hint="check the repetition counts")
+
     def expand(self, node, src: str, env: dict[str, Any], trace: list[Frame], stack: list[str]) -> str:
+        self.step(node.span)
         if isinstance(node, Seq):
             for item in node.items:
                 src = self.expand(item, src, env, trace, stack)
@@ -327,17 +375,16 @@ class _Builder:
             label = _snippet(self.source, call.span, 40)
             frame = Frame("call", label, call.span)
             return self.expand(d.body, src, new_env, trace + [frame], stack + [call.name])
-        resolved = resolve_name(call.name)
+        resolved = resolve_layer(call.name)
         if resolved is None:
             base = suffix_base(call.name)
             if base is not None and not base.suffix:
                 raise SourceError(f"{base.name} takes no size suffix", call.name_span, "unknown-layer",
-                                  hint=f"write {base.name}" + (f"({', '.join(a.name + '=' for a in base.args)})"
-                                                               if base.args else ""))
+                                  hint=f"write {base.name}" + (f"; {self._usage(base)}" if base.args else ""))
             if call.name in registry():  # internal layer names
                 raise SourceError(f"'{call.name}' is not a layer you can write", call.name_span,
                                   "unknown-layer", hint="branches are merged with ( a | b ) or ( a + b )")
-            close = close_matches(call.name, list(self.defs))
+            close = did_you_mean(call.name, list(self.defs))
             raise SourceError(f"unknown layer '{call.name}'", call.name_span, "unknown-layer",
                               hint=(f"did you mean {' or '.join(repr(c) for c in close)}?" if close
                                     else "run `cnnc layers` for the list of layers"))
@@ -351,18 +398,27 @@ class _Builder:
                               notes=tuple(f.note() for f in reversed(trace))) from None
         if layer.name == "id":
             return src
-        return self.add_layer(layer, config, call.span, _snippet(self.source, call.span, 60), trace, [src])
+        return self.add_layer(layer, config, call.span, _snippet(self.source, call.span, 60), trace, [src],
+                              arg_spans=tuple(where.items()))
 
 
 def build(program: Program) -> nx.DiGraph:
     """Expand the program's network into a layer graph. Raises :class:`SourceError`."""
     try:
         b = _Builder(program)
-        b.read_definitions()
+        try:
+            b.read_definitions()
+        except RecursionError:
+            raise SourceError("definitions are nested too deeply", program.definitions[0].head_span,
+                              "size", hint="use fewer levels of definitions calling definitions") from None
         if program.network is None:
             raise SourceError("the model has no network expression", None, "empty",
                               hint="add a line such as: conv3 - relu - pool - fc")
-        out = b.expand(program.network, INPUT, {}, [], [])
+        try:
+            out = b.expand(program.network, INPUT, {}, [], [])
+        except RecursionError:
+            raise SourceError("the network is nested too deeply to expand", program.network.span,
+                              "size", hint="use fewer levels of brackets or definitions") from None
         if out == INPUT:
             raise SourceError("the network has no layers (only id)", program.network.span, "empty")
         b.graph.graph["output"] = out

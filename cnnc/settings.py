@@ -123,7 +123,8 @@ def read_header(settings: tuple[Setting, ...], is_layer) -> Header:
         spec = SETTING_KEYS.get(s.key)
         if spec is None:
             if is_layer(s.key):
-                raise SourceError(f"missing '-' between '{s.key}' and what follows it", s.span, "syntax",
+                after = f"'{s.value}'" if isinstance(s.value, (str, int, float)) else "what follows it"
+                raise SourceError(f"missing '-' between '{s.key}' and {after}", s.value_span, "syntax",
                                   hint="layers are joined with '-', e.g. conv3 - relu")
             close = difflib.get_close_matches(s.key, list(SETTING_KEYS), n=1)
             raise SourceError(f"unknown setting '{s.key}'", s.key_span, "header",

@@ -4,6 +4,7 @@ The AST is made of frozen dataclasses that carry their source :class:`Span`.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -190,6 +191,25 @@ def _span(meta_or_tok) -> Span:
 class _ToAst(Transformer):
     """Lark tree -> AST dataclasses."""
 
+    def __init__(self, text: str = ""):
+        super().__init__()
+        self.text = text
+
+    def _paren_span(self, meta) -> Span:
+        """The span of ``( a | b )`` including its brackets (Lark's covers the branches only)."""
+        span = _span(meta)
+        text = self.text
+        i, j = span.start - 1, span.end
+        while i >= 0 and text[i] in " \t\r\n\f":
+            i -= 1
+        while j < len(text) and text[j] in " \t\r\n\f":
+            j += 1
+        if i < 0 or text[i] != "(" or j >= len(text) or text[j] != ")":
+            return span
+        start = _offset_span(text, i)
+        end = _offset_span(text, j)
+        return Span(start.line, start.column, i, j + 1, end.line, end.column + 1)
+
     # ---- values
     @v_args(meta=True)
     def int_lit(self, meta, children):
@@ -280,11 +300,11 @@ class _ToAst(Transformer):
 
     @v_args(meta=True)
     def concat(self, meta, c):
-        return Branches("concat", tuple(c), _span(meta))
+        return Branches("concat", tuple(c), self._paren_span(meta))
 
     @v_args(meta=True)
     def sum(self, meta, c):
-        return Branches("sum", tuple(c), _span(meta))
+        return Branches("sum", tuple(c), self._paren_span(meta))
 
     # ---- statements
     @v_args(meta=True)
@@ -376,6 +396,23 @@ def _offset_span(text: str, offset: int, length: int = 1) -> Span:
     return Span(line, col, offset, offset + length, line, col + length)
 
 
+_WORD_WORD = re.compile(r"^[ \t\f]*([A-Za-z_][A-Za-z0-9_]*)[ \t\f]+([A-Za-z_][A-Za-z0-9_]*)[ \t\f]*$")
+
+
+def _missing_dash(text: str, tok: Token) -> SourceError | None:
+    """``conv3 relu - pool``: two names on a line read as a header line, then an operator."""
+    if tok.type not in ("_DASH", "_ARROW", "STAR", "LPAR") or tok.line is None:
+        return None
+    line_start = text.rfind("\n", 0, tok.start_pos) + 1
+    m = _WORD_WORD.match(text[line_start: tok.start_pos])
+    if m is None:
+        return None
+    first, second = m.group(1), m.group(2)
+    return SourceError(f"missing '-' between '{first}' and '{second}'",
+                       _offset_span(text, line_start + m.start(2), len(second)), "syntax",
+                       hint="layers are joined with '-', e.g. conv3 - relu")
+
+
 def _syntax_error(err: UnexpectedInput, text: str) -> SourceError:
     if isinstance(err, UnexpectedCharacters):
         ch = text[err.pos_in_stream] if err.pos_in_stream < len(text) else ""
@@ -415,6 +452,13 @@ def _syntax_error(err: UnexpectedInput, text: str) -> SourceError:
         return SourceError(f"unexpected {what}", span, "syntax", hint=hint or None)
     shown = str(tok)
     hint = _describe_expected(expected)
+    if (tok.type == "PLUS" and "VBAR" in expected) or (tok.type == "VBAR" and "PLUS" in expected):
+        return SourceError("'|' and '+' are mixed in one group of branches", span, "syntax",
+                           hint="a group either concatenates ( a | b ) or sums ( a + b ); "
+                                "nest one group in the other: ( (a | b) + c )")
+    missing = _missing_dash(text, tok)
+    if missing is not None:
+        return missing
     if tok.type in ("RPAR", "RSQB") and _unclosed_bracket(text[: tok.end_pos]) is None:
         opener = "(" if tok.type == "RPAR" else "["
         if text[: tok.start_pos].count(opener) < text[: tok.end_pos].count(shown):
@@ -423,22 +467,51 @@ def _syntax_error(err: UnexpectedInput, text: str) -> SourceError:
     if tok.type in ("NAME", "INT", "FLOAT", "SHAPE") and "_DASH" in expected:
         hint = "join layers with '-' (or '->'); a new line ends the network unless it follows '-'"
     if tok.type == "SHAPE":
-        hint = "shapes like 3x32x32 belong in the header: input 3x32x32"
+        if _unclosed_bracket(text[: tok.start_pos]) is not None:
+            hint = "a window size is written as a suffix of the layer name: conv3x1, maxpool2x1"
+        else:
+            hint = "shapes like 3x32x32 belong in the header: input 3x32x32"
     return SourceError(f"unexpected {shown!r}", span, "syntax", hint=hint or None)
+
+
+MAX_NESTING = 64
+
+
+def _check_nesting(text: str) -> None:
+    """Refuse brackets nested deeper than :data:`MAX_NESTING` (comments skipped)."""
+    depth = 0
+    in_comment = False
+    for i, ch in enumerate(text):
+        if in_comment:
+            in_comment = ch != "\n"
+        elif ch == "#":
+            in_comment = True
+        elif ch in "([":
+            depth += 1
+            if depth > MAX_NESTING:
+                raise SourceError(f"brackets are nested more than {MAX_NESTING} deep",
+                                  _offset_span(text, i), "syntax",
+                                  hint="use a definition for a deeply nested block")
+        elif ch in ")]":
+            depth = max(depth - 1, 0)
 
 
 def parse(text: str, filename: str = "<string>") -> Program:
     """Parse model text into a :class:`Program`. Raises :class:`SourceError`."""
     try:
         try:
+            _check_nesting(text)
             tree = _parser().parse(text)
-            items = _ToAst().transform(tree)
+            items = _ToAst(text).transform(tree)
         except VisitError as err:  # a SourceError raised inside the transformer
             if isinstance(err.orig_exc, SourceError):
                 raise err.orig_exc from None
             raise
         except UnexpectedInput as err:
             raise _syntax_error(err, text) from None
+        except RecursionError:  # e.g. an argument like 1+1+1+... with thousands of terms
+            raise SourceError("the model text is nested too deeply to parse", None, "syntax",
+                              hint="split long expressions; use definitions for deep nesting") from None
         settings, definitions, networks = [], [], []
         for item in items:
             if isinstance(item, Setting):

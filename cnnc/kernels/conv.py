@@ -185,10 +185,11 @@ def _col2im(cols, coff, ldc, C, H, W, KH, KW, sh, sw, ph, pw, dh, dw, OH, OW, dx
 
 import os as _os
 
-# Columns (B*P) a block of images should reach.  Forward GEMMs were as fast per image as per
-# block here, so the forward uses B = 1 (and writes y directly on the compact path).
+# Columns (B*P) a block of images should reach.  Measured (2-core AVX-512 Xeon): GEMMs were
+# as fast or faster per image than per block of images (B*P >= 512) for LeNet and VGG
+# layers, so both default to B = 1; the block machinery stays for other shapes/machines.
 _FWD_TARGET_COLS = int(_os.environ.get("CNNC_CONV_FWD_COLS", "1"))
-_BWD_TARGET_COLS = int(_os.environ.get("CNNC_CONV_BWD_COLS", "512"))
+_BWD_TARGET_COLS = int(_os.environ.get("CNNC_CONV_BWD_COLS", "1"))
 _MAX_BLOCK_ELEMS = 1 << 19  # cap on the im2col block (elements): 2 MiB in float32
 
 # Path selection: 0 = automatic, 1 = compact im2col, 2 = "wide" im2col (stride 1, dilation 1)
@@ -461,6 +462,8 @@ def _conv_bwd(x, w, y, dy, dx, dwt, db, ws, sh, sw, ph, pw, dh, dw, G, has_bias,
     nrow = OH if wide else 1
     rlen = OW if wide else P
     zero = dy.dtype.type(0)
+    # dW GEMM orientation: cols . dy^T was faster except for very few filters (LeNet conv1)
+    dwT = Fg >= 12
     for t in prange(T):
         n0 = t * N // T
         n1 = (t + 1) * N // T
@@ -508,10 +511,13 @@ def _conv_bwd(x, w, y, dy, dx, dwt, db, ws, sh, sw, ph, pw, dh, dw, G, has_bias,
                                 OH, OW, ws, cbuf + i * Pc, L)
                 src = ws
                 soff = cbuf
-            # dW_g += dy_g [Fg, L] . cols_g^T [L, CgKK]
             for g in range(G):
-                gemm(_N, _T, Fg, CgKK, L, 1.0, ws, dyb + g * Fg * L, L,
-                     src, soff + g * CgKK * L, L, 1.0, ws, dwp + g * Fg * CgKK, CgKK)
+                if dwT:  # dW_g^T [CgKK, Fg] += cols_g [CgKK, L] . dy_g^T [L, Fg]
+                    gemm(_N, _T, CgKK, Fg, L, 1.0, src, soff + g * CgKK * L, L,
+                         ws, dyb + g * Fg * L, L, 1.0, ws, dwp + g * Fg * CgKK, Fg)
+                else:  # dW_g [Fg, CgKK] += dy_g [Fg, L] . cols_g^T [L, CgKK]
+                    gemm(_N, _T, Fg, CgKK, L, 1.0, ws, dyb + g * Fg * L, L,
+                         src, soff + g * CgKK * L, L, 1.0, ws, dwp + g * Fg * CgKK, CgKK)
             if need_dx:
                 for i in range(nB):
                     n = nb + i
@@ -537,9 +543,17 @@ def _conv_bwd(x, w, y, dy, dx, dwt, db, ws, sh, sw, ph, pw, dh, dw, G, has_bias,
     # reduce the per-thread partials
     dwf = dwt.reshape(dwt.size)
     for j in range(FCgKK):
+        if dwT:  # partial holds, per group, [CgKK, Fg]
+            g = j // (Fg * CgKK)
+            r = j - g * Fg * CgKK
+            f = r // CgKK
+            k = r - f * CgKK
+            jj = g * Fg * CgKK + k * Fg + f
+        else:
+            jj = j
         acc = zero
         for t in range(T):
-            acc += ws[t * per + j]
+            acc += ws[t * per + jj]
         dwf[j] = acc
     if has_bias:
         for f in range(F):

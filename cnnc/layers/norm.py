@@ -113,7 +113,7 @@ class DropoutOp(Op):
 
     def forward(self, xs, y, training):
         if training and self.cfg.p > 0:
-            self.rng.random(out=self.u)
+            self.rng.random(out=self.u, dtype=self.u.dtype)
             self.k.dropout_forward(xs[0].reshape(-1), self.u, y.reshape(-1), self.mask, self.cfg.p)
             self.trained = True
         else:
