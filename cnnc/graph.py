@@ -318,6 +318,15 @@ class _Builder:
                               hint="check the repetition counts")
 
     def expand(self, node, src: str, env: dict[str, Any], trace: list[Frame], stack: list[str]) -> str:
+        try:
+            return self._expand(node, src, env, trace, stack)
+        except SourceError as err:
+            # an argument error inside a definition or a repetition: say where it was expanded
+            if not err.notes and trace:
+                err.notes = tuple(f.note() for f in reversed(trace))
+            raise
+
+    def _expand(self, node, src: str, env: dict[str, Any], trace: list[Frame], stack: list[str]) -> str:
         self.step(node.span)
         if isinstance(node, Seq):
             for item in node.items:

@@ -413,6 +413,38 @@ def _missing_dash(text: str, tok: Token) -> SourceError | None:
                        hint="layers are joined with '-', e.g. conv3 - relu")
 
 
+def _last_token_offset(text: str) -> int:
+    """Offset of the last character of the last token (comments and blanks skipped)."""
+    try:
+        last = None
+        for tok in _parser().lex(text):
+            if tok.type != "_NL":
+                last = tok
+        if last is not None:
+            return max(last.end_pos - 1, 0)
+    except UnexpectedInput:
+        pass
+    return max(len(text.rstrip()) - 1, 0)
+
+
+def _unclosed_before_line_break(text: str, tok: Token) -> SourceError | None:
+    """``[a - b`` followed by more lines: the newline did not end the statement because a
+    bracket is still open, so the next line's first word is "unexpected"; the real mistake
+    is the bracket never closed."""
+    unclosed = _unclosed_bracket(text[: tok.start_pos])
+    if unclosed is None:
+        return None
+    before = text[: tok.start_pos]
+    code = "\n".join(line.split("#", 1)[0] for line in before.split("\n"))
+    if "\n" not in code[len(code.rstrip()):]:
+        return None
+    off, ch = unclosed
+    close = ")" if ch == "(" else "]"
+    return SourceError(f"'{ch}' is never closed", _offset_span(text, off), "syntax",
+                       hint=f"add '{close}' to close it; inside brackets a line break does not end "
+                            f"the expression, so line {tok.line} was read as part of it")
+
+
 def _syntax_error(err: UnexpectedInput, text: str) -> SourceError:
     if isinstance(err, UnexpectedCharacters):
         ch = text[err.pos_in_stream] if err.pos_in_stream < len(text) else ""
@@ -432,8 +464,7 @@ def _syntax_error(err: UnexpectedInput, text: str) -> SourceError:
             close = ")" if ch == "(" else "]"
             return SourceError(f"'{ch}' is never closed", _offset_span(text, off), "syntax",
                                hint=f"add '{close}' to close it")
-        stripped = text.rstrip()
-        off = max(len(stripped) - 1, 0)
+        off = _last_token_offset(text)
         expected = getattr(err, "expected", set())
         return SourceError("unexpected end of the text", _offset_span(text, off), "syntax",
                            hint=_describe_expected(set(expected)) or None)
@@ -456,6 +487,10 @@ def _syntax_error(err: UnexpectedInput, text: str) -> SourceError:
         return SourceError("'|' and '+' are mixed in one group of branches", span, "syntax",
                            hint="a group either concatenates ( a | b ) or sums ( a + b ); "
                                 "nest one group in the other: ( (a | b) + c )")
+    if tok.type in ("NAME", "INT", "FLOAT", "SHAPE", "STRING", "LPAR", "LSQB"):
+        unclosed = _unclosed_before_line_break(text, tok)
+        if unclosed is not None:
+            return unclosed
     missing = _missing_dash(text, tok)
     if missing is not None:
         return missing

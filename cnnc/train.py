@@ -281,6 +281,7 @@ class Trainer:
         self.pos = _Position()
         self.history: list[dict] = []
         self.best_val: float | None = None
+        self.best_score: tuple[float, float] | None = None
 
     # ---- checkpoints
     def _arrays(self) -> dict[str, np.ndarray]:
@@ -305,6 +306,7 @@ class Trainer:
                     "augment": _rng_state(self.aug_rng), "dropout": _rng_state(self.net.rng)},
             "history": self.history,
             "best_val_accuracy": self.best_val,
+            "best_score": list(self.best_score) if self.best_score else None,
             "finished": self.pos.epoch >= self.cfg.epochs,
         }
 
@@ -330,6 +332,7 @@ class Trainer:
         _set_rng_state(self.net.rng, rng["dropout"])
         self.history = list(meta.get("history", []))
         self.best_val = meta.get("best_val_accuracy")
+        self.best_score = tuple(meta["best_score"]) if meta.get("best_score") else None
 
     # ---- outputs
     def write_history(self) -> None:
@@ -427,9 +430,12 @@ class Trainer:
         self.pos.epoch = epoch + 1
         self.pos.iteration = 0
         self.epoch_start_state = _rng_state(self.shuffle_rng)
-        improved = val is not None and (self.best_val is None or val["accuracy"] > self.best_val)
+        # best = highest validation accuracy; ties go to the lower validation loss
+        score = (val["accuracy"], -val["loss"]) if val is not None else None
+        improved = score is not None and (self.best_score is None or score > tuple(self.best_score))
         if improved:
             self.best_val = val["accuracy"]
+            self.best_score = score
         self.save()
         if improved or (val is None and epoch + 1 == cfg.epochs):
             self.save(BEST)

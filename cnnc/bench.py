@@ -1,0 +1,138 @@
+"""``cnnc bench``: training and inference throughput on random data, compile times, memory.
+
+FLOP convention: a training step costs 3 x the forward MACs (forward, input gradient,
+weight gradient) x 2 FLOPs per MAC; inference 2 x MACs.
+"""
+from __future__ import annotations
+
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+FIRST_STEP_SCRIPT = """
+import sys, time
+t0 = time.perf_counter()
+from cnnc.cli import build_parser, _compile_from_args
+from cnnc.bench import first_step
+args = build_parser().parse_args(["check", *sys.argv[2:]])
+args.batch = 1
+model = _compile_from_args(args)
+print(first_step(model, int(sys.argv[1]), t0))
+"""
+
+
+def first_step(model, batch: int, t0: float) -> float:
+    """Seconds from ``t0`` to the end of the first training step (compiles or loads kernels)."""
+    from .optim import Optimizer
+
+    net = model.network(seed=0)
+    prog = net.program(batch)
+    rng = np.random.default_rng(0)
+    prog.input[...] = rng.standard_normal(prog.input.shape)
+    prog.labels[...] = rng.integers(0, net.classes, batch)
+    opt = Optimizer("sgd", net.theta, net.grad, momentum=0.9)
+    net.step(prog)
+    opt.step(0.01)
+    return time.perf_counter() - t0
+
+
+def _compile_times(model_args: list[str], batch: int) -> dict:
+    """Cold (empty kernel cache) and warm (cache filled by the cold run) time to first step,
+    each in a fresh process, including Python start-up and imports."""
+    out = {}
+    with tempfile.TemporaryDirectory(prefix="cnnc-numba-cache-") as cache:
+        env = dict(os.environ, NUMBA_CACHE_DIR=cache)
+        for label in ("cold", "warm"):
+            t = time.perf_counter()
+            proc = subprocess.run([sys.executable, "-c", FIRST_STEP_SCRIPT, str(batch), *model_args],
+                                  env=env, capture_output=True, text=True)
+            wall = time.perf_counter() - t
+            if proc.returncode != 0:
+                out[f"{label}_error"] = proc.stderr.strip().splitlines()[-1:] or ["failed"]
+                continue
+            out[f"{label}_first_step_s"] = round(float(proc.stdout.strip().splitlines()[-1]), 3)
+            out[f"{label}_process_s"] = round(wall, 3)
+    return out
+
+
+def bench(model, batch: int = 64, steps: int = 20, repeats: int = 5, compile_times: bool = True,
+          model_args: list[str] | None = None) -> dict:
+    from .kernels.runtime import blas_info
+    from .optim import Optimizer
+
+    result: dict = {"model": model.filename, "batch": batch,
+                    "input_shape": list(model.input_shape), "params": model.summary.total_params,
+                    "macs_per_image": model.summary.total_macs}
+    if compile_times and model_args is not None:
+        result.update(_compile_times(model_args, batch))
+    t0 = time.perf_counter()
+    net = model.network(seed=0)
+    prog = net.program(batch)
+    rng = np.random.default_rng(0)
+    prog.input[...] = rng.standard_normal(prog.input.shape)
+    prog.labels[...] = rng.integers(0, net.classes, batch)
+    opt = Optimizer("sgd", net.theta, net.grad, momentum=0.9)
+
+    def train_step():
+        net.step(prog)
+        opt.step(1e-3)
+
+    train_step()
+    result["this_process_first_step_s"] = round(time.perf_counter() - t0, 3)
+    for _ in range(3):
+        train_step()
+    train_times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        for _ in range(steps):
+            train_step()
+        train_times.append((time.perf_counter() - t) / steps)
+    for _ in range(3):
+        prog.forward(False)
+    infer_times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        for _ in range(steps):
+            prog.forward(False)
+        infer_times.append((time.perf_counter() - t) / steps)
+    train_s = statistics.median(train_times)
+    infer_s = statistics.median(infer_times)
+    macs = model.summary.total_macs * batch
+    result.update({
+        "train_ms_per_step": round(train_s * 1e3, 3),
+        "train_images_per_s": round(batch / train_s, 1),
+        "train_gflops": round(6 * macs / train_s / 1e9, 2),
+        "infer_ms_per_batch": round(infer_s * 1e3, 3),
+        "infer_images_per_s": round(batch / infer_s, 1),
+        "infer_gflops": round(2 * macs / infer_s / 1e9, 2),
+        "flop_convention": "train step = 6 x MACs (forward, input and weight gradients); inference = 2 x MACs",
+        "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "timing": f"median of {repeats} runs of {steps} steps",
+        "threads": blas_info().get("numba_threads"),
+    })
+    return result
+
+
+def format_bench(r: dict) -> str:
+    lines = [f"{r['model']}: batch {r['batch']}, input {'x'.join(map(str, r['input_shape']))}, "
+             f"{r['params']:,} parameters, {r['macs_per_image']:,} MACs per image", ""]
+    lines.append(f"training   {r['train_images_per_s']:>12,.0f} images/s  {r['train_ms_per_step']:9.3f} ms/step"
+                 f"  {r['train_gflops']:8.2f} GFLOP/s")
+    lines.append(f"inference  {r['infer_images_per_s']:>12,.0f} images/s  {r['infer_ms_per_batch']:9.3f} ms/batch"
+                 f" {r['infer_gflops']:8.2f} GFLOP/s")
+    if "cold_first_step_s" in r:
+        lines.append(f"compile    cold cache {r['cold_first_step_s']:.2f} s, warm cache "
+                     f"{r.get('warm_first_step_s', float('nan')):.2f} s to the first training step "
+                     "(fresh process, imports included)")
+    for key in ("cold_error", "warm_error"):
+        if key in r:
+            lines.append(f"compile    {key.split('_')[0]} run failed: {r[key]}")
+    lines.append(f"memory     peak resident {r['peak_rss_mib']:.0f} MiB")
+    lines.append(f"({r['timing']}; {r['flop_convention']}; {r['threads']} threads)")
+    return "\n".join(lines)
