@@ -32,4 +32,14 @@ from .errors import (CheckpointError, CnncError, DataError, SourceError, Span,  
 
 __version__ = "0.1.0"
 __all__ = ["Model", "compile", "compile_file", "parse_shape", "CnncError", "SourceError",
-           "UsageError", "DataError", "CheckpointError", "TrainingError", "Span", "__version__"]
+           "UsageError", "DataError", "CheckpointError", "TrainingError", "Span", "__version__",
+           "train", "evaluate", "TrainConfig", "TrainResult"]
+
+
+def __getattr__(name: str):
+    # training pulls in the data loaders and kernels: import it only when asked for
+    if name in ("train", "evaluate", "TrainConfig", "TrainResult"):
+        from . import train as _train
+
+        return getattr(_train, name)
+    raise AttributeError(f"module 'cnnc' has no attribute {name!r}")
