@@ -33,13 +33,15 @@ from .errors import (CheckpointError, CnncError, DataError, SourceError, Span,  
 __version__ = "0.1.0"
 __all__ = ["Model", "compile", "compile_file", "parse_shape", "CnncError", "SourceError",
            "UsageError", "DataError", "CheckpointError", "TrainingError", "Span", "__version__",
-           "train", "evaluate", "TrainConfig", "TrainResult"]
+           "fit", "evaluate", "TrainConfig", "TrainResult"]
 
 
 def __getattr__(name: str):
-    # training pulls in the data loaders and kernels: import it only when asked for
-    if name in ("train", "evaluate", "TrainConfig", "TrainResult"):
-        from . import train as _train
+    # training pulls in the data loaders and kernels: import it only when asked for.
+    # (The function is `fit`, not `train`: `cnnc.train` is the training module.)
+    if name in ("fit", "evaluate", "TrainConfig", "TrainResult"):
+        import importlib
 
-        return getattr(_train, name)
+        module = importlib.import_module("cnnc.train")
+        return getattr(module, "train" if name == "fit" else name)
     raise AttributeError(f"module 'cnnc' has no attribute {name!r}")

@@ -1,8 +1,8 @@
 """Training, evaluation and prediction on real data.
 
     >>> model = cnnc.compile_file("models/digits.cnn")
-    >>> result = cnnc.train(model, epochs=5)                     # the file's data set
-    >>> result = cnnc.train(model, x=x, y=y, x_test=xt, y_test=yt, epochs=5)  # NumPy arrays
+    >>> result = cnnc.fit(model, epochs=5)                     # the file's data set
+    >>> result = cnnc.fit(model, x=x, y=y, x_test=xt, y_test=yt, epochs=5)  # NumPy arrays
     >>> cnnc.evaluate(result.network, xt, yt)
 
 Every run is reproducible from its seed (data split, shuffling, augmentation, dropout and
