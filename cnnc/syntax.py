@@ -408,6 +408,10 @@ def _missing_dash(text: str, tok: Token) -> SourceError | None:
     if m is None:
         return None
     first, second = m.group(1), m.group(2)
+    from .settings import SETTING_KEYS  # settings imports this module: import late
+
+    if first in SETTING_KEYS:
+        return None
     return SourceError(f"missing '-' between '{first}' and '{second}'",
                        _offset_span(text, line_start + m.start(2), len(second)), "syntax",
                        hint="layers are joined with '-', e.g. conv3 - relu")
@@ -431,8 +435,8 @@ def _unclosed_before_line_break(text: str, tok: Token) -> SourceError | None:
     """``[a - b`` followed by more lines: the newline did not end the statement because a
     bracket is still open, so the next line's first word is "unexpected"; the real mistake
     is the bracket never closed."""
-    unclosed = _unclosed_bracket(text[: tok.start_pos])
-    if unclosed is None:
+    unclosed = _unclosed_bracket(text)  # never closed anywhere in the text
+    if unclosed is None or unclosed[0] >= tok.start_pos:
         return None
     before = text[: tok.start_pos]
     code = "\n".join(line.split("#", 1)[0] for line in before.split("\n"))
@@ -483,7 +487,9 @@ def _syntax_error(err: UnexpectedInput, text: str) -> SourceError:
         return SourceError(f"unexpected {what}", span, "syntax", hint=hint or None)
     shown = str(tok)
     hint = _describe_expected(expected)
-    if (tok.type == "PLUS" and "VBAR" in expected) or (tok.type == "VBAR" and "PLUS" in expected):
+    in_args = "COMMA" in expected  # '+' is also arithmetic inside a call's arguments
+    if not in_args and ((tok.type == "PLUS" and "VBAR" in expected)
+                        or (tok.type == "VBAR" and "PLUS" in expected)):
         return SourceError("'|' and '+' are mixed in one group of branches", span, "syntax",
                            hint="a group either concatenates ( a | b ) or sums ( a + b ); "
                                 "nest one group in the other: ( (a | b) + c )")

@@ -3,7 +3,8 @@
     >>> model = cnnc.compile_file("models/digits.cnn")
     >>> result = cnnc.fit(model, epochs=5)                     # the file's data set
     >>> result = cnnc.fit(model, x=x, y=y, x_test=xt, y_test=yt, epochs=5)  # NumPy arrays
-    >>> cnnc.evaluate(result.network, xt, yt)
+    >>> result.evaluate(xt, yt)        # raw images, normalized as in training
+    >>> cnnc.evaluate(result.network, xt, yt, mean=result.mean, std=result.std)
 
 Every run is reproducible from its seed (data split, shuffling, augmentation, dropout and
 initialization each draw from their own seeded generator), and a run resumed from any
@@ -121,6 +122,16 @@ class TrainResult:
     interrupted: bool = False
     best_val_accuracy: float | None = None
     seconds: float = 0.0
+    mean: np.ndarray | None = None  # the input normalization the network was trained with
+    std: np.ndarray | None = None
+
+    def normalize(self, x) -> np.ndarray:
+        """Images (uint8 or float, as given to training) normalized as in training."""
+        return D.to_float(np.asarray(x), self.mean, self.std)
+
+    def evaluate(self, x, y, batch: int = 500) -> dict:
+        """:func:`evaluate` on raw images (normalized with the training statistics)."""
+        return evaluate(self.network, x, y, batch, mean=self.mean, std=self.std)
 
     def metrics(self) -> dict:
         last = self.history[-1] if self.history else {}
@@ -189,9 +200,13 @@ def load_data(cfg: TrainConfig) -> tuple[D.Dataset, D.Dataset]:
 # ---------------------------------------------------------------------------
 
 
-def evaluate(net: "Network", x, y, batch: int = 500) -> dict:
+def evaluate(net: "Network", x, y, batch: int = 500, *, mean=None, std=None) -> dict:
     """Accuracy, mean loss and confusion matrix (rows: true class, columns: predicted),
-    inference mode (dropout off, batch norm on running statistics)."""
+    inference mode (dropout off, batch norm on running statistics). ``x`` is used as given
+    unless ``mean``/``std`` (``TrainResult.mean``/``.std``) are given: then raw images are
+    normalized as in training first."""
+    if mean is not None or std is not None:
+        x = D.to_float(np.asarray(x), mean, std)
     x = net._check_x(x)
     y = net._check_y(y, x.shape[0])
     k = net.classes
@@ -411,7 +426,8 @@ class Trainer:
             self.log(f"interrupted at epoch {self.pos.epoch + 1}, step {self.pos.iteration}"
                      + (f"; saved {path}" if path else ""))
         test = evaluate(net, data.x_test, data.y_test) if len(data.y_test) else {}
-        return TrainResult(net, self.history, test, self.out_dir, interrupted, self.best_val, self.pos.seconds)
+        return TrainResult(net, self.history, test, self.out_dir, interrupted, self.best_val, self.pos.seconds,
+                           data.mean, data.std)
 
     def _end_epoch(self, epoch: int, seconds: float, images: int) -> None:
         cfg, data = self.cfg, self.data

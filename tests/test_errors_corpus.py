@@ -44,6 +44,8 @@ CASES = [
      "( (a | b) + c )"),
     ("mixed-sum-concat", "conv3 - (relu + relu | relu)", 1, 22, "syntax", "'|' and '+' are mixed", None),
     ("empty-parens", "conv3 - ()", 1, 10, "syntax", "unexpected ')'", None),
+    ("bar-inside-arguments", "conv3(3 | 4)", 1, 9, "syntax", "unexpected '|'", None),
+    ("setting-then-operator", "data mnist - conv3", 1, 12, "syntax", "unexpected '-'", None),
     ("empty-brackets", "conv3 - []*2", 1, 10, "syntax", "unexpected ']'", None),
     ("float-count", "conv3*2.5", 1, 7, "syntax", "unexpected '2.5'", None),
     ("shape-in-argument", "conv(8, size=3x1)", 1, 14, "syntax", "unexpected '3x1'", "suffix"),
@@ -329,6 +331,12 @@ def test_googlenet_pool_floor_fails_and_ceil_works():
     assert info.value.kind == "fit" and "round=ceil" in info.value.hint
     m = cnnc.compile("maxpool3(stride=2, round=ceil)", input="192x56x56")
     assert m.summary.output_shape == (192, 28, 28)  # torchvision: ceil((56-3)/2)+1 = 28
+
+
+def test_conv5_on_3x3_fits_with_same_padding():
+    # only pad=valid leaves nothing (see the corpus); "same" padding keeps 3x3
+    m = cnnc.compile("conv5(8)", input="1x3x3")
+    assert m.summary.output_shape == (8, 3, 3)
 
 
 def test_resnet_shortcut_1x1_stride2_on_56_fits():

@@ -257,12 +257,6 @@ def conv2d_workspace_size(N, C, H, W, F, KH, KW, OH, OW, groups):
     return int(T * per)
 
 
-@njit(cache=True)
-def _dw_transposed(Fg):
-    """dW GEMM orientation: cols . dy^T measured faster except for very few filters."""
-    return Fg >= 12
-
-
 # ---------------------------------------------------------------------------------------
 # wide im2col / col2im (stride 1, dilation 1)
 # ---------------------------------------------------------------------------------------
@@ -356,10 +350,9 @@ def _col2im_wide(cols, coff, ldc, C, H, W, KH, KW, ph, pw, OH, OW, dxf, dxoff, w
 # ---------------------------------------------------------------------------------------
 
 
-@njit(cache=True, fastmath=True)
-def _conv_fwd_chunk(t, T, x, w, b, y, ws, sh, sw, ph, pw, dh, dw, G, has_bias, relu,
-                    nthreads, fcols, bcols, path):
-    """Forward for thread chunk ``t`` of ``T`` (images t*N//T .. (t+1)*N//T)."""
+@njit(parallel=True, cache=True, fastmath=True)
+def _conv_fwd(x, w, b, y, ws, sh, sw, ph, pw, dh, dw, G, has_bias, relu, nthreads, fcols,
+              bcols, path):
     N, C, H, W = x.shape
     F, Cg, KH, KW = w.shape
     OH = y.shape[2]
@@ -373,88 +366,76 @@ def _conv_fwd_chunk(t, T, x, w, b, y, ws, sh, sw, ph, pw, dh, dw, G, has_bias, r
     P = OH * OW
     CHW = C * H * W
     per, B, _, Pw = _sizes(N, C, F, KH, KW, CgKK, OH, OW, fcols, bcols)
+    T = min(nthreads, N, ws.size // per)
+    if T < 1:
+        raise ValueError("conv2d_forward: workspace too small")
     wide = _choose_wide(path, sh, sw, dh, dw, ph, pw, KH, KW, OW)
     pointwise = KH == 1 and KW == 1 and sh == 1 and sw == 1 and ph == 0 and pw == 0
     Wrow = W + 2 * pw if wide else OW  # row pitch of the GEMM output
     Pc = OH * Wrow  # GEMM columns per image
     zero = y.dtype.type(0)
-    n0 = t * N // T
-    n1 = (t + 1) * N // T
-    cbuf = t * per
-    obuf = cbuf + C * KK * B * Pw
-    xpbuf = obuf + F * B * Pw
-    for nb in range(n0, n1, B):
-        nB = min(B, n1 - nb)
-        L = nB * Pc
-        if nB == 1 and not wide:
-            # GEMM straight into y[n]
-            if pointwise:
-                src = xf
-                soff = nb * CHW
-            else:
-                _im2col(xf, nb * CHW, C, H, W, KH, KW, sh, sw, ph, pw, dh, dw, OH, OW,
-                        ws, cbuf, P)
-                src = ws
-                soff = cbuf
-            for g in range(G):
-                gemm(_N, _N, Fg, P, CgKK, 1.0, wf, g * Fg * CgKK, CgKK,
-                     src, soff + g * CgKK * P, P, 0.0, yf, nb * F * P + g * Fg * P, P)
-            if has_bias or relu:
-                for f in range(F):
-                    d = _u((nb * F + f) * P)
-                    bf = b[f] if has_bias else zero
-                    if relu:
-                        for p in range(P):
-                            yf[d + _u(p)] = max(yf[d + _u(p)] + bf, zero)
-                    else:
-                        for p in range(P):
-                            yf[d + _u(p)] = yf[d + _u(p)] + bf
-        else:
-            for i in range(nB):
-                if wide:
-                    _im2col_wide(xf, (nb + i) * CHW, C, H, W, KH, KW, ph, pw, OH, OW,
-                                 ws, cbuf + i * Pc, L, ws, xpbuf)
-                else:
-                    _im2col(xf, (nb + i) * CHW, C, H, W, KH, KW, sh, sw, ph, pw, dh, dw,
-                            OH, OW, ws, cbuf + i * Pc, L)
-            for g in range(G):
-                gemm(_N, _N, Fg, L, CgKK, 1.0, wf, g * Fg * CgKK, CgKK,
-                     ws, cbuf + g * CgKK * L, L, 0.0, ws, obuf + g * Fg * L, L)
-            nrow = OH if wide else 1
-            rlen = OW if wide else P
-            for i in range(nB):
-                for f in range(F):
-                    bf = b[f] if has_bias else zero
-                    for r in range(nrow):
-                        s = _u(obuf + f * L + i * Pc + r * Wrow)
-                        d = _u(((nb + i) * F + f) * P + r * rlen)
-                        if relu:
-                            for p in range(rlen):
-                                yf[d + _u(p)] = max(ws[s + _u(p)] + bf, zero)
-                        else:
-                            for p in range(rlen):
-                                yf[d + _u(p)] = ws[s + _u(p)] + bf
-
-
-@njit(parallel=True, cache=True)
-def _conv_fwd(x, w, b, y, ws, sh, sw, ph, pw, dh, dw, G, has_bias, relu, nthreads, fcols,
-              bcols, path):
-    N, C = x.shape[0], x.shape[1]
-    F, Cg, KH, KW = w.shape
-    per = _sizes(N, C, F, KH, KW, Cg * KH * KW, y.shape[2], y.shape[3], fcols, bcols)[0]
-    T = min(nthreads, N, ws.size // per)
-    if T < 1:
-        raise ValueError("conv2d_forward: workspace too small")
-    # the parallel region only calls the serial chunk kernel (keeps parfor compile cheap)
     for t in prange(T):
-        _conv_fwd_chunk(t, T, x, w, b, y, ws, sh, sw, ph, pw, dh, dw, G, has_bias, relu,
-                        nthreads, fcols, bcols, path)
+        n0 = t * N // T
+        n1 = (t + 1) * N // T
+        cbuf = t * per
+        obuf = cbuf + C * KK * B * Pw
+        xpbuf = obuf + F * B * Pw
+        for nb in range(n0, n1, B):
+            nB = min(B, n1 - nb)
+            L = nB * Pc
+            if nB == 1 and not wide:
+                # GEMM straight into y[n]
+                if pointwise:
+                    src = xf
+                    soff = nb * CHW
+                else:
+                    _im2col(xf, nb * CHW, C, H, W, KH, KW, sh, sw, ph, pw, dh, dw, OH, OW,
+                            ws, cbuf, P)
+                    src = ws
+                    soff = cbuf
+                for g in range(G):
+                    gemm(_N, _N, Fg, P, CgKK, 1.0, wf, g * Fg * CgKK, CgKK,
+                         src, soff + g * CgKK * P, P, 0.0, yf, nb * F * P + g * Fg * P, P)
+                if has_bias or relu:
+                    for f in range(F):
+                        d = _u((nb * F + f) * P)
+                        bf = b[f] if has_bias else zero
+                        if relu:
+                            for p in range(P):
+                                yf[d + _u(p)] = max(yf[d + _u(p)] + bf, zero)
+                        else:
+                            for p in range(P):
+                                yf[d + _u(p)] = yf[d + _u(p)] + bf
+            else:
+                for i in range(nB):
+                    if wide:
+                        _im2col_wide(xf, (nb + i) * CHW, C, H, W, KH, KW, ph, pw, OH, OW,
+                                     ws, cbuf + i * Pc, L, ws, xpbuf)
+                    else:
+                        _im2col(xf, (nb + i) * CHW, C, H, W, KH, KW, sh, sw, ph, pw, dh, dw,
+                                OH, OW, ws, cbuf + i * Pc, L)
+                for g in range(G):
+                    gemm(_N, _N, Fg, L, CgKK, 1.0, wf, g * Fg * CgKK, CgKK,
+                         ws, cbuf + g * CgKK * L, L, 0.0, ws, obuf + g * Fg * L, L)
+                nrow = OH if wide else 1
+                rlen = OW if wide else P
+                for i in range(nB):
+                    for f in range(F):
+                        bf = b[f] if has_bias else zero
+                        for r in range(nrow):
+                            s = _u(obuf + f * L + i * Pc + r * Wrow)
+                            d = _u(((nb + i) * F + f) * P + r * rlen)
+                            if relu:
+                                for p in range(rlen):
+                                    yf[d + _u(p)] = max(ws[s + _u(p)] + bf, zero)
+                            else:
+                                for p in range(rlen):
+                                    yf[d + _u(p)] = ws[s + _u(p)] + bf
 
 
-@njit(cache=True, fastmath=True)
-def _conv_bwd_chunk(t, T, x, w, y, dy, dx, dwt, db, ws, sh, sw, ph, pw, dh, dw, G, has_bias,
-                    relu, need_dx, nthreads, fcols, bcols, path):
-    """Backward for thread chunk ``t``: dW/db partials in its workspace slice, dx rows."""
+@njit(parallel=True, cache=True, fastmath=True)
+def _conv_bwd(x, w, y, dy, dx, dwt, db, ws, sh, sw, ph, pw, dh, dw, G, has_bias, relu,
+              need_dx, nthreads, fcols, bcols, path):
     N, C, H, W = x.shape
     F, Cg, KH, KW = w.shape
     OH = dy.shape[2]
@@ -471,6 +452,9 @@ def _conv_bwd_chunk(t, T, x, w, y, dy, dx, dwt, db, ws, sh, sw, ph, pw, dh, dw, 
     CHW = C * H * W
     FCgKK = F * CgKK
     per, _, B, Pw = _sizes(N, C, F, KH, KW, CgKK, OH, OW, fcols, bcols)
+    T = min(nthreads, N, ws.size // per)
+    if T < 1:
+        raise ValueError("conv2d_backward: workspace too small")
     wide = _choose_wide(path, sh, sw, dh, dw, ph, pw, KH, KW, OW)
     pointwise = KH == 1 and KW == 1 and sh == 1 and sw == 1 and ph == 0 and pw == 0
     Wrow = W + 2 * pw if wide else OW
@@ -478,101 +462,84 @@ def _conv_bwd_chunk(t, T, x, w, y, dy, dx, dwt, db, ws, sh, sw, ph, pw, dh, dw, 
     nrow = OH if wide else 1
     rlen = OW if wide else P
     zero = dy.dtype.type(0)
-    dwT = _dw_transposed(Fg)
-    n0 = t * N // T
-    n1 = (t + 1) * N // T
-    dwp = t * per
-    dbp = dwp + FCgKK
-    cbuf = dbp + F
-    dyb = cbuf + C * KK * B * Pw
-    xpbuf = dyb + F * B * Pw
-    for j in range(FCgKK + F):
-        ws[_u(dwp + j)] = zero
-    for nb in range(n0, n1, B):
-        nB = min(B, n1 - nb)
-        L = nB * Pc
-        # pack (and ReLU-mask) dy of the block into dyb [F, L]; db partials
-        for i in range(nB):
-            for f in range(F):
-                acc = zero
-                for r in range(nrow):
-                    s = _u(((nb + i) * F + f) * P + r * rlen)
-                    d = _u(dyb + f * L + i * Pc + r * Wrow)
-                    if relu:
-                        for p in range(rlen):
-                            v = dyf[s + _u(p)] if yf[s + _u(p)] > zero else zero
-                            ws[d + _u(p)] = v
-                            acc += v
-                    else:
-                        for p in range(rlen):
-                            v = dyf[s + _u(p)]
-                            ws[d + _u(p)] = v
-                            acc += v
-                    for p in range(rlen, Wrow):
-                        ws[d + _u(p)] = zero
-                ws[dbp + f] += acc
-        # columns of x for the block
-        if nB == 1 and pointwise:
-            src = xf
-            soff = nb * CHW
-        else:
-            for i in range(nB):
-                if wide:
-                    _im2col_wide(xf, (nb + i) * CHW, C, H, W, KH, KW, ph, pw, OH, OW,
-                                 ws, cbuf + i * Pc, L, ws, xpbuf)
-                else:
-                    _im2col(xf, (nb + i) * CHW, C, H, W, KH, KW, sh, sw, ph, pw, dh, dw,
-                            OH, OW, ws, cbuf + i * Pc, L)
-            src = ws
-            soff = cbuf
-        for g in range(G):
-            if dwT:  # dW_g^T [CgKK, Fg] += cols_g [CgKK, L] . dy_g^T [L, Fg]
-                gemm(_N, _T, CgKK, Fg, L, 1.0, src, soff + g * CgKK * L, L,
-                     ws, dyb + g * Fg * L, L, 1.0, ws, dwp + g * Fg * CgKK, Fg)
-            else:  # dW_g [Fg, CgKK] += dy_g [Fg, L] . cols_g^T [L, CgKK]
-                gemm(_N, _T, Fg, CgKK, L, 1.0, ws, dyb + g * Fg * L, L,
-                     src, soff + g * CgKK * L, L, 1.0, ws, dwp + g * Fg * CgKK, CgKK)
-        if need_dx:
-            for i in range(nB):
-                n = nb + i
-                if pointwise:
-                    for g in range(G):
-                        gemm(_T, _N, Cg, P, Fg, 1.0, wf, g * Fg * CgKK, CgKK,
-                             ws, dyb + g * Fg * L + i * P, L, 0.0,
-                             dxf, n * CHW + g * Cg * P, P)
-                else:
-                    for g in range(G):
-                        gemm(_T, _N, CgKK, Pc, Fg, 1.0, wf, g * Fg * CgKK, CgKK,
-                             ws, dyb + g * Fg * L + i * Pc, L, 0.0,
-                             ws, cbuf + g * CgKK * Pc, Pc)
-                    if wide:
-                        _col2im_wide(ws, cbuf, Pc, C, H, W, KH, KW, ph, pw, OH, OW,
-                                     dxf, n * CHW, ws, xpbuf)
-                    else:
-                        dx0 = _u(n * CHW)
-                        for j in range(CHW):
-                            dxf[dx0 + _u(j)] = zero
-                        _col2im(ws, cbuf, P, C, H, W, KH, KW, sh, sw, ph, pw, dh, dw, OH,
-                                OW, dxf, n * CHW)
-
-
-@njit(parallel=True, cache=True, fastmath=True)
-def _conv_bwd(x, w, y, dy, dx, dwt, db, ws, sh, sw, ph, pw, dh, dw, G, has_bias, relu,
-              need_dx, nthreads, fcols, bcols, path):
-    N, C = x.shape[0], x.shape[1]
-    F, Cg, KH, KW = w.shape
-    Fg = F // G
-    CgKK = Cg * KH * KW
-    FCgKK = F * CgKK
-    per = _sizes(N, C, F, KH, KW, CgKK, dy.shape[2], dy.shape[3], fcols, bcols)[0]
-    T = min(nthreads, N, ws.size // per)
-    if T < 1:
-        raise ValueError("conv2d_backward: workspace too small")
+    # dW GEMM orientation: cols . dy^T was faster except for very few filters (LeNet conv1)
+    dwT = Fg >= 12
     for t in prange(T):
-        _conv_bwd_chunk(t, T, x, w, y, dy, dx, dwt, db, ws, sh, sw, ph, pw, dh, dw, G,
-                        has_bias, relu, need_dx, nthreads, fcols, bcols, path)
-    zero = dy.dtype.type(0)
-    dwT = _dw_transposed(Fg)
+        n0 = t * N // T
+        n1 = (t + 1) * N // T
+        dwp = t * per
+        dbp = dwp + FCgKK
+        cbuf = dbp + F
+        dyb = cbuf + C * KK * B * Pw
+        xpbuf = dyb + F * B * Pw
+        for j in range(FCgKK + F):
+            ws[_u(dwp + j)] = zero
+        for nb in range(n0, n1, B):
+            nB = min(B, n1 - nb)
+            L = nB * Pc
+            # pack (and ReLU-mask) dy of the block into dyb [F, L]; db partials
+            for i in range(nB):
+                for f in range(F):
+                    acc = zero
+                    for r in range(nrow):
+                        s = _u(((nb + i) * F + f) * P + r * rlen)
+                        d = _u(dyb + f * L + i * Pc + r * Wrow)
+                        if relu:
+                            for p in range(rlen):
+                                v = dyf[s + _u(p)] if yf[s + _u(p)] > zero else zero
+                                ws[d + _u(p)] = v
+                                acc += v
+                        else:
+                            for p in range(rlen):
+                                v = dyf[s + _u(p)]
+                                ws[d + _u(p)] = v
+                                acc += v
+                        for p in range(rlen, Wrow):
+                            ws[d + _u(p)] = zero
+                    ws[dbp + f] += acc
+            # columns of x for the block
+            if nB == 1 and pointwise:
+                src = xf
+                soff = nb * CHW
+            else:
+                for i in range(nB):
+                    if wide:
+                        _im2col_wide(xf, (nb + i) * CHW, C, H, W, KH, KW, ph, pw, OH, OW,
+                                     ws, cbuf + i * Pc, L, ws, xpbuf)
+                    else:
+                        _im2col(xf, (nb + i) * CHW, C, H, W, KH, KW, sh, sw, ph, pw, dh, dw,
+                                OH, OW, ws, cbuf + i * Pc, L)
+                src = ws
+                soff = cbuf
+            for g in range(G):
+                if dwT:  # dW_g^T [CgKK, Fg] += cols_g [CgKK, L] . dy_g^T [L, Fg]
+                    gemm(_N, _T, CgKK, Fg, L, 1.0, src, soff + g * CgKK * L, L,
+                         ws, dyb + g * Fg * L, L, 1.0, ws, dwp + g * Fg * CgKK, Fg)
+                else:  # dW_g [Fg, CgKK] += dy_g [Fg, L] . cols_g^T [L, CgKK]
+                    gemm(_N, _T, Fg, CgKK, L, 1.0, ws, dyb + g * Fg * L, L,
+                         src, soff + g * CgKK * L, L, 1.0, ws, dwp + g * Fg * CgKK, CgKK)
+            if need_dx:
+                for i in range(nB):
+                    n = nb + i
+                    if pointwise:
+                        for g in range(G):
+                            gemm(_T, _N, Cg, P, Fg, 1.0, wf, g * Fg * CgKK, CgKK,
+                                 ws, dyb + g * Fg * L + i * P, L, 0.0,
+                                 dxf, n * CHW + g * Cg * P, P)
+                    else:
+                        for g in range(G):
+                            gemm(_T, _N, CgKK, Pc, Fg, 1.0, wf, g * Fg * CgKK, CgKK,
+                                 ws, dyb + g * Fg * L + i * Pc, L, 0.0,
+                                 ws, cbuf + g * CgKK * Pc, Pc)
+                        if wide:
+                            _col2im_wide(ws, cbuf, Pc, C, H, W, KH, KW, ph, pw, OH, OW,
+                                         dxf, n * CHW, ws, xpbuf)
+                        else:
+                            dx0 = _u(n * CHW)
+                            for j in range(CHW):
+                                dxf[dx0 + _u(j)] = zero
+                            _col2im(ws, cbuf, P, C, H, W, KH, KW, sh, sw, ph, pw, dh, dw, OH,
+                                    OW, dxf, n * CHW)
     # reduce the per-thread partials
     dwf = dwt.reshape(dwt.size)
     for j in range(FCgKK):

@@ -3,12 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .base import ArgSpec, LayerInfo, LayerType, Op, register
-
-
-@dataclass(frozen=True)
-class NoConfig:
-    pass
+from .base import (ArgSpec, LayerInfo, LayerType, NoConfig, Op, register)
 
 
 class PointwiseOp(Op):

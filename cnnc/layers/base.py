@@ -298,6 +298,16 @@ def fit_suggestions(size: int, window: int, stride: int, pad: int, dilation: int
     return "try " + " or ".join(tips) if tips else ""
 
 
+@dataclass(frozen=True)
+class NoConfig:
+    """The configuration of a layer without arguments."""
+
+
+def as4d(a):
+    """A (N, C) array seen as (N, C, 1, 1), so channel kernels serve vectors too."""
+    return a if a.ndim == 4 else a.reshape(a.shape[0], a.shape[1], 1, 1)
+
+
 class Op:
     """The executable half of a layer instance, made by :meth:`LayerType.make_op`.
 

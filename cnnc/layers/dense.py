@@ -3,7 +3,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .base import ArgSpec, InferContext, LayerError, LayerInfo, LayerType, Op, ParamSpec, Window, fmt_int, register
+from .base import (ArgSpec, InferContext, LayerError, LayerInfo, LayerType, NoConfig, Op, ParamSpec,
+                   Window, fmt_int, register)
 
 
 @dataclass(frozen=True)
@@ -80,11 +81,6 @@ class FcOp(Op):
         dx = dxs[0].reshape(n, self.fan_in) if dxs[0] is not None else None
         self.k.fc_backward(xs[0].reshape(n, self.fan_in), self.w, y, dy, dx, self.gw, self.gb,
                            self.cfg.bias, self.relu, dx is not None)
-
-
-@dataclass(frozen=True)
-class NoConfig:
-    pass
 
 
 @register

@@ -3,12 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .base import LayerError, LayerInfo, LayerType, Op, register, shape_str
-
-
-@dataclass(frozen=True)
-class NoConfig:
-    pass
+from .base import (as4d, LayerError, LayerInfo, LayerType, NoConfig, Op, register, shape_str)
 
 
 @register
@@ -50,10 +45,6 @@ class Concat(LayerType):
         return ConcatOp(cfg, info, in_shapes)
 
 
-def _as4d(a):
-    return a if a.ndim == 4 else a.reshape(a.shape[0], a.shape[1], 1, 1)
-
-
 class ConcatOp(Op):
     """Channel concatenation: each input is copied into its slice of y."""
 
@@ -69,15 +60,15 @@ class ConcatOp(Op):
             c0 += s[0]
 
     def forward(self, xs, y, training):
-        y4 = _as4d(y)
+        y4 = as4d(y)
         for x, c0 in zip(xs, self.offsets):
-            self.k.concat_channels_forward(_as4d(x), y4, c0)
+            self.k.concat_channels_forward(as4d(x), y4, c0)
 
     def backward(self, xs, y, dy, dxs):
-        dy4 = _as4d(dy)
+        dy4 = as4d(dy)
         for dx, c0 in zip(dxs, self.offsets):
             if dx is not None:
-                self.k.concat_channels_backward(dy4, _as4d(dx), c0)
+                self.k.concat_channels_backward(dy4, as4d(dx), c0)
 
 
 @register

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .base import ArgSpec, LayerInfo, LayerType, Op, ParamSpec, fmt_int, register
+from .base import (ArgSpec, as4d, fmt_int, LayerInfo, LayerType, Op, ParamSpec, register)
 
 
 @dataclass(frozen=True)
@@ -35,10 +35,6 @@ class BatchNorm(LayerType):
         return BatchNormOp(cfg, info, in_shapes)
 
 
-def _as4d(a):
-    return a if a.ndim == 4 else a.reshape(a.shape[0], a.shape[1], 1, 1)
-
-
 class BatchNormOp(Op):
     """Batch norm over (N, H, W) per channel; vectors (N, F) are treated as (N, F, 1, 1)."""
 
@@ -55,21 +51,38 @@ class BatchNormOp(Op):
         c = self.info.out_shape[0]
         self.mean = np.zeros(c, dtype=dtype)
         self.invstd = np.ones(c, dtype=dtype)
+        self.scale = np.ones(c, dtype=dtype)  # gamma * invstd, for the inference backward
+        self.trained = True  # the last forward used batch statistics
 
     def forward(self, xs, y, training):
         p, b = self.p, self.buf
         if training:
-            self.k.batchnorm_forward_train(_as4d(xs[0]), p["gamma"], p["beta"], _as4d(y), self.mean,
+            self.k.batchnorm_forward_train(as4d(xs[0]), p["gamma"], p["beta"], as4d(y), self.mean,
                                            self.invstd, b["running_mean"], b["running_var"],
                                            self.cfg.momentum, self.cfg.eps)
         else:
-            self.k.batchnorm_forward_infer(_as4d(xs[0]), p["gamma"], p["beta"], b["running_mean"],
-                                           b["running_var"], self.cfg.eps, _as4d(y))
+            self.k.batchnorm_forward_infer(as4d(xs[0]), p["gamma"], p["beta"], b["running_mean"],
+                                           b["running_var"], self.cfg.eps, as4d(y))
+            # the backward of an inference forward (saliency, eval-mode gradients) is that of
+            # the affine map y = gamma*(x - running_mean)*invstd + beta: keep its statistics
+            self.mean[...] = b["running_mean"]
+            self.invstd[...] = 1.0 / (b["running_var"] + self.cfg.eps) ** 0.5
+        self.trained = training
 
     def backward(self, xs, y, dy, dxs):
-        dx = _as4d(dxs[0]) if dxs[0] is not None else _as4d(dy)
-        self.k.batchnorm_backward(_as4d(xs[0]), self.p["gamma"], _as4d(dy), self.mean, self.invstd,
-                                  dx, self.g["gamma"], self.g["beta"], dxs[0] is not None)
+        import numpy as np
+
+        if self.trained:
+            dx = as4d(dxs[0]) if dxs[0] is not None else as4d(dy)
+            self.k.batchnorm_backward(as4d(xs[0]), self.p["gamma"], as4d(dy), self.mean, self.invstd,
+                                      dx, self.g["gamma"], self.g["beta"], dxs[0] is not None)
+            return
+        # inference statistics are constants: dgamma, dbeta as in training, dx = gamma*invstd*dy
+        self.k.batchnorm_backward(as4d(xs[0]), self.p["gamma"], as4d(dy), self.mean, self.invstd,
+                                  as4d(dy), self.g["gamma"], self.g["beta"], False)
+        if dxs[0] is not None:
+            np.multiply(self.p["gamma"], self.invstd, out=self.scale)
+            np.multiply(as4d(dy), self.scale.reshape(1, -1, 1, 1), out=as4d(dxs[0]))
 
 
 @dataclass(frozen=True)

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .base import (ArgSpec, InferContext, LayerError, LayerInfo, LayerType, Op, Shape, Window,
-                   register, require_image, shape_str)
+from .base import (ArgSpec, InferContext, LayerError, LayerInfo, LayerType, NoConfig, Op, Shape,
+                   Window, as4d, register, require_image, shape_str)
 from .conv import window_fit_error
 
 
@@ -108,11 +108,6 @@ class AvgPool(_Pool):
     mode = "avg"
 
 
-@dataclass(frozen=True)
-class NoConfig:
-    pass
-
-
 @register
 class GlobalAvgPool(LayerType):
     name = "gap"
@@ -174,10 +169,6 @@ class Maxout(LayerType):
         return MaxoutOp(cfg, info, in_shapes)
 
 
-def _as4d(a):
-    return a if a.ndim == 4 else a.reshape(a.shape[0], a.shape[1], 1, 1)
-
-
 class MaxoutOp(Op):
     """x: (N, C, ...) -> y: (N, C/k, ...), the max over each k consecutive channels."""
 
@@ -191,11 +182,11 @@ class MaxoutOp(Op):
         import numpy as np
 
         super().bind(batch, dtype, params, grads, buffers, rng)
-        self.argmax = _as4d(np.empty((batch, *self.info.out_shape), dtype=np.int32))
+        self.argmax = as4d(np.empty((batch, *self.info.out_shape), dtype=np.int32))
 
     def forward(self, xs, y, training):
-        self.k.channel_maxpool_forward(_as4d(xs[0]), _as4d(y), self.argmax, self.cfg.k)
+        self.k.channel_maxpool_forward(as4d(xs[0]), as4d(y), self.argmax, self.cfg.k)
 
     def backward(self, xs, y, dy, dxs):
         if dxs[0] is not None:
-            self.k.channel_maxpool_backward(_as4d(dy), self.argmax, _as4d(dxs[0]), self.cfg.k)
+            self.k.channel_maxpool_backward(as4d(dy), self.argmax, as4d(dxs[0]), self.cfg.k)
