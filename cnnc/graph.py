@@ -31,14 +31,9 @@ _SUFFIX_RE = re.compile(r"^([A-Za-z_]*[A-Za-z_])(\d+(?:x\d+)?)$")
 
 
 def resolve_layer(name: str) -> Resolved | None:
-    """A layer name resolved against the registry; None when it is not one.
-
-    A size suffix counts only on layers that take one: ``relu3`` is not a layer.
-    """
-    r = resolve_name(name)
-    if r is not None and r.suffix is not None and not r.layer.suffix:
-        return None
-    return r
+    """A layer name resolved against the registry (size suffixes only where a layer takes
+    one: ``relu3`` is not a layer); None when it is not a layer."""
+    return resolve_name(name)
 
 
 def did_you_mean(name: str, extra: list[str] = ()) -> list[str]:

@@ -390,6 +390,30 @@ def _unclosed_bracket(text: str) -> tuple[int, str] | None:
     return stack[0] if stack else None
 
 
+def _innermost_open(text: str) -> str | None:
+    """The innermost bracket still open at the end of ``text`` (comments skipped)."""
+    stack: list[str] = []
+    in_comment = False
+    for ch in text:
+        if in_comment:
+            in_comment = ch != "\n"
+        elif ch == "#":
+            in_comment = True
+        elif ch in "([":
+            stack.append(ch)
+        elif ch in ")]" and stack:
+            stack.pop()
+    return stack[-1] if stack else None
+
+
+def _is_setting_line(text: str, tok: Token) -> bool:
+    from .settings import SETTING_KEYS  # settings imports this module: import late
+
+    line_start = text.rfind("\n", 0, tok.start_pos) + 1
+    words = text[line_start: tok.start_pos].split()
+    return bool(words) and words[0] in SETTING_KEYS
+
+
 def _offset_span(text: str, offset: int, length: int = 1) -> Span:
     line = text.count("\n", 0, offset) + 1
     col = offset - (text.rfind("\n", 0, offset) + 1) + 1
@@ -497,6 +521,11 @@ def _syntax_error(err: UnexpectedInput, text: str) -> SourceError:
         unclosed = _unclosed_before_line_break(text, tok)
         if unclosed is not None:
             return unclosed
+    if (tok.type in ("PLUS", "VBAR") and not in_args and _innermost_open(text[: tok.start_pos]) != "("
+            and not _is_setting_line(text, tok)):
+        return SourceError(f"'{shown}' outside parentheses", span, "syntax",
+                           hint="branches are written in parentheses: ( a | b ) concatenates, "
+                                "( a + b ) sums")
     missing = _missing_dash(text, tok)
     if missing is not None:
         return missing

@@ -338,7 +338,7 @@ class Trainer:
             self.net.load_state(params)
             self.optimizer.load_state(arrays)
         except (UsageError, KeyError, ValueError) as err:
-            raise CheckpointError(f"the checkpoint does not match this model: {err}") from None
+            raise CheckpointError(f"the checkpoint does not match this model: {getattr(err, 'message', err)}") from None
         self.pos = _Position(**meta["position"])
         rng = meta["rng"]
         self.epoch_start_state = rng["epoch_start"]

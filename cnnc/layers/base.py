@@ -55,7 +55,7 @@ class ArgSpec:
         if self.kind == "bool":
             return "true or false"
         if self.kind == "size":
-            return "a size like 3 or 3x1"
+            return "a size like 3 (or a suffix: conv3, conv3x1)"
         text = {"int": "an integer", "float": "a number"}[self.kind]
         if self.minimum is not None and self.maximum is not None:
             text += f" in [{self.minimum:g}, {self.maximum:g}]"
@@ -198,7 +198,7 @@ def resolve_name(name: str) -> Resolved | None:
     m = _SUFFIX_RE.match(name)
     if m:
         base = reg.get(m.group(1))
-        if base is not None and not base.internal:
+        if base is not None and not base.internal and base.suffix:
             parts = [int(p) for p in m.group(2).split("x")]
             size = (parts[0], parts[-1]) if len(parts) <= 2 else None
             if size is None:
@@ -214,15 +214,6 @@ def suffix_base(name: str) -> LayerType | None:
         if t is not None and not t.internal:
             return t
     return None
-
-
-def close_matches(name: str, extra: list[str] = ()) -> list[str]:
-    names = user_layer_names() + list(extra)
-    m = _SUFFIX_RE.match(name)
-    found = difflib.get_close_matches(name, names, n=3, cutoff=0.6)
-    if not found and m:
-        found = [b + m.group(2) for b in difflib.get_close_matches(m.group(1), names, n=3, cutoff=0.6)]
-    return found
 
 
 # ---------------------------------------------------------------------------
@@ -283,13 +274,16 @@ def window_output(size: int, window: int, stride: int, pad: int, ceil: bool) -> 
 
 def fit_suggestions(size: int, window: int, stride: int, pad: int, dilation: int,
                     is_pool: bool, kind_of_pad: str = "pad") -> str:
-    """Ways to make a window fit: another pad, another stride, or ceil rounding."""
+    """Ways to make a window fit: another pad, another stride, or ceil rounding.
+
+    Only a handful of candidates are tried (nearby paddings and strides), so absurd
+    sizes cost nothing."""
     tips: list[str] = []
-    for p in range(pad + 1, pad + window + 1):
+    for p in range(pad + 1, pad + min(window, 8) + 1):
         if window_output(size, window, stride, p, False).lost_first == 0:
             tips.append(f"{kind_of_pad}={p}")
             break
-    for s in range(stride - 1, 0, -1):
+    for s in range(stride - 1, max(stride - 9, 0), -1):
         if window_output(size, window, s, pad, False).lost_first == 0:
             tips.append(f"stride={s}")
             break
