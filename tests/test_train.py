@@ -381,3 +381,14 @@ def test_disk_full_at_epoch_end_keeps_previous_checkpoint(tmp_path, monkeypatch)
 def test_errors_are_cnnc_errors():
     for cls in (TrainingError, CheckpointError, DataError, UsageError):
         assert issubclass(cls, CnncError)
+
+
+def test_top_level_fit_and_evaluate(digits):
+    fit, evaluate = getattr(cnnc, "fit", None), getattr(cnnc, "evaluate", None)
+    if fit is None or evaluate is None:
+        pytest.skip("cnnc.fit / cnnc.evaluate not exported")
+    tr, te = digits
+    r = fit(_model(), x=tr.x, y=tr.y, x_test=te.x, y_test=te.y, epochs=2, **FAST)
+    assert isinstance(r, T.TrainResult) and r.test["accuracy"] > 0.7
+    e = evaluate(r.network, te.x, te.y, mean=r.mean, std=r.std)
+    assert e["accuracy"] == pytest.approx(r.test["accuracy"])
