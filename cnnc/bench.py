@@ -27,8 +27,9 @@ print(first_step(model, int(sys.argv[1]), t0))
 """
 
 
-def first_step(model, batch: int, t0: float) -> float:
-    """Seconds from ``t0`` to the end of the first training step (compiles or loads kernels)."""
+def training_setup(model, batch: int):
+    """A network, its program for ``batch`` filled with random data, and a step function
+    (forward, backward and an SGD-with-momentum update)."""
     from .optim import Optimizer
 
     net = model.network(seed=0)
@@ -37,8 +38,17 @@ def first_step(model, batch: int, t0: float) -> float:
     prog.input[...] = rng.standard_normal(prog.input.shape)
     prog.labels[...] = rng.integers(0, net.classes, batch)
     opt = Optimizer("sgd", net.theta, net.grad, momentum=0.9)
-    net.step(prog)
-    opt.step(0.01)
+
+    def train_step() -> None:
+        net.step(prog)
+        opt.step(1e-3)
+
+    return net, prog, train_step
+
+
+def first_step(model, batch: int, t0: float) -> float:
+    """Seconds from ``t0`` to the end of the first training step (compiles or loads kernels)."""
+    training_setup(model, batch)[2]()
     return time.perf_counter() - t0
 
 
@@ -64,7 +74,6 @@ def _compile_times(model_args: list[str], batch: int) -> dict:
 def bench(model, batch: int = 64, steps: int = 20, repeats: int = 5, compile_times: bool = True,
           model_args: list[str] | None = None) -> dict:
     from .kernels.runtime import blas_info
-    from .optim import Optimizer
 
     result: dict = {"model": model.filename, "batch": batch,
                     "input_shape": list(model.input_shape), "params": model.summary.total_params,
@@ -72,17 +81,7 @@ def bench(model, batch: int = 64, steps: int = 20, repeats: int = 5, compile_tim
     if compile_times and model_args is not None:
         result.update(_compile_times(model_args, batch))
     t0 = time.perf_counter()
-    net = model.network(seed=0)
-    prog = net.program(batch)
-    rng = np.random.default_rng(0)
-    prog.input[...] = rng.standard_normal(prog.input.shape)
-    prog.labels[...] = rng.integers(0, net.classes, batch)
-    opt = Optimizer("sgd", net.theta, net.grad, momentum=0.9)
-
-    def train_step():
-        net.step(prog)
-        opt.step(1e-3)
-
+    net, prog, train_step = training_setup(model, batch)
     train_step()
     result["this_process_first_step_s"] = round(time.perf_counter() - t0, 3)
     for _ in range(3):

@@ -472,21 +472,15 @@ def plot_history(history: list[dict], title: str) -> bytes:
     import matplotlib.pyplot as plt
 
     epochs = [h["epoch"] for h in history]
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
-    ax1.plot(epochs, [h["train_loss"] for h in history], "o-", label="train")
-    if any(h["val_loss"] is not None for h in history):
-        ax1.plot(epochs, [h["val_loss"] for h in history], "o-", label="validation")
-    ax1.set_xlabel("epoch")
-    ax1.set_ylabel("cross-entropy loss")
-    ax1.legend()
-    ax1.grid(alpha=0.3)
-    ax2.plot(epochs, [h["train_accuracy"] for h in history], "o-", label="train")
-    if any(h["val_accuracy"] is not None for h in history):
-        ax2.plot(epochs, [h["val_accuracy"] for h in history], "o-", label="validation")
-    ax2.set_xlabel("epoch")
-    ax2.set_ylabel("accuracy")
-    ax2.legend()
-    ax2.grid(alpha=0.3)
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for ax, metric, label in zip(axes, ("loss", "accuracy"), ("cross-entropy loss", "accuracy")):
+        ax.plot(epochs, [h[f"train_{metric}"] for h in history], "o-", label="train")
+        if any(h[f"val_{metric}"] is not None for h in history):
+            ax.plot(epochs, [h[f"val_{metric}"] for h in history], "o-", label="validation")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(label)
+        ax.legend()
+        ax.grid(alpha=0.3)
     fig.suptitle(title)
     fig.tight_layout()
     buf = io.BytesIO()
