@@ -131,7 +131,7 @@ def cmd_train(args) -> int:
     args.batch = 1  # the summary's memory figure; the training batch is in `settings`
     model = _compile(args)
     args.batch = saved_batch
-    result = train(model, out=args.out or (None if args.resume else _default_out(model)),
+    result = train(model, out=args.out, new_run=args.out is None and args.resume is None,
                    resume=args.resume, progress=not args.quiet, **settings)
     metrics = result.metrics()
     if args.json:
@@ -143,12 +143,6 @@ def cmd_train(args) -> int:
         print(f"trained {metrics['epochs']} epochs in {metrics['seconds']:.1f}s; run folder "
               f"{result.out_dir}")
     return 130 if result.interrupted else 0
-
-
-def _default_out(model):
-    from .train import new_run_dir
-
-    return new_run_dir(model.filename, None)
 
 
 def _load_weights(args):

@@ -38,6 +38,7 @@ SETTINGS: tuple[SettingSpec, ...] = (
                 choices=("none", "crop", "flip", "crop+flip", "auto")),
     SettingSpec("seed", "int", "random seed", minimum=0),
     SettingSpec("val_split", "float", "fraction of the training data held out for validation", minimum=0.0),
+    SettingSpec("fit", "bool", "pad/crop images to the input size and convert grey<->RGB"),
 )
 SETTING_KEYS = {s.key: s for s in SETTINGS}
 
@@ -64,6 +65,7 @@ class Header:
     augment: str | None = None
     seed: int | None = None
     val_split: float | None = None
+    fit: bool | None = None
 
     def training(self) -> dict[str, Any]:
         """The training settings that were given, by name."""

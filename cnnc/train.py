@@ -535,14 +535,16 @@ def find_checkpoint(path: str | Path) -> Path:
 
 
 def train(model: "Model", *, x=None, y=None, x_test=None, y_test=None, out: str | Path | None = None,
-          resume: str | Path | None = None, progress: bool = False, **settings: Any) -> TrainResult:
+          resume: str | Path | None = None, progress: bool = False, new_run: bool = False,
+          **settings: Any) -> TrainResult:
     """Train a compiled model.
 
     Data: the file's/``data=`` data set (name or path), or NumPy arrays ``x``, ``y`` (and
     ``x_test``, ``y_test``; without them the test metrics are empty). ``settings`` are
     :class:`TrainConfig` fields (``epochs``, ``batch``, ``lr``, ``optimizer``...) and override
     the model file's. ``out``: a folder for checkpoints and history (None: keep nothing on
-    disk). ``resume``: a run folder or checkpoint to continue.
+    disk; ``new_run=True``: a new numbered ``runs/<model>`` folder, made once the data is
+    ready). ``resume``: a run folder or checkpoint to continue.
     """
     unknown = set(settings) - {f.name for f in fields(TrainConfig)}
     if unknown:
@@ -573,8 +575,8 @@ def train(model: "Model", *, x=None, y=None, x_test=None, y_test=None, out: str 
     out_dir = Path(out) if out is not None else None
     if resume is not None:
         out_dir = find_checkpoint(resume).parent
-    elif out_dir is not None:
-        out_dir = new_run_dir(model.filename, str(out_dir))
+    elif out_dir is not None or new_run:
+        out_dir = new_run_dir(model.filename, str(out_dir) if out_dir is not None else None)
     trainer = Trainer(model, cfg, data, out_dir, progress=progress)
     if arrays is not None:
         trainer.restore(arrays, meta)
