@@ -221,7 +221,9 @@ def test_mnist_subset_learns_and_eval_matches_train(cli, tmp_path):
 
 @needs_mnist
 def test_lenet5_needs_fit_then_learns_with_it(cli, tmp_path):
-    lenet = MODELS / "lenet5.cnn"
+    # LeNet-5 without its `fit true` line: MNIST's 28x28 does not match 32x32
+    lenet = tmp_path / "lenet5_nofit.cnn"
+    lenet.write_text((MODELS / "lenet5.cnn").read_text().replace("fit true", ""))
     r = cli("train", lenet, "--data", "mnist", "--data-dir", SHARED_DATA, "--limit", 300,
             "--epochs", 1, "--out", tmp_path / "nofit", *QUIET)
     assert_clean_failure(r, "the model expects 1x32x32 but mnist images are 1x28x28", "--fit")
