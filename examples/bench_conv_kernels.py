@@ -1,6 +1,7 @@
 """Benchmark cnnc's conv kernels against PyTorch (CPU, 2 threads) on LeNet-5 and VGG-ish layers.
 
     python examples/bench_conv_kernels.py [--reps 9] [--only lenet|vgg] [--threads 2]
+                                          [--path auto|compact|wide|wino]
 
 PyTorch and Numba run in *separate processes* (two thread pools side by side stall each other,
 see PERF.md §0).  Each figure is the median of ``--reps`` runs after warm-ups.  Passes:
@@ -9,7 +10,10 @@ see PERF.md §0).  Each figure is the median of ``--reps`` runs after warm-ups. 
 * dw     weight+bias gradient only (what the first layer needs)
 * dx+dw  full backward; ``dx`` is reported as (dx+dw) - dw
 
-GFLOP/s counts 2*N*OH*OW*F*(C/groups)*KH*KW per pass.
+GFLOP/s counts 2*N*OH*OW*F*(C/groups)*KH*KW per pass (the direct-convolution count, also for
+Winograd, whose figures are therefore "effective").  ``--path`` forces one conv path (sets
+``CNNC_CONV_PATH``); the default picks per layer (Winograd F(4x4,3x3) for the 3x3 stride-1
+layers with >= 32 channels, im2col otherwise).
 """
 
 from __future__ import annotations
@@ -137,6 +141,8 @@ def main():
     ap.add_argument("--reps", type=int, default=9)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--only", choices=sorted(LAYERS), default=None)
+    ap.add_argument("--path", choices=["auto", "compact", "wide", "wino"], default="auto",
+                    help="force one conv path (CNNC_CONV_PATH) for the Numba phase")
     ap.add_argument("--phase", choices=["torch", "numba"], default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     layers = LAYERS[args.only] if args.only else [l for v in LAYERS.values() for l in v]
@@ -147,6 +153,8 @@ def main():
         return
 
     env = dict(os.environ, NUMBA_NUM_THREADS=str(args.threads), OMP_NUM_THREADS=str(args.threads))
+    if args.path != "auto":
+        env["CNNC_CONV_PATH"] = str(["auto", "compact", "wide", "wino"].index(args.path))
     res = {}
     for ph in ("torch", "numba"):
         cmd = [sys.executable, os.path.abspath(__file__), "--phase", ph, "--reps", str(args.reps),
@@ -163,7 +171,8 @@ def main():
         res[ph] = json.loads(r.stdout.strip().splitlines()[-1])
 
     nb, tc = res["numba"], res["torch"]
-    print(f"threads={args.threads}  OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE')}  "
+    print(f"threads={args.threads}  path={args.path}  "
+          f"OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE')}  "
           f"numba first call (compile or cache load) {nb['_first_call_s']:.2f} s")
     hdr = (f"{'layer':28s} {'pass':5s} {'numba ms':>9s} {'GF/s':>6s} {'torch ms':>9s} {'GF/s':>6s}"
            f" {'speed vs torch':>14s}")

@@ -2,7 +2,8 @@
 
 Three oracles: a naive NumPy reference written here (loops over kernel offsets on the
 zero-padded input), central finite differences in float64, and PyTorch (if installed).
-Both im2col layouts of the conv kernels (compact and "wide") are exercised.
+Both im2col layouts of the conv kernels (compact and "wide") and the Winograd F(2x2,3x3)
+path (forward, dx and dW; forced, and chosen automatically for wide layers) are exercised.
 """
 
 from __future__ import annotations
@@ -103,8 +104,8 @@ def run_conv(x, w, b, s, p, d, groups, has_bias, relu, dy, need_dx=True, ws_scal
     return y, dx, dwt, db
 
 
-@pytest.fixture(params=[conv.PATH_COMPACT, conv.PATH_WIDE, conv.PATH_AUTO],
-                ids=["compact", "wide", "auto"])
+@pytest.fixture(params=[conv.PATH_COMPACT, conv.PATH_WIDE, conv.PATH_AUTO, conv.PATH_WINO],
+                ids=["compact", "wide", "auto", "wino"])
 def path(request):
     old = conv.FORCE_PATH
     conv.FORCE_PATH = request.param
@@ -250,6 +251,99 @@ def test_conv_batch_larger_than_threads_and_odd_split():
 
 
 # ---------------------------------------------------------------------------------------
+# 1b. Winograd F(2x2,3x3): 3x3, stride 1, dilation 1, groups 1, padding 0..2
+# ---------------------------------------------------------------------------------------
+
+@pytest.fixture
+def wino_path():
+    old = conv.FORCE_PATH
+    conv.FORCE_PATH = conv.PATH_WINO
+    yield
+    conv.FORCE_PATH = old
+
+
+# odd and even sizes (partial 2x2 tiles), batches that split unevenly into threads/blocks,
+# channel counts below and above the automatic thresholds
+WINO_CONFIGS = [
+    (3, 4, 7, 9, 5, 3, 3, (1, 1), (1, 1), (1, 1), 1, True, True),
+    (2, 6, 8, 8, 3, 3, 3, (1, 1), (0, 0), (1, 1), 1, False, False),
+    (5, 3, 5, 6, 7, 3, 3, (1, 1), (2, 2), (1, 1), 1, True, False),
+    (1, 2, 3, 3, 4, 3, 3, (1, 1), (1, 1), (1, 1), 1, False, True),
+    (4, 5, 6, 11, 6, 3, 3, (1, 1), (2, 0), (1, 1), 1, True, True),
+    (7, 3, 4, 4, 2, 3, 3, (1, 1), (1, 1), (1, 1), 1, True, True),
+    (3, 32, 6, 5, 32, 3, 3, (1, 1), (1, 1), (1, 1), 1, True, True),  # auto: fwd/dx only
+    (3, 64, 5, 4, 64, 3, 3, (1, 1), (1, 1), (1, 1), 1, True, True),  # auto: fwd/dx/dW
+    (2, 64, 9, 7, 96, 3, 3, (1, 1), (1, 1), (1, 1), 1, False, True),  # Fo > 64: row chunks
+]
+
+
+@pytest.mark.parametrize("forced", [True, False], ids=["forced", "auto"])
+@pytest.mark.parametrize("cfg", WINO_CONFIGS, ids=_cfg_id)
+def test_winograd_matches_reference(cfg, forced, request):
+    if forced:
+        request.getfixturevalue("wino_path")
+    N, C, H, W, F, KH, KW, s, p, d, G, bias, relu = cfg
+    x, w, b, dy = _make(cfg, np.float64, seed=5)
+    y, dx, dwt, db = run_conv(x, w, b, s, p, d, G, bias, relu, dy)
+    y_ref = ref_forward(x, w, b if bias else None, s, p, d, G, relu)
+    np.testing.assert_allclose(y, y_ref, rtol=1e-10, atol=1e-10)
+    dx_ref, dw_ref, db_ref = ref_backward(x, w, y_ref, dy, s, p, d, G, relu, bias)
+    np.testing.assert_allclose(dx, dx_ref, rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(dwt, dw_ref, rtol=1e-10, atol=1e-10)
+    if bias:
+        np.testing.assert_allclose(db, db_ref, rtol=1e-10, atol=1e-10)
+    # dW / db alone (need_dx=False) leave dx untouched
+    _, dx2, dw2, db2 = run_conv(x, w, b, s, p, d, G, bias, relu, dy, need_dx=False)
+    assert np.isnan(dx2).all()
+    np.testing.assert_allclose(dw2, dw_ref, rtol=1e-10, atol=1e-10)
+    if bias:
+        np.testing.assert_allclose(db2, db_ref, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("cfg", WINO_CONFIGS, ids=_cfg_id)
+def test_winograd_float32_matches_reference(cfg, wino_path):
+    N, C, H, W, F, KH, KW, s, p, d, G, bias, relu = cfg
+    x, w, b, dy = _make(cfg, np.float32, seed=6)
+    w *= 1.0 / np.sqrt(C)
+    y, dx, dwt, db = run_conv(x, w, b, s, p, d, G, bias, relu, dy)
+    assert y.dtype == dx.dtype == dwt.dtype == np.float32
+    y_ref = ref_forward(x, w, b if bias else None, s, p, d, G, relu)
+    np.testing.assert_allclose(y, y_ref, rtol=1e-4, atol=1e-4)
+    dx_ref, dw_ref, db_ref = ref_backward(x, w, y_ref, dy, s, p, d, G, relu, bias)
+    np.testing.assert_allclose(dx, dx_ref, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(dwt, dw_ref, rtol=1e-4, atol=1e-3)
+    if bias:
+        np.testing.assert_allclose(db, db_ref, rtol=1e-4, atol=1e-3)
+
+
+@pytest.mark.parametrize("share", ["im2col", "wino1"])
+def test_winograd_small_workspace(share):
+    """A workspace holding one thread's im2col share only: the im2col path runs instead; one
+    thread's Winograd share: Winograd runs on one thread."""
+    cfg = (4, 64, 6, 6, 48, 3, 3, (1, 1), (1, 1), (1, 1), 1, True, True)
+    N, C, H, W, F, KH, KW, s, p, d, G, bias, relu = cfg
+    x, w, b, dy = _make(cfg, np.float64, seed=8)
+    per_im2col = conv._sizes(N, C, F, KH, KW, C * KH * KW, H, W, conv._FWD_TARGET_COLS,
+                             conv._BWD_TARGET_COLS)[0]
+    tiles = conv._WINO_TILES
+    u1, p1, _ = conv._wino.wino_sizes(N, C, F, H, W, H, W, tiles)
+    u2, p2, _ = conv._wino.wino_sizes(N, F, C, H, W, H, W, tiles)
+    p3 = conv._wino.wino_dw_sizes(N, C, F, H, W, H, W, tiles)[0]
+    one_wino = max(u1 + p1, u2 + p2, p3, per_im2col)
+    n_full = conv.conv2d_workspace_size(N, C, H, W, F, KH, KW, H, W, G)
+    size = per_im2col if share == "im2col" else one_wino
+    assert n_full >= size and (share == "wino1" or n_full > per_im2col)
+    y, dx, dwt, db = run_conv(x, w, b, s, p, d, G, bias, relu, dy,
+                              ws_scale=(size + 0.5) / n_full)
+    y_ref = ref_forward(x, w, b, s, p, d, G, relu)
+    np.testing.assert_allclose(y, y_ref, rtol=1e-10, atol=1e-10)
+    dx_ref, dw_ref, db_ref = ref_backward(x, w, y_ref, dy, s, p, d, G, relu, bias)
+    np.testing.assert_allclose(dx, dx_ref, rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(dwt, dw_ref, rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(db, db_ref, rtol=1e-10, atol=1e-10)
+
+
+# ---------------------------------------------------------------------------------------
 # 2. central finite differences, float64, loss = sum(y * R)
 # ---------------------------------------------------------------------------------------
 
@@ -260,8 +354,16 @@ FD_CONFIGS = [
 ]
 
 
-@pytest.mark.parametrize("cfg", FD_CONFIGS, ids=_cfg_id)
-def test_conv_finite_differences(cfg):
+WINO_FD_CONFIGS = [
+    (2, 3, 5, 6, 4, 3, 3, (1, 1), (1, 1), (1, 1), 1, True, False),
+    (2, 2, 5, 4, 3, 3, 3, (1, 1), (2, 0), (1, 1), 1, False, False),
+]
+
+
+@pytest.mark.parametrize("cfg", FD_CONFIGS + WINO_FD_CONFIGS, ids=_cfg_id)
+def test_conv_finite_differences(cfg, request):
+    if cfg in WINO_FD_CONFIGS:
+        request.getfixturevalue("wino_path")
     N, C, H, W, F, KH, KW, s, p, d, G, bias, relu = cfg
     x, w, b, R = _make(cfg, np.float64, seed=7)
 
