@@ -37,6 +37,11 @@ from cnnc.kernels.conv import _N, _T, _u, gemm
 
 # G (6x3) of F(4x4,3x3); the filter transform G g G^T and its adjoint are small GEMMs with the
 # Kronecker product G (x) G: U[6i+j] = sum_rc GK[6i+j, 3r+c] g[r, c], dW = GK^T dU.
+# Fast-math without reassociation: with "reassoc", the code Numba compiles in-process and
+# the code it loads from its cache rounded differently (a run that compiled its kernels did
+# not reproduce a run that loaded them). FMA contraction alone keeps most of the speed.
+_FASTMATH = {"nnan", "ninf", "nsz", "arcp", "contract", "afn"}
+
 _G = np.array([[1 / 4, 0, 0], [-1 / 6, -1 / 6, -1 / 6], [-1 / 6, 1 / 6, -1 / 6],
                [1 / 24, 1 / 12, 1 / 6], [1 / 24, -1 / 12, 1 / 6], [0, 0, 1]])
 _GK = np.kron(_G, _G)  # [36, 9]
@@ -61,7 +66,7 @@ def _kstride(C, Tb):
     return C * Tb + 16
 
 
-@njit(cache=True, fastmath=True)
+@njit(cache=True, fastmath=_FASTMATH)
 def _wino_pad(sf, mf, use_mask, soff, C, H, W, ph, pw, Hp, Wp, ws, boff):
     """ws[boff + (c*Hp + ph + ih)*Wp + pw + iw] = src[c, ih, iw] (masked), zero elsewhere."""
     zero = ws.dtype.type(0)
@@ -105,7 +110,7 @@ def wino_sizes(N, Ci, Fo, Hi, Wi, Ho, Wo, target_tiles):
     return 36 * _kstride(Fo, Ci), per, B
 
 
-@njit(cache=True, fastmath=True)
+@njit(cache=True, fastmath=_FASTMATH)
 def _w4_in(ws, boff, C, Hp, Wp, TH, TW, voff, Tb, t0):
     """V[k, c, t0 + th*TW + tw] = (B^T d B)[k], d the 6x6 tile at (4th, 4tw) (generated)."""
     CT = _kstride(C, Tb)
@@ -236,7 +241,7 @@ def _w4_in(ws, boff, C, Hp, Wp, TH, TW, voff, Tb, t0):
                 ws[o + _u(35 * CT)] = k4 * t51 - k5 * t53 + t55
 
 
-@njit(cache=True, fastmath=True)
+@njit(cache=True, fastmath=_FASTMATH)
 def _w4_out(ws, moff, Fo, Tb, t0, TH, TW, b, has_bias, relu, of, ooff, Ho, Wo):
     """out[f, 4th+i, 4tw+j] = (A^T M A)[i, j] (+ bias, ReLU), clipped (generated)."""
     FT = _kstride(Fo, Tb)
@@ -408,7 +413,7 @@ def wino_dw_sizes(N, C, F, H, W, OH, OW, target_tiles):
     return per, B
 
 
-@njit(cache=True, fastmath=True)
+@njit(cache=True, fastmath=_FASTMATH)
 def _w4_dy(ws, qoff, F, Hq, Wq, TH, TW, doff, DS, t0, dbp):
     """D[k, t0 + th*TW + tw, f] = (A g A^T)[k] for the 4x4 tile g at (4th, 4tw) of the
     zero-padded, ReLU-masked dy copy at ws[qoff] ([F, Hq, Wq]); db partials.
@@ -505,7 +510,7 @@ def _w4_dy(ws, qoff, F, Hq, Wq, TH, TW, doff, DS, t0, dbp):
                 ws[o + _u(35 * DS)] = r53
 
 
-@njit(parallel=True, cache=True, fastmath=True)
+@njit(parallel=True, cache=True, fastmath=_FASTMATH)
 def _wino_kernel(mode, src, msk, use_mask, w, transpose, b, has_bias, relu, out, ws, ph, pw,
                  nthreads, target_tiles, cst):
     """One parallel kernel for both passes (parallel kernels dominate the cold compile time).
