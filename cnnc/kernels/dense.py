@@ -9,10 +9,9 @@ writes disjoint memory and no partial sums are needed.
 from __future__ import annotations
 
 import numba
-import numpy as np
 from numba import njit, prange
 
-from .conv import _N, _T, _u, gemm
+from .conv import _N, _T, _dummy, _u, gemm
 
 
 @njit(parallel=True, cache=True, fastmath=True)
@@ -77,16 +76,7 @@ def _fc_bwd(x, w, y, dy, dx, dwt, db, has_bias, relu, need_dx, nthreads):
                         db[m] += dyf[r + _u(m)]
 
 
-_dummies: dict = {}
 _get_num_threads = numba.get_num_threads
-
-
-def _dummy(dtype, ndim):
-    key = (np.dtype(dtype), ndim)
-    a = _dummies.get(key)
-    if a is None:
-        a = _dummies[key] = np.zeros((1,) * ndim, dtype=dtype)
-    return a
 
 
 def fc_forward(x, w, b, y, has_bias, relu):

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .base import (ArgSpec, LayerInfo, LayerType, NoConfig, Op, register)
+from .base import ArgSpec, LayerInfo, LayerType, NoConfig, Op, register
 
 
 class PointwiseOp(Op):

@@ -12,7 +12,6 @@ fvcore's convention).
 """
 from __future__ import annotations
 
-import difflib
 import re
 from dataclasses import dataclass
 from typing import Any, ClassVar

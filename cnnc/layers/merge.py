@@ -1,9 +1,7 @@
 """Merges made by the compiler for ``( a | b )`` (concat) and ``( a + b )`` (add), and ``id``."""
 from __future__ import annotations
 
-from dataclasses import dataclass
-
-from .base import (as4d, LayerError, LayerInfo, LayerType, NoConfig, Op, register, shape_str)
+from .base import LayerError, LayerInfo, LayerType, NoConfig, Op, as4d, register, shape_str
 
 
 @register

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .base import (ArgSpec, as4d, fmt_int, LayerInfo, LayerType, Op, ParamSpec, register)
+from .base import ArgSpec, LayerInfo, LayerType, Op, ParamSpec, as4d, fmt_int, register
 
 
 @dataclass(frozen=True)
