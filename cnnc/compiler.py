@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING, Any
 import networkx as nx
 
 from .errors import SourceError, UsageError
-from .graph import build, resolve_layer
+from .graph import build
+from .layers import resolve_name
 from .infer import Summary, infer
 from .report import summary_text
 from .settings import Header, override, read_header
@@ -89,7 +90,7 @@ class Model:
 
 def _is_layer_or_def(program: Program):
     defs = {d.name for d in program.definitions}
-    return lambda name: name in defs or resolve_layer(name) is not None
+    return lambda name: name in defs or resolve_name(name) is not None
 
 
 def compile(source: str, *, input: str | tuple | None = None, classes: int | None = None,

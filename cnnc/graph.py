@@ -21,19 +21,13 @@ import networkx as nx
 
 from .errors import SourceError, Span
 from .layers import REQUIRED, LayerError, LayerType, registry, resolve_name, suffix_base
-from .layers.base import ArgSpec, Resolved
+from .layers.base import ArgSpec
 from .syntax import Arg, ArgExpr, BinOp, Branches, Call, Definition, Neg, Num, Program, Ref, Repeat, Seq
 
 MAX_LAYERS = 20_000
 MAX_STEPS = 200_000  # expansion steps (layers, ids, calls, repetitions): `[[id*1000]*1000]*1000`
 INPUT = "input"
 _SUFFIX_RE = re.compile(r"^([A-Za-z_]*[A-Za-z_])(\d+(?:x\d+)?)$")
-
-
-def resolve_layer(name: str) -> Resolved | None:
-    """A layer name resolved against the registry (size suffixes only where a layer takes
-    one: ``relu3`` is not a layer); None when it is not a layer."""
-    return resolve_name(name)
 
 
 def did_you_mean(name: str, extra: list[str] = ()) -> list[str]:
@@ -111,7 +105,7 @@ class _Builder:
                 first = self.defs[d.name].span
                 raise SourceError(f"definition '{d.name}' is defined twice (first on line {first.line})",
                                   d.head_span, "definition")
-            if resolve_layer(d.name) is not None or d.name in registry():
+            if resolve_name(d.name) is not None or d.name in registry():
                 raise SourceError(f"definition '{d.name}' would hide the built-in layer '{d.name}'",
                                   d.head_span, "definition", hint="choose another name")
             self.defs[d.name] = d
@@ -379,7 +373,7 @@ class _Builder:
             label = _snippet(self.source, call.span, 40)
             frame = Frame("call", label, call.span)
             return self.expand(d.body, src, new_env, trace + [frame], stack + [call.name])
-        resolved = resolve_layer(call.name)
+        resolved = resolve_name(call.name)
         if resolved is None:
             base = suffix_base(call.name)
             if base is not None and not base.suffix:
