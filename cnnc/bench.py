@@ -33,7 +33,7 @@ def training_setup(model, batch: int):
     from .optim import Optimizer
 
     net = model.network(seed=0)
-    prog = net.program(batch)
+    prog = net.executor(batch)
     rng = np.random.default_rng(0)
     prog.input[...] = rng.standard_normal(prog.input.shape)
     prog.labels[...] = rng.integers(0, net.classes, batch)
@@ -73,7 +73,7 @@ def _compile_times(model_args: list[str], batch: int) -> dict:
 
 def bench(model, batch: int = 64, steps: int = 20, repeats: int = 5, compile_times: bool = True,
           model_args: list[str] | None = None) -> dict:
-    from .kernels.runtime import blas_info
+    from .kernels.threads import blas_info
 
     result: dict = {"model": model.filename, "batch": batch,
                     "input_shape": list(model.input_shape), "params": model.summary.total_params,

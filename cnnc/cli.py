@@ -84,10 +84,7 @@ def _compile_from_args(args):
         raise UsageError("give a model file or -e EXPR, not both")
     if getattr(args, "expr", None) is None and args.file is None:
         raise UsageError("no model given", hint="usage: cnnc check FILE  or  cnnc check -e 'EXPR' --input CxHxW")
-    kwargs = dict(input=args.input, classes=args.classes, width=args.width,
-                  batch=getattr(args, "batch", 1) or 1)
-    if getattr(args, "batch", 1) is not None and getattr(args, "batch", 1) < 1:
-        raise UsageError(f"--batch must be at least 1, got {args.batch}")
+    kwargs = dict(input=args.input, classes=args.classes, width=args.width)
     if args.width is not None and args.width < 1:
         raise UsageError(f"--width must be at least 1, got {args.width}")
     if getattr(args, "expr", None) is not None:
@@ -96,11 +93,13 @@ def _compile_from_args(args):
 
 
 def cmd_check(args) -> int:
+    if args.batch < 1:
+        raise UsageError(f"--batch must be at least 1, got {args.batch}")
     model = _compile_from_args(args)
     if args.json:
-        print(model.to_json())
+        print(model.to_json(batch=args.batch))
     else:
-        print(model.summary_text())
+        print(model.summary_text(batch=args.batch))
     return 0
 
 

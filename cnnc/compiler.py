@@ -1,27 +1,28 @@
 """The driver: ``parse -> build -> infer -> lower -> run``, and the :class:`Model` it returns.
 
-Checking (parse, build, infer) needs neither Numba nor arrays; lowering and running
-(:mod:`cnnc.lower`, :mod:`cnnc.runtime`) are imported only when a model is executed.
+Each stage is one function returning its own value: :func:`cnnc.syntax.parse` (text -> AST),
+:func:`cnnc.graph.build` (AST -> frozen layer graph), :func:`cnnc.infer.infer` (graph ->
+:class:`~cnnc.infer.Analysis`), :func:`cnnc.lower.lower` (analysis -> :class:`~cnnc.lower.Plan`),
+and :class:`cnnc.network.Network` (plan -> parameters and executors). Checking needs neither
+Numba nor arrays; lowering and running are imported only when a model is executed.
 """
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import networkx as nx
 
 from .errors import SourceError, UsageError
 from .graph import build
+from .infer import Analysis, infer
 from .layers import resolve_name
-from .infer import Summary, infer
-from .report import summary_text
+from .report import Summary, summarize, summary_text
 from .settings import Header, override, read_header
-from .syntax import Program, parse
-
-if TYPE_CHECKING:
-    from .runtime import Network
+from .syntax import ModelAst, parse
 
 DEFAULT_WIDTH = 32
 
@@ -42,68 +43,79 @@ def parse_shape(text: str | tuple | list) -> tuple[int, int, int]:
     return dims  # type: ignore[return-value]
 
 
-@dataclass
+@dataclass(frozen=True)
 class Model:
-    """A checked network: its program, header, layer graph and static summary."""
+    """A checked network: its AST, header, layer graph and static analysis."""
 
-    program: Program
+    ast: ModelAst
     header: Header
     graph: nx.DiGraph
-    summary: Summary
+    analysis: Analysis
 
     @property
     def source(self) -> str:
-        return self.program.source
+        return self.ast.source
 
     @property
     def filename(self) -> str:
-        return self.program.filename
+        return self.ast.filename
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
-        return self.summary.input_shape  # type: ignore[return-value]
+        return self.analysis.input_shape  # type: ignore[return-value]
 
     @property
     def classes(self) -> int | None:
-        return self.summary.classes
+        return self.analysis.classes
 
     @property
     def layers(self) -> list[str]:
         """Layer names in execution order."""
-        return [r.name for r in self.summary.rows]
+        return list(self.analysis.order)
 
-    def summary_text(self) -> str:
-        return summary_text(self.summary)
+    @cached_property
+    def summary(self) -> Summary:
+        """The report with memory figures at batch 1 (see :meth:`report`)."""
+        return self.report(1)
 
-    def summary_dict(self) -> dict[str, Any]:
-        return self.summary.to_dict()
+    def report(self, batch: int = 1) -> Summary:
+        """The report with memory figures at ``batch``."""
+        if batch < 1:
+            raise UsageError(f"batch must be at least 1, got {batch}")
+        return summarize(self.analysis, self.filename, batch)
 
-    def to_json(self, indent: int | None = 2) -> str:
-        return json.dumps(self.summary_dict(), indent=indent)
+    def summary_text(self, batch: int = 1) -> str:
+        return summary_text(self.report(batch))
 
-    def network(self, *, seed: int = 0, dtype: str = "float32") -> "Network":
-        """Lower the model to compiled kernels with parameters initialized from ``seed``."""
-        from .runtime import Network
+    def summary_dict(self, batch: int = 1) -> dict[str, Any]:
+        return self.report(batch).to_dict()
 
-        return Network(self, seed=seed, dtype=dtype)
+    def to_json(self, indent: int | None = 2, batch: int = 1) -> str:
+        return json.dumps(self.summary_dict(batch), indent=indent)
+
+    def network(self, *, seed: int = 0, dtype: str = "float32"):
+        """Lower the model to compiled kernels with parameters initialized from ``seed``
+        (a :class:`cnnc.network.Network`)."""
+        from .lower import lower
+        from .network import Network
+
+        return Network(lower(self.analysis), seed=seed, dtype=dtype)
 
 
-def _is_layer_or_def(program: Program):
-    defs = {d.name for d in program.definitions}
+def _is_layer_or_def(ast: ModelAst):
+    defs = {d.name for d in ast.definitions}
     return lambda name: name in defs or resolve_name(name) is not None
 
 
 def compile(source: str, *, input: str | tuple | None = None, classes: int | None = None,
-            width: int | None = None, batch: int = 1, filename: str = "<string>") -> Model:
+            width: int | None = None, filename: str = "<string>") -> Model:
     """Compile model text: parse, build the graph, check it. Raises :class:`SourceError`.
 
     ``input`` (``"3x32x32"``), ``classes`` and ``width`` override the text's header lines.
     """
-    if batch < 1:
-        raise UsageError(f"batch must be at least 1, got {batch}")
-    program = parse(source, filename)
+    ast = parse(source, filename)
     try:
-        header = read_header(program.settings, _is_layer_or_def(program))
+        header = read_header(ast.settings, _is_layer_or_def(ast))
     except SourceError as err:
         raise err.with_source(source, filename)
     header = override(header, input=parse_shape(input) if input is not None else None,
@@ -114,10 +126,10 @@ def compile(source: str, *, input: str | tuple | None = None, classes: int | Non
         raise SourceError("the model has no input shape", None, "header",
                           hint="add a header line `input 3x32x32` (or pass --input / input=)",
                           source=source, filename=filename)
-    graph = build(program)
-    summary = infer(graph, header.input, header.classes, header.width or DEFAULT_WIDTH,
-                    batch=batch, source=source, filename=filename)
-    return Model(program, header, graph, summary)
+    graph = build(ast)
+    analysis = infer(graph, header.input, header.classes, header.width or DEFAULT_WIDTH,
+                     source=source, filename=filename)
+    return Model(ast, header, graph, analysis)
 
 
 def compile_file(path: str | Path, **kwargs: Any) -> Model:

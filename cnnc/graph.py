@@ -3,12 +3,12 @@
 Every node is one layer instance (its own weights). Node attributes:
 
 * ``layer``: a :class:`LayerNode` (type, resolved configuration, source span, trace);
-* ``info``: filled in by :mod:`cnnc.infer` (shape, parameters, MACs, receptive field).
 
 Node attribute ``inputs`` is the ordered tuple of input nodes (the branch order of a
 merge; a node may appear twice, as in ``( id | id )``); edges carry ``slot``, the
 position of their first use. The node ``"input"`` is the network input; the graph attribute
-``output`` names the last node.
+``output`` names the last node. The graph is frozen: later stages read it and keep what
+they compute in their own values (:class:`cnnc.infer.Analysis`, :class:`cnnc.lower.Plan`).
 """
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ import networkx as nx
 from .errors import SourceError, Span
 from .layers import REQUIRED, LayerError, LayerType, registry, resolve_name, suffix_base
 from .layers.base import ArgSpec
-from .syntax import Arg, ArgExpr, BinOp, Branches, Call, Definition, Neg, Num, Program, Ref, Repeat, Seq
+from .syntax import Arg, ArgExpr, BinOp, Branches, Call, Definition, ModelAst, Neg, Num, Ref, Repeat, Seq
 
 MAX_LAYERS = 20_000
 MAX_STEPS = 200_000  # expansion steps (layers, ids, calls, repetitions): `[[id*1000]*1000]*1000`
@@ -88,9 +88,9 @@ def _snippet(source: str, span: Span, limit: int = 32) -> str:
 
 
 class _Builder:
-    def __init__(self, program: Program):
-        self.program = program
-        self.source = program.source
+    def __init__(self, ast: ModelAst):
+        self.ast = ast
+        self.source = ast.source
         self.graph = nx.DiGraph()
         self.graph.add_node(INPUT, layer=None)
         self.counts: dict[str, int] = {}
@@ -100,7 +100,7 @@ class _Builder:
 
     # ---- definitions
     def read_definitions(self) -> None:
-        for d in self.program.definitions:
+        for d in self.ast.definitions:
             if d.name in self.defs:
                 first = self.defs[d.name].span
                 raise SourceError(f"definition '{d.name}' is defined twice (first on line {first.line})",
@@ -110,7 +110,7 @@ class _Builder:
                                   d.head_span, "definition", hint="choose another name")
             self.defs[d.name] = d
         done: set[str] = set()
-        for d in self.program.definitions:
+        for d in self.ast.definitions:
             self._check_recursion(d, [d.name], done)
 
     def _calls(self, node) -> list[Call]:
@@ -394,32 +394,32 @@ class _Builder:
             span = where.get(err.arg, call.span) if err.arg else call.span
             raise SourceError(err.message, span, err.kind, hint=err.hint,
                               notes=tuple(f.note() for f in reversed(trace))) from None
-        if layer.name == "id":
+        if layer.elided:
             return src
         return self.add_layer(layer, config, call.span, _snippet(self.source, call.span, 60), trace, [src],
                               arg_spans=tuple(where.items()))
 
 
-def build(program: Program) -> nx.DiGraph:
-    """Expand the program's network into a layer graph. Raises :class:`SourceError`."""
+def build(ast: ModelAst) -> nx.DiGraph:
+    """Expand the model's network into a layer graph (frozen). Raises :class:`SourceError`."""
     try:
-        b = _Builder(program)
+        b = _Builder(ast)
         try:
             b.read_definitions()
         except RecursionError:
-            raise SourceError("definitions are nested too deeply", program.definitions[0].head_span,
+            raise SourceError("definitions are nested too deeply", ast.definitions[0].head_span,
                               "size", hint="use fewer levels of definitions calling definitions") from None
-        if program.network is None:
+        if ast.network is None:
             raise SourceError("the model has no network expression", None, "empty",
                               hint="add a line such as: conv3 - relu - pool - fc")
         try:
-            out = b.expand(program.network, INPUT, {}, [], [])
+            out = b.expand(ast.network, INPUT, {}, [], [])
         except RecursionError:
-            raise SourceError("the network is nested too deeply to expand", program.network.span,
+            raise SourceError("the network is nested too deeply to expand", ast.network.span,
                               "size", hint="use fewer levels of brackets or definitions") from None
         if out == INPUT:
-            raise SourceError("the network has no layers (only id)", program.network.span, "empty")
+            raise SourceError("the network has no layers (only id)", ast.network.span, "empty")
         b.graph.graph["output"] = out
-        return b.graph
+        return nx.freeze(b.graph)
     except SourceError as err:
-        raise err.with_source(program.source, program.filename)
+        raise err.with_source(ast.source, ast.filename)

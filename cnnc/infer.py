@@ -1,12 +1,16 @@
-"""Static analysis of a layer graph: shapes, parameters, MACs, receptive field, memory.
+"""Static analysis of a layer graph: shapes, parameters, MACs, receptive field.
 
-Pure functions of shapes: nothing is allocated and nothing is compiled. Conventions:
-one multiply-accumulate (MAC) = one multiply + one add, FLOPs = 2 x MACs, only conv and
-fc count MACs; memory in float32 (4 bytes per value).
+Pure functions of shapes: nothing is allocated and nothing is compiled, and the graph is
+only read. :func:`infer` returns a frozen :class:`Analysis`; memory at a given batch size is
+a report on it (:meth:`Analysis.memory`). Conventions: one multiply-accumulate (MAC) = one
+multiply + one add, FLOPs = 2 x MACs, only conv and fc count MACs; memory in float32
+(4 bytes per value).
 """
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from types import MappingProxyType
+from typing import Mapping
 
 import networkx as nx
 
@@ -42,7 +46,7 @@ class ReceptiveField:
 
 @dataclass(frozen=True)
 class LayerRow:
-    """One row of the summary."""
+    """One layer of the analysis, as the summary table shows it."""
 
     name: str
     type: str
@@ -66,46 +70,60 @@ class LayerRow:
 
 
 @dataclass(frozen=True)
-class Summary:
-    """The whole static report of a network."""
+class Memory:
+    """Memory of a network at one batch size, in bytes (float32)."""
 
-    filename: str
+    batch: int
+    inference: int  # weights + peak live activations
+    training: int  # the sum of `parts`
+    parts: Mapping[str, object]  # weights, gradients, optimizer state, activations, ...
+
+
+@dataclass(frozen=True)
+class Analysis:
+    """What static analysis knows about a network: per node its layer, shape, info and
+    receptive field, and the totals. Nodes are in execution (topological) order."""
+
+    graph: nx.DiGraph  # frozen; read only
     input_shape: Shape
     classes: int | None
-    output_shape: Shape
+    output: str  # the last node
+    order: tuple[str, ...]  # every layer node, without INPUT
+    shapes: Mapping[str, Shape]  # node (and INPUT) -> output shape, without the batch axis
+    info: Mapping[str, LayerInfo]
+    fields: Mapping[str, ReceptiveField]
     rows: tuple[LayerRow, ...]
     total_params: int
     buffer_values: int  # batch-norm running statistics (not learned)
     total_macs: int
-    batch: int
     activation_bytes: int  # per image, all layer outputs
-    inference_bytes: int  # weights + peak live activations at `batch`
-    training_bytes: int  # at `batch`, SGD with momentum
-    training_parts: dict
+    peak_live_bytes: int  # per image, the most activation memory alive at once
 
     @property
-    def total_flops(self) -> int:
-        return 2 * self.total_macs
+    def output_shape(self) -> Shape:
+        return self.shapes[self.output]
 
-    def to_dict(self) -> dict:
-        return {
-            "file": self.filename,
-            "input_shape": list(self.input_shape),
-            "classes": self.classes,
-            "output_shape": list(self.output_shape),
-            "total_params": self.total_params,
-            "buffers": self.buffer_values,
-            "total_macs": self.total_macs,
-            "total_flops": self.total_flops,
-            "conventions": "1 MAC = 1 multiply + 1 add; FLOPs = 2 x MACs; only conv and fc count; "
-                           "memory in float32 bytes",
-            "batch": self.batch,
-            "activation_bytes_per_image": self.activation_bytes,
-            "inference_memory_bytes": self.inference_bytes,
-            "training_memory_bytes": self.training_bytes,
-            "training_memory": self.training_parts,
-            "layers": [r.to_dict() for r in self.rows],
+    def layer(self, node: str) -> LayerNode:
+        return self.graph.nodes[node]["layer"]
+
+    def inputs(self, node: str) -> tuple[str, ...]:
+        return self.graph.nodes[node]["inputs"]
+
+    def memory(self, batch: int) -> Memory:
+        """Inference and training memory at ``batch`` (training: SGD with momentum)."""
+        weights = (self.total_params + self.buffer_values) * BYTES
+        parts = {
+            "weights": weights,
+            "gradients": self.total_params * BYTES,
+            "optimizer_state": self.total_params * BYTES,
+            "activations": self.activation_bytes * batch,
+            "activation_gradients": self.activation_bytes * batch,
+            "input_batch": _prod(self.input_shape) * BYTES * batch,
+            "note": "activations are kept for backward; optimizer state is SGD momentum "
+                    "(Adam keeps twice as much)",
         }
+        training = sum(v for k, v in parts.items() if k != "note")
+        return Memory(batch, weights + self.peak_live_bytes * batch, training, MappingProxyType(parts))
 
 
 def _prod(shape: Shape) -> int:
@@ -116,45 +134,44 @@ def _prod(shape: Shape) -> int:
 
 
 def _merge_message(node: LayerNode, err: MergeError, shapes: list[Shape], source: str) -> str:
-    sym = "|" if node.type.name == "concat" else "+"
     parts = []
     for i, (span, shape) in enumerate(zip(node.branch_spans, shapes)):
         text = " ".join(source[span.start:span.end].split())
         text = text if len(text) <= 28 else text[:25] + "..."
         parts.append(f"branch {i + 1} ({text}) gives {'x'.join(map(str, shape))}")
-    verb = "concatenated" if sym == "|" else "added"
-    return f"branches cannot be {verb}: " + ", ".join(parts)
+    return f"branches cannot be {node.type.merge_verb}: " + ", ".join(parts)
 
 
 def infer(graph: nx.DiGraph, input_shape: Shape, classes: int | None, width: int,
-          batch: int = 1, source: str = "", filename: str = "<string>") -> Summary:
-    """Annotate every node with ``info`` and ``rf``; return the :class:`Summary`."""
+          source: str = "", filename: str = "<string>") -> Analysis:
+    """Shapes, parameters, MACs and receptive field of every node. Raises SourceError."""
     try:
-        return _infer(graph, input_shape, classes, width, batch, source, filename)
+        return _infer(graph, tuple(input_shape), classes, width, source)
     except SourceError as err:
         raise err.with_source(source, filename)
 
 
-def _infer(graph, input_shape, classes, width, batch, source, filename) -> Summary:
-    order = list(graph.nodes)  # insertion order is topological (the builder adds inputs first)
-    fc_nodes = [n for n in order if n != INPUT and graph.nodes[n]["layer"].type.name == "fc"]
-    last_fc = fc_nodes[-1] if fc_nodes else None
+def _infer(graph: nx.DiGraph, input_shape: Shape, classes: int | None, width: int,
+           source: str) -> Analysis:
+    order = tuple(n for n in graph.nodes if n != INPUT)  # insertion order is topological
+    layer = {n: graph.nodes[n]["layer"] for n in order}
+    takes_classes = [n for n in order if layer[n].type.takes_classes]
+    last_classifier = takes_classes[-1] if takes_classes else None
     output = graph.graph["output"]
-    shapes: dict[str, Shape] = {INPUT: tuple(input_shape)}
+    shapes: dict[str, Shape] = {INPUT: input_shape}
     fields: dict[str, ReceptiveField] = {INPUT: ReceptiveField((1, 1), (1, 1), (0.0, 0.0))}
     downs: dict[str, int] = {INPUT: 0}
+    infos: dict[str, LayerInfo] = {}
     rows: list[LayerRow] = []
     for n in order:
-        if n == INPUT:
-            continue
-        node: LayerNode = graph.nodes[n]["layer"]
+        node: LayerNode = layer[n]
         srcs = list(graph.nodes[n]["inputs"])
         in_shapes = [shapes[u] for u in srcs]
         d = max(downs[u] for u in srcs) + (1 if node.type.downsamples(node.config) else 0)
-        ctx = InferContext(width=width * 2 ** d, classes=classes, is_last_fc=(n == last_fc))
-        if node.type.name == "softmax" and n != output:
-            raise node.error(LayerError("softmax is only allowed as the last layer", "argument",
-                                        hint="the loss applies softmax itself; remove it or move it to the end"))
+        ctx = InferContext(width=width * 2 ** d, classes=classes, is_last_fc=(n == last_classifier))
+        if node.type.only_last and n != output:
+            raise node.error(LayerError(f"{node.type.name} is only allowed as the last layer", "argument",
+                                        hint=node.type.only_last))
         try:
             info: LayerInfo = node.type.infer(node.config, in_shapes, ctx)
         except MergeError as err:
@@ -165,42 +182,26 @@ def _infer(graph, input_shape, classes, width, batch, source, filename) -> Summa
         downs[n] = d
         shapes[n] = info.out_shape
         base_rf = max((fields[u] for u in srcs), key=lambda r: r.size[0] * r.size[1])
-        rf = base_rf.grow(info.window)
-        fields[n] = rf
-        graph.nodes[n]["info"] = info
-        graph.nodes[n]["rf"] = rf
+        fields[n] = base_rf.grow(info.window)
+        infos[n] = info
         rows.append(LayerRow(
             name=n, type=node.type.name, text=node.text, detail=info.detail,
             line=node.span.line, column=node.span.column, output_shape=info.out_shape,
-            params=info.param_count, formula=info.formula, macs=info.macs, receptive_field=rf,
-            activation_bytes=_prod(info.out_shape) * BYTES))
-    graph.graph["shapes"] = shapes
-    total_params = sum(r.params for r in rows)
-    buffers = sum(p.size for n in order if n != INPUT for p in graph.nodes[n]["info"].buffers)
-    act = sum(r.activation_bytes for r in rows)
-    weights = (total_params + buffers) * BYTES
-    peak = _peak_live_bytes(graph, order, shapes) * batch
-    parts = {
-        "weights": weights,
-        "gradients": total_params * BYTES,
-        "optimizer_state": total_params * BYTES,
-        "activations": act * batch,
-        "activation_gradients": act * batch,
-        "input_batch": _prod(input_shape) * BYTES * batch,
-        "note": "activations are kept for backward; optimizer state is SGD momentum "
-                "(Adam keeps twice as much)",
-    }
-    training = sum(v for k, v in parts.items() if k != "note")
-    return Summary(
-        filename=filename, input_shape=tuple(input_shape), classes=classes,
-        output_shape=shapes[output], rows=tuple(rows), total_params=total_params,
-        buffer_values=buffers, total_macs=sum(r.macs for r in rows), batch=batch,
-        activation_bytes=act, inference_bytes=weights + peak, training_bytes=training,
-        training_parts=parts)
+            params=info.param_count, formula=info.formula, macs=info.macs,
+            receptive_field=fields[n], activation_bytes=_prod(info.out_shape) * BYTES))
+    return Analysis(
+        graph=graph, input_shape=input_shape, classes=classes, output=output, order=order,
+        shapes=MappingProxyType(shapes), info=MappingProxyType(infos),
+        fields=MappingProxyType(fields), rows=tuple(rows),
+        total_params=sum(r.params for r in rows),
+        buffer_values=sum(b.size for i in infos.values() for b in i.buffers),
+        total_macs=sum(r.macs for r in rows),
+        activation_bytes=sum(r.activation_bytes for r in rows),
+        peak_live_bytes=_peak_live_bytes(graph, (INPUT, *order), shapes))
 
 
-def _peak_live_bytes(graph: nx.DiGraph, order: list[str], shapes: dict[str, Shape]) -> int:
-    """Largest sum of activations alive at once when layers run in ``order`` (per image)."""
+def _peak_live_bytes(graph: nx.DiGraph, order: tuple[str, ...], shapes: Mapping[str, Shape]) -> int:
+    """Largest sum of activations alive at once when ``order`` (the input first) runs, per image."""
     position = {n: i for i, n in enumerate(order)}
     freed_after: dict[int, list[str]] = {}
     for n in order:

@@ -1,178 +1,152 @@
-"""Layer graph -> executable program: schedule, fusions, buffer plan.
+"""Analysis -> plan: schedule, fusions, buffer shapes, parameter layout and initialization.
 
 * **Schedule**: the graph's topological (insertion) order.
-* **Fusions**: a ReLU that is the only consumer of a conv or fc runs inside that layer's
-  kernel (bias is always fused); a final softmax is fused into the cross-entropy loss.
-  Concatenation copies its branches into channel slices: with batch-first NCHW buffers
-  a channel slice is strided, and the kernels write contiguous outputs, so branches do
-  not write into the concat buffer directly.
-* **Buffers**: one value and one gradient buffer per scheduled node, allocated once per
-  batch size (:class:`Program`) and reused by every step. A node feeding several
-  consumers gets its gradient summed: the first consumer's backward writes it, later
-  ones write a scratch buffer that is then accumulated.
+* **Fusions**: a ReLU (``fuses_into_producer``) that is the only consumer of a layer whose
+  op can apply it (``absorbs_relu``: conv, fc) runs inside that layer's kernel (bias is
+  always fused); a last layer ``fused_into_loss`` (softmax) is folded into the
+  cross-entropy loss. Concatenation copies its branches into channel slices: with
+  batch-first NCHW buffers a channel slice is strided, and the kernels write contiguous
+  outputs, so branches do not write into the concat buffer directly.
+* **Buffers**: one value and one gradient buffer per scheduled step (their shapes are in
+  the plan; :class:`cnnc.executor.Executor` allocates them for one batch size). A value
+  feeding several consumers gets its gradient summed.
+* **Parameters**: every learnable array and buffer in order, each with its initializer:
+  He-normal for weights feeding a layer with ``init_gain == "he"`` (ReLU, leaky ReLU),
+  looking through ``init_transparent`` layers (bn), Glorot-uniform otherwise.
+
+The plan is a frozen value: it names no arrays, and one plan serves every batch size.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-
-import networkx as nx
-import numpy as np
+from types import MappingProxyType
+from typing import Mapping
 
 from .errors import UsageError
 from .graph import INPUT, LayerNode
-
-RELU_FUSABLE = {"conv", "fc"}
+from .infer import Analysis
+from .layers import LayerInfo, ParamSpec, Shape
 
 
 @dataclass(frozen=True)
 class Step:
-    node: str  # the graph node whose op runs
-    inputs: tuple[str, ...]  # value keys of its inputs (INPUT for the network input)
-    output: str  # its own value key
+    """One scheduled op: the layer of ``node`` reading ``inputs`` and writing ``output``
+    (value keys; :data:`INPUT` for the network input)."""
+
+    node: str
+    layer: LayerNode
+    info: LayerInfo
+    in_shapes: tuple[Shape, ...]
+    inputs: tuple[str, ...]
+    output: str
+    fused_relu: bool  # the op applies the ReLU that follows it
+
+
+@dataclass(frozen=True)
+class ParamSlot:
+    """A parameter or buffer of one layer, with its resolved initializer."""
+
+    node: str
+    spec: ParamSpec
+    init: str  # "he" | "glorot" | "zeros" | "ones"
 
 
 @dataclass(frozen=True)
 class Plan:
+    """Everything needed to run the network, without arrays."""
+
+    input_shape: Shape
+    classes: int
     steps: tuple[Step, ...]
-    logits: str  # value key of the logits (the input of a final softmax)
-    fused_relu: frozenset[str]  # conv/fc nodes that apply the following ReLU
-    alias: dict  # graph node -> the value key that holds its output
+    logits: str  # value key of the logits (the input of a fused softmax)
+    alias: Mapping[str, str]  # graph node -> the value key that holds its output
+    value_shapes: Mapping[str, Shape]  # value key -> shape without the batch axis
+    params: tuple[ParamSlot, ...]
+    buffers: tuple[ParamSlot, ...]
+    layers: tuple[str, ...]  # every layer node in order
+
+    @property
+    def fused_relu(self) -> frozenset[str]:
+        """The nodes whose op applies the ReLU that follows them."""
+        return frozenset(s.node for s in self.steps if s.fused_relu)
+
+    @property
+    def uses(self) -> Mapping[str, int]:
+        """How many step inputs read each value (a gradient is summed over them)."""
+        count: dict[str, int] = {}
+        for step in self.steps:
+            for s in step.inputs:
+                count[s] = count.get(s, 0) + 1
+        return count
 
 
-def plan(graph: nx.DiGraph) -> Plan:
-    """Schedule and fuse; no arrays yet."""
-    order = [n for n in graph.nodes if n != INPUT]
-    output = graph.graph["output"]
+def lower(analysis: Analysis) -> Plan:
+    """Schedule, fuse and lay out parameters. Raises UsageError if the network is not a
+    classifier (training and inference need one score per class)."""
+    classes = _require_classifier(analysis)
+    graph = analysis.graph
     consumers: dict[str, list[str]] = {n: [] for n in graph.nodes}
-    for n in order:
-        for src in graph.nodes[n]["inputs"]:
+    for n in analysis.order:
+        for src in analysis.inputs(n):
             consumers[src].append(n)
     alias: dict[str, str] = {INPUT: INPUT}
     fused: set[str] = set()
-    steps: list[Step] = []
+    pending: list[tuple[str, tuple[str, ...]]] = []
     logits = None
-    for n in order:
-        node: LayerNode = graph.nodes[n]["layer"]
-        srcs = tuple(alias[s] for s in graph.nodes[n]["inputs"])
-        kind = node.type.name
-        if kind == "softmax":
-            alias[n] = srcs[0]
-            logits = srcs[0]
+    for n in analysis.order:
+        node = analysis.layer(n)
+        srcs = tuple(alias[s] for s in analysis.inputs(n))
+        if node.type.fused_into_loss:
+            alias[n] = logits = srcs[0]
             continue
-        if kind == "relu":
-            (src,) = graph.nodes[n]["inputs"]
-            if (src != INPUT and graph.nodes[src]["layer"].type.name in RELU_FUSABLE
-                    and consumers[src] == [n] and alias[src] == src and src not in fused):
+        if node.type.fuses_into_producer:
+            (src,) = analysis.inputs(n)
+            if (src != INPUT and analysis.layer(src).type.absorbs_relu and consumers[src] == [n]
+                    and alias[src] == src and src not in fused):
                 fused.add(src)
                 alias[n] = src
                 continue
         alias[n] = n
-        steps.append(Step(n, srcs, n))
-    if logits is None:
-        logits = alias[output]
-    return Plan(tuple(steps), logits, frozenset(fused), alias)
+        pending.append((n, srcs))
+    steps = tuple(
+        Step(node=n, layer=analysis.layer(n), info=analysis.info[n],
+             in_shapes=tuple(analysis.shapes[s] for s in analysis.inputs(n)), inputs=srcs, output=n,
+             fused_relu=n in fused)
+        for n, srcs in pending)
+    values = {INPUT: analysis.input_shape, **{s.output: analysis.shapes[s.node] for s in steps}}
+    params, buffers = [], []
+    for n in analysis.order:
+        info = analysis.info[n]
+        params += [ParamSlot(n, p, _initializer(analysis, n, p)) for p in info.params]
+        buffers += [ParamSlot(n, b, _initializer(analysis, n, b)) for b in info.buffers]
+    return Plan(input_shape=analysis.input_shape, classes=classes, steps=steps,
+                logits=logits if logits is not None else alias[analysis.output],
+                alias=MappingProxyType(alias), value_shapes=MappingProxyType(values),
+                params=tuple(params), buffers=tuple(buffers), layers=analysis.order)
 
 
-class Program:
-    """A plan with buffers for one batch size: forward, loss, backward, no allocation.
-
-    ``params``/``grads``/``buffers`` map node -> {name: view}; they are views into the
-    network's flat arrays, shared by every program of that network.
-    """
-
-    def __init__(self, graph: nx.DiGraph, the_plan: Plan, batch: int, dtype, params, grads, buffers,
-                 rng, need_input_grad: bool = False):
-        from .kernels import loss as loss_kernels
-        from .kernels.elementwise import accumulate
-
-        self.plan = the_plan
-        self.batch = batch
-        self.dtype = np.dtype(dtype)
-        self._loss = loss_kernels
-        self._accumulate = accumulate
-        shapes = graph.graph["shapes"]
-        self.values: dict[str, np.ndarray] = {INPUT: np.zeros((batch, *shapes[INPUT]), self.dtype)}
-        self.grads: dict[str, np.ndarray | None] = {INPUT: None}
-        if need_input_grad:
-            self.grads[INPUT] = np.zeros((batch, *shapes[INPUT]), self.dtype)
-        self.ops = {}
-        for step in the_plan.steps:
-            n = step.node
-            node: LayerNode = graph.nodes[n]["layer"]
-            info = graph.nodes[n]["info"]
-            in_shapes = [shapes[s] for s in graph.nodes[n]["inputs"]]
-            op = node.type.make_op(node.config, info, in_shapes)
-            op.relu = n in the_plan.fused_relu
-            op.bind(batch, self.dtype, params.get(n, {}), grads.get(n, {}), buffers.get(n, {}), rng)
-            self.ops[n] = op
-            self.values[n] = np.zeros((batch, *shapes[n]), self.dtype)
-            self.grads[n] = np.zeros((batch, *shapes[n]), self.dtype)
-        # how many times each value is consumed (its gradient is a sum over consumers)
-        uses: dict[str, int] = {}
-        for step in the_plan.steps:
-            for s in step.inputs:
-                uses[s] = uses.get(s, 0) + 1
-        self.uses = uses
-        self.scratch: dict[tuple, np.ndarray] = {}
-        for step in the_plan.steps:
-            for slot, s in enumerate(step.inputs):
-                if uses.get(s, 0) > 1 and self.grads.get(s) is not None:
-                    key = (self.values[s].shape, slot)
-                    if key not in self.scratch:
-                        self.scratch[key] = np.zeros(self.values[s].shape, self.dtype)
-        k = shapes[graph.graph["output"]][0] if the_plan.logits != INPUT else None
-        self.logits = self.values[the_plan.logits]
-        self.probs = np.zeros(self.logits.shape, self.dtype)
-        self.labels = np.zeros(batch, np.int64)
-        self.classes = k
-
-    @property
-    def input(self) -> np.ndarray:
-        return self.values[INPUT]
-
-    def forward(self, training: bool) -> np.ndarray:
-        values = self.values
-        for step in self.plan.steps:
-            self.ops[step.node].forward([values[s] for s in step.inputs], values[step.output], training)
-        return self.logits
-
-    def loss(self) -> float:
-        """Mean softmax cross-entropy of the logits against ``self.labels``."""
-        return float(self._loss.softmax_xent_forward(self.logits, self.labels, self.probs))
-
-    def backward(self) -> None:
-        """Gradients of the last :meth:`loss` w.r.t. every parameter (and the input)."""
-        self._loss.softmax_xent_backward(self.probs, self.labels, self.grads[self.plan.logits])
-        written: dict[str, int] = {}
-        values, grads = self.values, self.grads
-        for step in reversed(self.plan.steps):
-            targets = []
-            pending = []
-            for slot, s in enumerate(step.inputs):
-                g = grads.get(s)
-                if g is None:
-                    targets.append(None)
-                elif written.get(s, 0) == 0 and s not in step.inputs[:slot]:
-                    targets.append(g)
-                    written[s] = 1
-                else:
-                    buf = self.scratch[(g.shape, slot)]
-                    targets.append(buf)
-                    pending.append((g, buf))
-            self.ops[step.node].backward([values[s] for s in step.inputs], values[step.output],
-                                         grads[step.output], targets)
-            for g, buf in pending:
-                self._accumulate(g.reshape(-1), buf.reshape(-1))
+def _initializer(analysis: Analysis, node: str, spec: ParamSpec) -> str:
+    if spec.init != "fan":
+        return spec.init
+    consumer = _next_layer(analysis, node)
+    while consumer is not None and consumer.type.init_transparent:
+        consumer = _next_layer(analysis, consumer.id)
+    return "he" if consumer is not None and consumer.type.init_gain == "he" else "glorot"
 
 
-def require_classifier(graph: nx.DiGraph, classes: int | None) -> int:
+def _next_layer(analysis: Analysis, node: str) -> LayerNode | None:
+    succ = list(analysis.graph.successors(node))
+    return analysis.layer(succ[0]) if len(succ) == 1 else None
+
+
+def _require_classifier(analysis: Analysis) -> int:
     """The number of classes the network's output scores; UsageError if it is no classifier."""
-    shape = graph.graph["shapes"][graph.graph["output"]]
+    shape = analysis.output_shape
     if len(shape) != 1:
         raise UsageError(
             f"the network ends in {'x'.join(map(str, shape))}, but training needs one score per class",
             hint="end the network with fc (or gap - fc)")
-    if classes is not None and shape[0] != classes:
-        raise UsageError(f"the network ends in {shape[0]} outputs but there are {classes} classes",
+    if analysis.classes is not None and shape[0] != analysis.classes:
+        raise UsageError(f"the network ends in {shape[0]} outputs but there are {analysis.classes} classes",
                          hint="end the network with a plain `fc`, which gets `classes` outputs")
     return shape[0]

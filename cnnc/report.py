@@ -1,7 +1,66 @@
-"""The human-readable summary table of ``cnnc check``."""
+"""The report of ``cnnc check``: the analysis with memory at one batch size, as data
+(:class:`Summary`, ``--json``) and as the human-readable table."""
 from __future__ import annotations
 
-from .infer import Summary
+from dataclasses import dataclass
+from typing import Mapping
+
+from .infer import Analysis, LayerRow, Memory
+from .layers import Shape
+
+
+@dataclass(frozen=True)
+class Summary:
+    """The whole static report of a network, with memory figures at ``batch``."""
+
+    filename: str
+    input_shape: Shape
+    classes: int | None
+    output_shape: Shape
+    rows: tuple[LayerRow, ...]
+    total_params: int
+    buffer_values: int  # batch-norm running statistics (not learned)
+    total_macs: int
+    batch: int
+    activation_bytes: int  # per image, all layer outputs
+    inference_bytes: int  # weights + peak live activations at `batch`
+    training_bytes: int  # at `batch`, SGD with momentum
+    training_parts: Mapping[str, object]
+
+    @property
+    def total_flops(self) -> int:
+        return 2 * self.total_macs
+
+    def to_dict(self) -> dict:
+        return {
+            "file": self.filename,
+            "input_shape": list(self.input_shape),
+            "classes": self.classes,
+            "output_shape": list(self.output_shape),
+            "total_params": self.total_params,
+            "buffers": self.buffer_values,
+            "total_macs": self.total_macs,
+            "total_flops": self.total_flops,
+            "conventions": "1 MAC = 1 multiply + 1 add; FLOPs = 2 x MACs; only conv and fc count; "
+                           "memory in float32 bytes",
+            "batch": self.batch,
+            "activation_bytes_per_image": self.activation_bytes,
+            "inference_memory_bytes": self.inference_bytes,
+            "training_memory_bytes": self.training_bytes,
+            "training_memory": dict(self.training_parts),
+            "layers": [r.to_dict() for r in self.rows],
+        }
+
+
+def summarize(analysis: Analysis, filename: str, batch: int = 1) -> Summary:
+    """The report of ``analysis`` with memory at ``batch``."""
+    memory: Memory = analysis.memory(batch)
+    return Summary(
+        filename=filename, input_shape=analysis.input_shape, classes=analysis.classes,
+        output_shape=analysis.output_shape, rows=analysis.rows, total_params=analysis.total_params,
+        buffer_values=analysis.buffer_values, total_macs=analysis.total_macs, batch=batch,
+        activation_bytes=analysis.activation_bytes, inference_bytes=memory.inference,
+        training_bytes=memory.training, training_parts=memory.parts)
 
 
 def human_bytes(n: float) -> str:

@@ -113,7 +113,9 @@ class Definition:
 
 
 @dataclass(frozen=True)
-class Program:
+class ModelAst:
+    """A parsed model file: header settings, definitions and the network expression."""
+
     settings: tuple[Setting, ...]
     definitions: tuple[Definition, ...]
     network: Node | None
@@ -566,8 +568,8 @@ def _check_nesting(text: str) -> None:
             depth = max(depth - 1, 0)
 
 
-def parse(text: str, filename: str = "<string>") -> Program:
-    """Parse model text into a :class:`Program`. Raises :class:`SourceError`."""
+def parse(text: str, filename: str = "<string>") -> ModelAst:
+    """Parse model text into a :class:`ModelAst`. Raises :class:`SourceError`."""
     try:
         try:
             _check_nesting(text)
@@ -597,6 +599,6 @@ def parse(text: str, filename: str = "<string>") -> Program:
                 second.span, "syntax",
                 hint="join the lines with '-' at the end of the first line (or the start of the next)")
         network = networks[0].node if networks else None
-        return Program(tuple(settings), tuple(definitions), network, text, filename)
+        return ModelAst(tuple(settings), tuple(definitions), network, text, filename)
     except SourceError as err:
         raise err.with_source(text, filename)

@@ -32,7 +32,7 @@ from .optim import OPTIMIZERS, SCHEDULES, Optimizer, Schedule
 
 if TYPE_CHECKING:
     from .compiler import Model
-    from .runtime import Network
+    from .network import Network
 
 DEFAULT_LR = {"sgd": 0.01, "adam": 0.001, "adamw": 0.001}
 CHECKPOINT = "checkpoint.npz"
@@ -214,7 +214,7 @@ def evaluate(net: "Network", x, y, batch: int = 500, *, mean=None, std=None) -> 
     total_loss = 0.0
     for i in range(0, x.shape[0], batch):
         xb, yb = x[i: i + batch], y[i: i + batch]
-        prog = net.program(xb.shape[0])
+        prog = net.executor(xb.shape[0])
         prog.input[...] = xb
         prog.labels[...] = yb
         logits = prog.forward(False)
@@ -366,7 +366,7 @@ class Trainer:
         from tqdm import tqdm
 
         cfg, data, net = self.cfg, self.data, self.net
-        prog = net.program(self.batch)
+        prog = net.executor(self.batch)
         xin, labels = prog.input, prog.labels
         scratch = np.empty(xin.shape[1:], xin.dtype)
         start = time.perf_counter() - self.pos.seconds

@@ -98,7 +98,7 @@ def phase_torch(layers, reps, threads):
 
 def phase_numba(layers, reps, threads):
     sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-    from cnnc.kernels import runtime
+    from cnnc.kernels import threads as runtime
 
     runtime.configure(threads)
     from cnnc.kernels import conv

@@ -39,16 +39,13 @@ def torch_model(model):
             super().__init__()
             self.order = []
             self.mods = nn.ModuleDict()
-            g = model.graph
-            for n in g.nodes:
-                if n == INPUT:
-                    continue
-                layer = g.nodes[n]["layer"]
-                info = g.nodes[n]["info"]
+            a = model.analysis
+            for n in a.order:
+                layer = a.layer(n)
+                info = a.info[n]
                 cfg = layer.config
                 kind = layer.type.name
-                ins = g.graph["shapes"]
-                in_shape = ins[g.nodes[n]["inputs"][0]]
+                in_shape = a.shapes[a.inputs(n)[0]]
                 if kind == "conv":
                     f = info.out_shape[0]
                     self.mods[n] = nn.Conv2d(in_shape[0], f, cfg.size, cfg.stride, cfg.padding(),
@@ -58,7 +55,7 @@ def torch_model(model):
                 elif kind == "bn":
                     self.mods[n] = (nn.BatchNorm2d if len(in_shape) == 3 else nn.BatchNorm1d)(
                         in_shape[0], eps=cfg.eps, momentum=cfg.momentum)
-                self.order.append((n, kind, cfg, tuple(g.nodes[n]["inputs"])))
+                self.order.append((n, kind, cfg, tuple(a.inputs(n))))
 
         def forward(self, x):
             vals = {INPUT: x}
@@ -122,7 +119,7 @@ def worker(framework: str, path: str, batch: int, steps: int) -> dict:
         from cnnc.optim import Optimizer
 
         net = model.network(seed=0)
-        prog = net.program(batch)
+        prog = net.executor(batch)
         prog.input[...] = x
         prog.labels[...] = y
         opt = Optimizer("sgd", net.theta, net.grad, momentum=0.9, weight_decay=5e-4)

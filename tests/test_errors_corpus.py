@@ -409,4 +409,4 @@ def test_errors_are_cnnc_errors():
     with pytest.raises(cnnc.UsageError):
         cnnc.compile("conv3", input="3x8")
     with pytest.raises(cnnc.UsageError):
-        cnnc.compile("conv3", input="3x8x8", batch=0)
+        cnnc.compile("conv3", input="3x8x8").report(batch=0)

@@ -13,7 +13,7 @@ import itertools
 import numpy as np
 import pytest
 
-from cnnc.kernels import runtime
+from cnnc.kernels import threads as runtime
 
 runtime.configure()
 

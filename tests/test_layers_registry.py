@@ -4,15 +4,15 @@ One parametrized family runs over ``cnnc.layers.layer_types()``: a layer type re
 without a case table below fails ``test_layer`` (and ``test_every_layer_type_has_cases``).
 For each case (a model-text snippet whose output node is the layer under test):
 
-(a) the shape rule (``graph.nodes[n]['info'].out_shape``) matches the shape a naive NumPy
-    reference computes, and the kernel writes every element of a buffer of that shape and
-    nothing past it;
-(b) the forward pass matches the naive NumPy reference (written here, float64);
+(a) the shape rule (``analysis.info[n].out_shape``) matches the shape the layer type's naive
+    NumPy reference (``LayerType.reference``, float64) computes, and the kernel writes every
+    element of a buffer of that shape and nothing past it;
+(b) the forward pass matches that reference;
 (c) the backward pass matches central finite differences in float64 of
     ``L = sum(y * dy)`` for a random ``dy``, for every input and every parameter.
 
 Ops are built with ``node.type.make_op(cfg, info, in_shapes)`` and bound to arrays owned by
-the test, as :class:`cnnc.lower.Program` binds them. Whole-network tests at the end check the
+the test, as :class:`cnnc.executor.Executor` binds them. Whole-network tests at the end check the
 lowering: ReLU fused into conv/fc, softmax fused into the loss, ``id`` elided, and gradient
 summation over fan-out (finite differences of the network loss).
 """
@@ -106,6 +106,11 @@ CASES: dict[str, list[Case]] = {
         Case("leaky(1)", "2x3x3"),
         Case("fc(7) - leaky(0.3)", "2x3x3"),
     ],
+    "elu": [
+        Case("elu", "3x4x4"),
+        Case("elu(0.5)", "2x3x3"),
+        Case("fc(7) - elu(2)", "2x3x3"),
+    ],
     "tanh": [
         Case("tanh", "3x4x4"),
         Case("fc(7) - tanh", "2x3x3"),
@@ -169,7 +174,7 @@ CASES: dict[str, list[Case]] = {
 }
 
 # ---------------------------------------------------------------------------------------
-# naive NumPy references (float64)
+# independent rules (the layers' NumPy references live with the layer types)
 # ---------------------------------------------------------------------------------------
 
 
@@ -183,113 +188,8 @@ def conv_padding(cfg) -> tuple[int, int]:
     return cfg.dilation * (kh - 1) // 2, cfg.dilation * (kw - 1) // 2
 
 
-def ref_conv(x, w, b, stride, pad, dilation, groups):
-    n, c, h, wd = x.shape
-    f, cg, kh, kw = w.shape
-    ph, pw = pad
-    oh = (h + 2 * ph - dilation * (kh - 1) - 1) // stride + 1
-    ow = (wd + 2 * pw - dilation * (kw - 1) - 1) // stride + 1
-    xp = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
-    y = np.zeros((n, f, oh, ow))
-    fg = f // groups
-    for g in range(groups):
-        for i in range(kh):
-            for j in range(kw):
-                win = xp[:, g * cg:(g + 1) * cg,
-                         i * dilation: i * dilation + stride * (oh - 1) + 1: stride,
-                         j * dilation: j * dilation + stride * (ow - 1) + 1: stride]
-                y[:, g * fg:(g + 1) * fg] += np.einsum("nchw,fc->nfhw", win, w[g * fg:(g + 1) * fg, :, i, j])
-    if b is not None:
-        y += b[None, :, None, None]
-    return y
-
-
-def pool_out(n: int, k: int, s: int, p: int, ceil: bool) -> int:
-    """PyTorch's rule: floor or ceil, and a ceil window must start inside input or left pad."""
-    if not ceil:
-        return (n + 2 * p - k) // s + 1
-    o = -(-(n + 2 * p - k) // s) + 1
-    if (o - 1) * s >= n + p:
-        o -= 1
-    return o
-
-
-def ref_pool(x, cfg, mode):
-    n, c, h, w = x.shape
-    kh, kw = cfg.size
-    s = cfg.stride if cfg.stride is not None else max(kh, kw)
-    p = cfg.pad
-    ceil = cfg.round == "ceil"
-    oh, ow = pool_out(h, kh, s, p, ceil), pool_out(w, kw, s, p, ceil)
-    rh = max(0, (oh - 1) * s + kh - h - p)
-    rw = max(0, (ow - 1) * s + kw - w - p)
-    widths = ((0, 0), (0, 0), (p, rh), (p, rw))
-    if mode == "max":
-        xp = np.pad(x, widths, constant_values=-np.inf)
-    else:
-        xp = np.pad(x, widths)
-        real = np.pad(np.ones_like(x), widths)
-    y = np.zeros((n, c, oh, ow))
-    for i in range(oh):
-        for j in range(ow):
-            win = (slice(None), slice(None), slice(i * s, i * s + kh), slice(j * s, j * s + kw))
-            if mode == "max":
-                y[:, :, i, j] = xp[win].max(axis=(2, 3))
-            else:
-                y[:, :, i, j] = xp[win].sum(axis=(2, 3)) / real[win].sum(axis=(2, 3))
-    return y
-
-
 def bn_axes(x):
     return (0, 2, 3) if x.ndim == 4 else (0,)
-
-
-def bcast(v, x):
-    return v.reshape((1, -1) + (1,) * (x.ndim - 2))
-
-
-def ref_bn(x, gamma, beta, rmean, rvar, cfg, training):
-    if training:
-        mean, var = x.mean(axis=bn_axes(x)), x.var(axis=bn_axes(x))
-    else:
-        mean, var = rmean, rvar
-    return bcast(gamma, x) * (x - bcast(mean, x)) / np.sqrt(bcast(var, x) + cfg.eps) + bcast(beta, x)
-
-
-def reference(kind: str, cfg, xs, p, buf, training):
-    """The layer's output, computed naively; ``p``/``buf``: parameter/buffer arrays."""
-    x = xs[0]
-    if kind == "conv":
-        return ref_conv(x, p["w"], p.get("b"), cfg.stride, conv_padding(cfg), cfg.dilation, cfg.groups)
-    if kind in ("maxpool", "avgpool"):
-        return ref_pool(x, cfg, kind[:3])
-    if kind == "gap":
-        return x.mean(axis=(2, 3))
-    if kind == "maxout":
-        return x.reshape(x.shape[0], x.shape[1] // cfg.k, cfg.k, *x.shape[2:]).max(axis=2)
-    if kind == "relu":
-        return np.maximum(x, 0)
-    if kind == "leaky":
-        return np.where(x > 0, x, cfg.alpha * x)
-    if kind == "tanh":
-        return np.tanh(x)
-    if kind == "sigmoid":
-        return 1 / (1 + np.exp(-x))
-    if kind == "fc":
-        y = x.reshape(x.shape[0], -1) @ p["w"].T
-        return y + p["b"] if "b" in p else y
-    if kind == "flatten":
-        return x.reshape(x.shape[0], -1)
-    if kind == "bn":
-        return ref_bn(x, p["gamma"], p["beta"], buf["running_mean"], buf["running_var"], cfg, training)
-    if kind == "dropout":
-        assert not training, "dropout in training is checked by _check_dropout_training"
-        return x.copy()
-    if kind == "concat":
-        return np.concatenate(xs, axis=1)
-    if kind == "add":
-        return sum(xs[1:], xs[0].copy())
-    raise AssertionError(f"no NumPy reference for layer type {kind!r}: add one to reference()")
 
 
 # ---------------------------------------------------------------------------------------
@@ -305,6 +205,7 @@ def compile_case(case: Case):
 class Bound:
     op: object
     kind: str
+    type: object  # the LayerType
     cfg: object
     info: object
     sources: list  # distinct input node names (a node may feed several slots: ( id | id ))
@@ -324,42 +225,40 @@ class Bound:
         self.op.forward(self.inputs(), self.y, training)
         return self.y
 
+    def reference(self, training, params=None, buffers=None):
+        return self.type.reference(self.cfg, self.inputs(), self.params if params is None else params,
+                                   self.buffers if buffers is None else buffers, training)
+
 
 GUARD = 7
 
 
 def bind_case(case: Case, rng) -> Bound:
     model = compile_case(case)
-    g = model.graph
-    node = g.graph["output"]
-    layer = g.nodes[node]["layer"]
-    info = g.nodes[node]["info"]
-    shapes = g.graph["shapes"]
-    srcs = list(g.nodes[node]["inputs"])
+    a = model.analysis
+    node = a.output
+    layer = a.layer(node)
+    info = a.info[node]
+    srcs = list(a.inputs(node))
     sources = list(dict.fromkeys(srcs))
     slots = [sources.index(s) for s in srcs]
     n = case.batch
-    xs = [rng.standard_normal((n, *shapes[s])) for s in sources]
-    params, grads, buffers = {}, {}, {}
-    for spec in info.params:
-        if spec.name == "gamma":
-            params[spec.name] = rng.uniform(0.5, 1.5, spec.shape)
-        else:
-            params[spec.name] = rng.standard_normal(spec.shape)
-        grads[spec.name] = np.full(spec.shape, np.nan)
-    for spec in info.buffers:
-        if spec.name == "running_var":
-            buffers[spec.name] = rng.uniform(0.5, 2.0, spec.shape)
-        else:
-            buffers[spec.name] = rng.standard_normal(spec.shape)
-    op = layer.type.make_op(layer.config, info, [shapes[s] for s in srcs])
+    xs = [rng.standard_normal((n, *a.shapes[s])) for s in sources]
+
+    def draw(spec):  # scales and variances ("ones") stay positive
+        return rng.uniform(0.5, 1.5, spec.shape) if spec.init == "ones" else rng.standard_normal(spec.shape)
+
+    params = {spec.name: draw(spec) for spec in info.params}
+    grads = {spec.name: np.full(spec.shape, np.nan) for spec in info.params}
+    buffers = {spec.name: draw(spec) for spec in info.buffers}
+    op = layer.type.make_op(layer.config, info, [a.shapes[s] for s in srcs])
     op.relu = False
     op.bind(n, np.float64, params, grads, buffers, np.random.default_rng(123))
     size = n * int(np.prod(info.out_shape))
     y_flat = np.full(size + GUARD, np.nan)
     y = y_flat[:size].reshape((n, *info.out_shape))
-    return Bound(op, layer.type.name, layer.config, info, sources, slots, xs, params, grads, buffers,
-                 y, y_flat, n)
+    return Bound(op, layer.type.name, layer.type, layer.config, info, sources, slots, xs, params, grads,
+                 buffers, y, y_flat, n)
 
 
 def numgrad(f, a, rng, limit=120, eps=1e-6):
@@ -458,7 +357,9 @@ def test_layer(kind: str, case: Case | None):
     y = b.forward(case.training)
     assert np.isfinite(y).all(), "forward left entries of its output buffer unwritten"
     assert np.isnan(b.y_flat[-GUARD:]).all(), "forward wrote past the end of its output buffer"
-    ref = reference(kind, b.cfg, b.inputs(), b.params, before, case.training)
+    if kind == "conv":
+        assert b.cfg.padding() == conv_padding(b.cfg), "the padding rule differs from DESIGN.md's"
+    ref = b.reference(case.training, buffers=before)
     assert ref.shape[1:] == b.info.out_shape, (
         f"shape rule says {b.info.out_shape}, the reference computes {ref.shape[1:]}")
     np.testing.assert_allclose(y, ref, rtol=1e-10, atol=1e-10)
@@ -560,11 +461,11 @@ def _softmax(z):
 def _check_softmax(case: Case, rng):
     """A final softmax has no op: it is fused into the cross-entropy loss (not applied twice)."""
     sm = registry()["softmax"]
-    model = compile_case(case)
-    node = model.graph.graph["output"]
-    assert model.graph.nodes[node]["layer"].type.name == "softmax"
-    in_shape = model.graph.graph["shapes"][model.graph.nodes[node]["inputs"][0]]
-    assert model.graph.nodes[node]["info"].out_shape == in_shape
+    a = compile_case(case).analysis
+    node = a.output
+    assert a.layer(node).type.name == "softmax"
+    in_shape = a.shapes[a.inputs(node)[0]]
+    assert a.info[node].out_shape == in_shape
     assert sm.infer(sm.make_config({}), [(5,)], _ctx()).out_shape == (5,)
     classes = in_shape[0]
     body = case.snippet.rsplit(" - softmax", 1)[0]
@@ -599,7 +500,7 @@ def test_fused_relu_op(case: Case):
     b.op.relu = True
     y = b.forward(False)
     assert np.isfinite(y).all() and np.isnan(b.y_flat[-GUARD:]).all()
-    ref = np.maximum(reference(b.kind, b.cfg, b.inputs(), b.params, b.buffers, False), 0)
+    ref = np.maximum(b.reference(False), 0)
     assert 0 < (ref > 0).mean() < 1, "the case should have both signs before the ReLU"
     np.testing.assert_allclose(y, ref, rtol=1e-10, atol=1e-10)
     check_backward_fd(b, False, rng)
@@ -631,7 +532,7 @@ def check_network_fd(net, x, labels, training: bool, rng, limit=40):
     for layer in grads_p:
         for name in grads_p[layer]:
             np.testing.assert_allclose(grads_p[layer][name], grads[layer][name], rtol=1e-10, atol=1e-12)
-    prog = net.program(n)
+    prog = net.executor(n)
     xx = x.copy()
 
     def f():
@@ -691,24 +592,21 @@ def test_relu_fusion_matches_unfused_math(text):
     """conv - relu and fc - relu run as one fused op; outputs and gradients are the unfused
     math (NumPy reference of the whole network; finite differences)."""
     net = make_net(text, "2x4x4")
-    g = net.graph
-    relu_inputs = {g.nodes[n]["inputs"][0] for n in g.nodes
-                   if n != INPUT and g.nodes[n]["layer"].type.name == "relu"}
+    a = cnnc.compile(text, input="2x4x4", classes=3).analysis
+    relu_inputs = {a.inputs(n)[0] for n in a.order if a.layer(n).type.name == "relu"}
     assert net.plan.fused_relu == frozenset(relu_inputs)
     scheduled = {s.node for s in net.plan.steps}
-    assert not any(g.nodes[n]["layer"].type.name == "relu" for n in scheduled)
+    assert not any(a.layer(n).type.name == "relu" for n in scheduled)
     rng = np.random.default_rng(9)
     x = rng.standard_normal((3, 2, 4, 4))
     # the unfused math, node by node
     vals = {INPUT: x}
-    for n in g.nodes:
-        if n == INPUT:
-            continue
-        layer = g.nodes[n]["layer"]
-        xs = [vals[s] for s in g.nodes[n]["inputs"]]
+    for n in a.order:
+        layer = a.layer(n)
+        xs = [vals[s] for s in a.inputs(n)]
         p = {k: net.get(n, k) for k in net.params.get(n, {})}
-        vals[n] = reference(layer.type.name, layer.config, xs, p, {}, False)
-    np.testing.assert_allclose(net.forward(x), vals[g.graph["output"]], rtol=1e-10, atol=1e-10)
+        vals[n] = layer.type.reference(layer.config, xs, p, {}, False)
+    np.testing.assert_allclose(net.forward(x), vals[a.output], rtol=1e-10, atol=1e-10)
     check_network_fd(net, x, rng.integers(0, 3, 3), True, rng)
 
 
@@ -723,5 +621,5 @@ def test_forward_in_chunks_and_modes_agree():
     np.testing.assert_allclose(np.concatenate([net.forward(x[i]) for i in range(5)]), whole,
                                rtol=1e-12, atol=1e-12)
     net.loss_and_grads(x, rng.integers(0, 3, 5), training=False)
-    np.testing.assert_allclose(net.program(5, need_input_grad=False).logits, whole, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(net.executor(5, need_input_grad=False).logits, whole, rtol=1e-12, atol=1e-12)
     assert not np.allclose(net.forward(x, training=True), whole)

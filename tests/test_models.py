@@ -179,7 +179,7 @@ def test_batch_norm_two_params_per_channel_and_buffers(compiled):
     bn1, bn2 = rows_of(m, "bn")
     assert bn1.params == 24 and bn1.formula == "2*12 = 24"
     assert bn2.params == 14
-    info = m.graph.nodes[bn1.name]["info"]
+    info = m.analysis.info[bn1.name]
     assert [p.name for p in info.params] == ["gamma", "beta"]
     assert [b.name for b in info.buffers] == ["running_mean", "running_var"]
     assert all(b.shape == (12,) for b in info.buffers)
@@ -246,16 +246,20 @@ def test_receptive_field_in_json(compiled):
 
 def test_memory_figures_scale_with_batch():
     text = "conv3(8) - relu - pool - fc"
-    a = cnnc.compile(text, input="3x8x8", classes=10, batch=1).summary
-    b = cnnc.compile(text, input="3x8x8", classes=10, batch=4).summary
+    m = cnnc.compile(text, input="3x8x8", classes=10)
+    a, b = m.report(1), m.report(4)
+    assert m.summary == a
     act = (8 * 8 * 8 + 8 * 8 * 8 + 8 * 4 * 4 + 10) * 4
     assert a.activation_bytes == act == b.activation_bytes
-    assert b.training_parts["activations"] == 4 * act
-    assert b.training_bytes > a.training_bytes
     weights = a.total_params * 4
+    for batch, s in ((1, a), (4, b)):
+        assert s.batch == batch
+        assert s.training_parts["activations"] == batch * act
+        assert s.training_bytes == 3 * weights + 2 * batch * act + batch * 3 * 8 * 8 * 4
+        # sequential: the most alive at once is relu's output and its conv input (8x8x8 each)
+        assert s.inference_bytes == weights + batch * 2 * 8 * 8 * 8 * 4
     assert a.training_parts["weights"] == weights
     assert a.training_parts["gradients"] == weights
-    assert a.inference_bytes >= weights
 
 
 # ---- the graph ---------------------------------------------------------------------------------
@@ -329,10 +333,10 @@ def test_graph_node_attributes_span_and_trace():
     assert conv2.notes() == ("in blk(4), called at line 3:2", "in repetition 2 of blk(4)*2, line 3")
     fc = g.nodes["fc_1"]["layer"]
     assert (fc.span.line, fc.span.column) == (3, 14) and fc.trace == ()
-    assert g.nodes["conv_2"]["info"].out_shape == (4, 16, 16)
+    assert m.analysis.info["conv_2"].out_shape == (4, 16, 16)
     row = [r for r in m.summary.rows if r.name == "conv_2"][0]
     assert (row.line, row.column) == (2, 10)
-    assert g.graph["shapes"]["conv_2"] == (4, 16, 16)
+    assert m.analysis.shapes["conv_2"] == (4, 16, 16)
 
 
 def test_inception_modules(compiled):
@@ -381,7 +385,7 @@ def test_api_usage_errors():
     with pytest.raises(UsageError):
         cnnc.compile("conv3 - fc", input="3x8x8", classes=0)
     with pytest.raises(UsageError):
-        cnnc.compile("conv3", input="3x8x8", batch=0)
+        cnnc.compile("conv3", input="3x8x8").report(batch=0)
 
 
 def test_compile_file_errors(tmp_path):

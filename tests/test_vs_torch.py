@@ -48,20 +48,17 @@ def conv_padding(cfg) -> tuple[int, int]:
 class TorchNet(nn.Module):
     """Evaluates a cnnc graph node by node with torch layers (weights copied from ``net``)."""
 
-    def __init__(self, net):
+    def __init__(self, analysis, net):
         super().__init__()
-        g = net.graph
-        shapes = g.graph["shapes"]
+        shapes = analysis.shapes
         self.order = []  # (node, kind, inputs)
         self.extra = {}  # per-node settings of functional layers
         self.mods = nn.ModuleDict()
-        self.output = g.graph["output"]
-        for n in g.nodes:
-            if n == INPUT:
-                continue
-            layer = g.nodes[n]["layer"]
+        self.output = analysis.output
+        for n in analysis.order:
+            layer = analysis.layer(n)
             kind, cfg = layer.type.name, layer.config
-            inputs = tuple(g.nodes[n]["inputs"])
+            inputs = tuple(analysis.inputs(n))
             in_shape = shapes[inputs[0]]
             out_shape = shapes[n]
             self.order.append((n, kind, inputs))
@@ -117,6 +114,8 @@ class TorchNet(nn.Module):
                 y = F.relu(a)
             elif kind == "leaky":
                 y = F.leaky_relu(a, self.extra[n].alpha)
+            elif kind == "elu":
+                y = F.elu(a, self.extra[n].alpha)
             elif kind == "tanh":
                 y = torch.tanh(a)
             elif kind == "sigmoid":
@@ -190,7 +189,7 @@ def compare(net, tnet, x, y, training: bool, rtol: float = 2e-4):
     tloss.backward()
     if logits is not None:
         close(logits, tlogits, rtol, "logits")
-    prog = net.program(x.shape[0], need_input_grad=True)
+    prog = net.executor(x.shape[0], need_input_grad=True)
     close(prog.logits, tlogits, rtol, "logits (training step)" if training else "logits (loss step)")
     assert loss == pytest.approx(tloss.item(), rel=rtol, abs=rtol)
     tgrads = tnet.grads()
@@ -215,7 +214,7 @@ def setup(text_or_path, input=None, classes=None, seed=0, batch=4, perturb=0.0):
         for d in net.params.values():
             for v in d.values():
                 v += (perturb * rng.standard_normal(v.shape)).astype(v.dtype)
-    tnet = TorchNet(net)
+    tnet = TorchNet(model.analysis, net)
     x = rng.standard_normal((batch, *model.input_shape)).astype(np.float32)
     y = rng.integers(0, net.classes, batch).astype(np.int64)
     return net, tnet, x, y
@@ -296,7 +295,7 @@ def test_inception_small():
     needs: floor rounding would leave the last row unseen (an error)."""
     net, tnet, x, y = setup(INCEPTION_SMALL, input="3x16x16", classes=10, batch=3, perturb=0.05)
     pool = [n for n, k, _ in tnet.order if k == "maxpool"][-1]
-    assert net.graph.graph["shapes"][pool] == (44, 8, 8)
+    assert net.plan.value_shapes[pool] == (44, 8, 8)
     compare(net, tnet, x, y, training=True)
     compare(net, tnet, x, y, training=False)
 
@@ -313,11 +312,11 @@ def test_inception_model_file_shapes():
 ZOO = ("conv3(8, bias=false) - bn - leaky(0.1) - avgpool3(stride=2, pad=1) - "
        "conv3(8, groups=2, dilation=2) - tanh - ( conv1(4) | maxpool3(stride=1, pad=1) | id ) - "
        "maxout(2) - avgpool2(round=ceil) - sigmoid - flatten - dropout(0.3) - fc(12) - bn - relu - "
-       "( fc(6) + fc(6) - relu ) - fc - softmax")
+       "( fc(6) + fc(6) - elu(0.7) ) - fc - softmax")
 
 
 def test_layer_zoo():
-    """Every other layer type in one network: leaky, tanh, sigmoid, groups, dilation, padded
+    """Every other layer type in one network: leaky, elu, tanh, sigmoid, groups, dilation, padded
     and ceil average pooling, maxout, flatten, dropout (inference), bn on vectors, merges."""
     net, tnet, x, y = setup(ZOO, input="3x9x9", classes=5, batch=4, perturb=0.1)
     compare(net, tnet, x, y, training=False)
@@ -339,7 +338,7 @@ def test_sgd_momentum_matches_torch():
         xb = rng.standard_normal(x.shape).astype(np.float32)
         yb = rng.integers(0, 10, y.shape[0]).astype(np.int64)
         lr = 0.05 * (1 - 0.2 * step)
-        prog = net.program(xb.shape[0])
+        prog = net.executor(xb.shape[0])
         prog.input[...] = xb
         prog.labels[...] = yb
         loss, _ = net.step(prog, training=True)

@@ -8,7 +8,7 @@ Conventions shared by every kernel module in this package:
 * ``@njit(cache=True)`` at module level, explicit output arguments, no allocation inside
   a kernel (workspace arrays are passed in; their sizes come from ``*_workspace_size``).
 * ``prange`` only over indices whose iterations write disjoint memory. Inside a prange
-  region BLAS runs with one thread (see :mod:`cnnc.kernels.runtime`).
+  region BLAS runs with one thread (see :mod:`cnnc.kernels.threads`).
 * Backward kernels *overwrite* their outputs (dx, dw, db); the lowering sums gradients
   where a tensor feeds several consumers.
 

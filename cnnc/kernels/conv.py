@@ -15,7 +15,7 @@ summed at the end.  1x1 / stride-1 / unpadded convolutions skip im2col when ``B 
 BLAS is called through :func:`gemm`, a thin intrinsic over Numba's own ``numba_xxgemm``
 helper (the function behind ``np.dot`` in njit code: SciPy's OpenBLAS), which adds what
 ``np.dot`` lacks: offsets, leading dimensions, transposes and ``beta``.  It needs
-:func:`cnnc.kernels.runtime.configure` to have run (one BLAS thread inside ``prange``).
+:func:`cnnc.kernels.threads.configure` to have run (one BLAS thread inside ``prange``).
 
 Workspace: ``conv2d_workspace_size`` elements = threads x per-thread need (im2col block,
 GEMM output block, dW/db partials); it does not grow with the batch beyond one block.
@@ -259,7 +259,7 @@ def conv2d_workspace_size(N, C, H, W, F, KH, KW, OH, OW, groups):
     """Elements of the 1-D workspace (same dtype as the data) for forward and backward.
 
     ``threads x per-thread(...)`` with threads = Numba's current thread count (call
-    :func:`cnnc.kernels.runtime.configure` first); bounded independently of N beyond one
+    :func:`cnnc.kernels.threads.configure` first); bounded independently of N beyond one
     block of images.  A smaller workspace still works (fewer threads are used) as long as
     it holds one thread's share.
     """

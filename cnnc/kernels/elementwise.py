@@ -22,6 +22,8 @@ __all__ = [
     "relu_backward",
     "leaky_relu_forward",
     "leaky_relu_backward",
+    "elu_forward",
+    "elu_backward",
     "tanh_forward",
     "tanh_backward",
     "sigmoid_forward",
@@ -73,6 +75,25 @@ def leaky_relu_backward(dy, xy, dx, alpha):
     for i in prange(n):
         g = dy[i]
         dx[i] = g if xy[i] > 0 else alpha * g
+
+
+@njit(cache=True, parallel=True, error_model="numpy")
+def elu_forward(x, y, alpha):
+    """y = x if x > 0 else alpha*(exp(x) - 1). x, y: (n,); alpha >= 0."""
+    n = x.shape[0]
+    for i in prange(n):
+        v = x[i]
+        y[i] = v if v > 0 else alpha * math.expm1(v)
+
+
+@njit(cache=True, parallel=True, error_model="numpy")
+def elu_backward(dy, y, dx, alpha):
+    """dx = dy if y > 0 else dy*(y + alpha), from the forward output y (for x <= 0 the
+    derivative alpha*exp(x) equals y + alpha). dy, y, dx: (n,)."""
+    n = dy.shape[0]
+    for i in prange(n):
+        v = y[i]
+        dx[i] = dy[i] if v > 0 else dy[i] * (v + alpha)
 
 
 @njit(cache=True, parallel=True, error_model="numpy")

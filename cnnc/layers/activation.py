@@ -1,94 +1,152 @@
-"""Pointwise nonlinearities: ``relu``, ``leaky(0.1)``, ``tanh``, ``sigmoid``, ``softmax``."""
+"""Elementwise nonlinearities: ``relu``, ``leaky(0.1)``, ``elu(1.0)``, ``tanh``, ``sigmoid``,
+and ``softmax`` (fused into the loss).
+
+An activation is one :class:`Activation` subclass: its name, its kernel pair in
+:mod:`cnnc.kernels.elementwise` (``<kernel>_forward(x, y[, alpha])`` and
+``<kernel>_backward(dy, ref, dx[, alpha])``, ``ref`` being the forward output ``y``, or
+the input ``x`` when ``backward_reads_input``), and its NumPy formula. Adding one is
+that class, its two kernels and a case row in the registry test.
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 from .base import ArgSpec, LayerInfo, LayerType, NoConfig, Op, register
 
 
-class PointwiseOp(Op):
-    """y = f(x) elementwise, on flat views; the backward reads y (or x for leaky)."""
+@dataclass(frozen=True)
+class AlphaConfig:
+    """The one argument of a parametrized activation (leaky's slope, ELU's saturation)."""
 
-    def __init__(self, cfg, info, in_shapes, fwd: str, bwd: str, use_x: bool = False, alpha=None):
+    alpha: float
+
+
+class ActivationOp(Op):
+    """y = f(x) elementwise, on flat views of the arrays."""
+
+    def __init__(self, cfg, info, in_shapes, layer: "Activation"):
         super().__init__(cfg, info, in_shapes)
         from ..kernels import elementwise as k
 
-        self.fwd, self.bwd = getattr(k, fwd), getattr(k, bwd)
-        self.use_x, self.alpha = use_x, alpha
+        self.fwd = getattr(k, f"{layer.kernel}_forward")
+        self.bwd = getattr(k, f"{layer.kernel}_backward")
+        self.reads_input = layer.backward_reads_input
+        self.extra = (cfg.alpha,) if isinstance(cfg, AlphaConfig) else ()
 
     def forward(self, xs, y, training):
-        if self.alpha is None:
-            self.fwd(xs[0].reshape(-1), y.reshape(-1))
-        else:
-            self.fwd(xs[0].reshape(-1), y.reshape(-1), self.alpha)
+        self.fwd(xs[0].reshape(-1), y.reshape(-1), *self.extra)
 
     def backward(self, xs, y, dy, dxs):
         if dxs[0] is None:
             return
-        ref = (xs[0] if self.use_x else y).reshape(-1)
-        if self.alpha is None:
-            self.bwd(dy.reshape(-1), ref, dxs[0].reshape(-1))
-        else:
-            self.bwd(dy.reshape(-1), ref, dxs[0].reshape(-1), self.alpha)
+        ref = (xs[0] if self.reads_input else y).reshape(-1)
+        self.bwd(dy.reshape(-1), ref, dxs[0].reshape(-1), *self.extra)
 
 
-class _Pointwise(LayerType):
+class Activation(LayerType):
+    """Base of the elementwise activations: shape unchanged, no parameters."""
+
     config_class = NoConfig
-    kernel = ""
+    kernel: ClassVar[str] = ""
+    backward_reads_input: ClassVar[bool] = False
 
     def infer(self, cfg, inputs, ctx):
-        return LayerInfo(out_shape=inputs[0])
+        detail = f"alpha {cfg.alpha:g}" if isinstance(cfg, AlphaConfig) else ""
+        return LayerInfo(out_shape=inputs[0], detail=detail)
 
     def make_op(self, cfg, info, in_shapes):
-        return PointwiseOp(cfg, info, in_shapes, f"{self.kernel}_forward", f"{self.kernel}_backward")
+        return ActivationOp(cfg, info, in_shapes, self)
+
+    def formula(self, x, cfg):
+        """f(x) with NumPy, float64."""
+        raise NotImplementedError
+
+    def reference(self, cfg, xs, params, buffers, training):
+        return self.formula(xs[0], cfg)
 
 
 @register
-class Relu(_Pointwise):
+class Relu(Activation):
     name = "relu"
     summary = "max(x, 0)"
     kernel = "relu"
+    fuses_into_producer = True
+    init_gain = "he"
 
+    def formula(self, x, cfg):
+        import numpy as np
 
-@dataclass(frozen=True)
-class LeakyConfig:
-    alpha: float = 0.01
+        return np.maximum(x, 0)
 
 
 @register
-class LeakyRelu(_Pointwise):
+class LeakyRelu(Activation):
     name = "leaky"
     aliases = ("lrelu", "leakyrelu")
     summary = "x if x > 0 else alpha*x (alpha default 0.01)"
     args = (ArgSpec("alpha", "float", 0.01, positional=True, minimum=0.0, maximum=1.0),)
-    config_class = LeakyConfig
+    config_class = AlphaConfig
+    kernel = "leaky_relu"
+    backward_reads_input = True
+    init_gain = "he"
 
-    def infer(self, cfg, inputs, ctx):
-        return LayerInfo(out_shape=inputs[0], detail=f"alpha {cfg.alpha:g}")
+    def formula(self, x, cfg):
+        import numpy as np
 
-    def make_op(self, cfg, info, in_shapes):
-        return PointwiseOp(cfg, info, in_shapes, "leaky_relu_forward", "leaky_relu_backward",
-                           use_x=True, alpha=cfg.alpha)
+        return np.where(x > 0, x, cfg.alpha * x)
 
 
 @register
-class Tanh(_Pointwise):
+class Elu(Activation):
+    name = "elu"
+    summary = "x if x > 0 else alpha*(exp(x) - 1) (alpha default 1)"
+    args = (ArgSpec("alpha", "float", 1.0, positional=True, minimum=0.0),)
+    config_class = AlphaConfig
+    kernel = "elu"
+
+    def formula(self, x, cfg):
+        import numpy as np
+
+        return np.where(x > 0, x, cfg.alpha * np.expm1(np.minimum(x, 0)))
+
+
+@register
+class Tanh(Activation):
     name = "tanh"
     summary = "hyperbolic tangent"
     kernel = "tanh"
 
+    def formula(self, x, cfg):
+        import numpy as np
+
+        return np.tanh(x)
+
 
 @register
-class Sigmoid(_Pointwise):
+class Sigmoid(Activation):
     name = "sigmoid"
     summary = "1/(1+exp(-x))"
     kernel = "sigmoid"
 
+    def formula(self, x, cfg):
+        import numpy as np
+
+        return 1 / (1 + np.exp(-x))
+
 
 @register
-class Softmax(_Pointwise):
+class Softmax(Activation):
     name = "softmax"
     summary = "class probabilities; only as the last layer (fused with the cross-entropy loss)"
+    only_last = "the loss applies softmax itself; remove it or move it to the end"
+    fused_into_loss = True
 
     def make_op(self, cfg, info, in_shapes):
         raise AssertionError("the lowering fuses softmax into the loss")
+
+    def formula(self, x, cfg):
+        import numpy as np
+
+        e = np.exp(x - x.max(axis=1, keepdims=True))
+        return e / e.sum(axis=1, keepdims=True)

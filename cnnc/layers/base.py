@@ -69,7 +69,7 @@ class ParamSpec:
 
     name: str
     shape: Shape
-    init: str  # "he" | "glorot" | "zeros" | "ones"
+    init: str  # "fan" (He before a ReLU-family layer, Glorot otherwise: see lower.py) | "zeros" | "ones"
     fan_in: int = 0
     fan_out: int = 0
 
@@ -129,6 +129,17 @@ class LayerType:
     max_inputs: ClassVar[int] = 1
     config_class: ClassVar[type]
 
+    # What the stages ask of a layer type (never its name):
+    elided: ClassVar[bool] = False  # the builder passes its input through (id): no graph node
+    takes_classes: ClassVar[bool] = False  # the last such layer may leave out its size (fc)
+    only_last: ClassVar[str | None] = None  # allowed only as the last layer; the hint why
+    merge_verb: ClassVar[str] = ""  # merges: "concatenated" / "added", for error messages
+    fused_into_loss: ClassVar[bool] = False  # the lowering folds it into the loss (softmax)
+    absorbs_relu: ClassVar[bool] = False  # its op can apply a following ReLU (conv, fc)
+    fuses_into_producer: ClassVar[bool] = False  # a ReLU: runs inside an absorbing producer
+    init_gain: ClassVar[str | None] = None  # "he": weights feeding this layer get He init
+    init_transparent: ClassVar[bool] = False  # initialization looks through it (bn)
+
     def make_config(self, values: dict[str, Any]) -> Any:
         """Check arguments against each other; return the frozen config."""
         return self.config_class(**values)
@@ -143,6 +154,11 @@ class LayerType:
     def make_op(self, cfg: Any, info: LayerInfo, in_shapes: list[Shape]):
         """The executable op for this layer (imports kernels lazily)."""
         raise NotImplementedError(f"layer {self.name} cannot be executed yet")
+
+    def reference(self, cfg: Any, xs: list, params: dict, buffers: dict, training: bool):
+        """The layer's output computed naively with NumPy (float64), batch axis first:
+        the independent reference the registry test compares the kernels with."""
+        raise NotImplementedError(f"layer {self.name} has no NumPy reference")
 
 
 # ---------------------------------------------------------------------------

@@ -79,6 +79,7 @@ class Conv(LayerType):
         ArgSpec("bias", "bool", True),
     )
     config_class = ConvConfig
+    absorbs_relu = True
 
     def make_config(self, values):
         if values.get("size") is None:
@@ -124,7 +125,7 @@ class Conv(LayerType):
         oh, ow = window_fit_error(label, (h, w), eff, cfg.stride, pad, d, is_pool=False)
         cin = c // g
         fan_in = cin * kh * kw
-        params = [ParamSpec("w", (f, cin, kh, kw), "he", fan_in, (f // g) * kh * kw)]
+        params = [ParamSpec("w", (f, cin, kh, kw), "fan", fan_in, (f // g) * kh * kw)]
         cin_text = f"{c}/{g}" if g != 1 else f"{c}"
         if cfg.bias:
             params.append(ParamSpec("b", (f,), "zeros"))
@@ -141,6 +142,12 @@ class Conv(LayerType):
 
     def make_op(self, cfg, info, in_shapes):
         return ConvOp(cfg, info, in_shapes)
+
+    def reference(self, cfg, xs, params, buffers, training):
+        from . import reference as ref
+
+        return ref.conv(xs[0], params["w"], params.get("b"), cfg.stride, cfg.padding(), cfg.dilation,
+                        cfg.groups)
 
 
 class ConvOp(Op):

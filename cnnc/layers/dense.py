@@ -22,6 +22,8 @@ class FullyConnected(LayerType):
                     help="output size (default for the last fc: classes)"),
             ArgSpec("bias", "bool", True))
     config_class = FcConfig
+    takes_classes = True
+    absorbs_relu = True
 
     def infer(self, cfg: FcConfig, inputs, ctx: InferContext) -> LayerInfo:
         units = cfg.units
@@ -39,7 +41,7 @@ class FullyConnected(LayerType):
         for d in shape:
             fan_in *= d
         in_text = "*".join(str(d) for d in shape)
-        params = [ParamSpec("w", (units, fan_in), "he", fan_in, units)]
+        params = [ParamSpec("w", (units, fan_in), "fan", fan_in, units)]
         if cfg.bias:
             params.append(ParamSpec("b", (units,), "zeros"))
             formula = f"({in_text}+1)*{units} = {fmt_int((fan_in + 1) * units)}"
@@ -55,6 +57,10 @@ class FullyConnected(LayerType):
 
     def make_op(self, cfg, info, in_shapes):
         return FcOp(cfg, info, in_shapes)
+
+    def reference(self, cfg, xs, params, buffers, training):
+        y = xs[0].reshape(xs[0].shape[0], -1) @ params["w"].T
+        return y + params["b"] if "b" in params else y
 
 
 class FcOp(Op):
@@ -97,6 +103,9 @@ class Flatten(LayerType):
 
     def make_op(self, cfg, info, in_shapes):
         return CopyOp(cfg, info, in_shapes)
+
+    def reference(self, cfg, xs, params, buffers, training):
+        return xs[0].reshape(xs[0].shape[0], -1)
 
 
 class CopyOp(Op):

@@ -10,6 +10,7 @@ class Identity(LayerType):
     aliases = ("identity",)
     summary = "the identity (a residual's shortcut branch: ( ... + id ))"
     config_class = NoConfig
+    elided = True
 
     def infer(self, cfg, inputs, ctx):
         return LayerInfo(out_shape=inputs[0])
@@ -27,6 +28,7 @@ class Concat(LayerType):
     max_inputs = 1 << 30
     summary = "channel concatenation of branches: ( a | b )"
     config_class = NoConfig
+    merge_verb = "concatenated"
 
     def infer(self, cfg, inputs, ctx):
         ranks = {len(s) for s in inputs}
@@ -41,6 +43,11 @@ class Concat(LayerType):
 
     def make_op(self, cfg, info, in_shapes):
         return ConcatOp(cfg, info, in_shapes)
+
+    def reference(self, cfg, xs, params, buffers, training):
+        import numpy as np
+
+        return np.concatenate(xs, axis=1)
 
 
 class ConcatOp(Op):
@@ -77,6 +84,7 @@ class Add(LayerType):
     max_inputs = 1 << 30
     summary = "elementwise sum of branches: ( a + b )"
     config_class = NoConfig
+    merge_verb = "added"
 
     def infer(self, cfg, inputs, ctx):
         if len(set(inputs)) == 1:
@@ -88,6 +96,9 @@ class Add(LayerType):
 
     def make_op(self, cfg, info, in_shapes):
         return AddOp(cfg, info, in_shapes)
+
+    def reference(self, cfg, xs, params, buffers, training):
+        return sum(xs[1:], xs[0].copy())
 
 
 class AddOp(Op):

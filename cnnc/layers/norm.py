@@ -21,6 +21,7 @@ class BatchNorm(LayerType):
             ArgSpec("momentum", "float", 0.1, minimum=0.0, maximum=1.0,
                     help="weight of the new batch in the running statistics"))
     config_class = BnConfig
+    init_transparent = True  # conv - bn - relu: the activation after the normalization decides
 
     def infer(self, cfg: BnConfig, inputs, ctx):
         c = inputs[0][0]
@@ -33,6 +34,12 @@ class BatchNorm(LayerType):
 
     def make_op(self, cfg, info, in_shapes):
         return BatchNormOp(cfg, info, in_shapes)
+
+    def reference(self, cfg, xs, params, buffers, training):
+        from . import reference as ref
+
+        return ref.batchnorm(xs[0], params["gamma"], params["beta"], buffers["running_mean"],
+                             buffers["running_var"], cfg.eps, training)
 
 
 class BatchNormOp(Op):
@@ -102,6 +109,12 @@ class Dropout(LayerType):
 
     def make_op(self, cfg, info, in_shapes):
         return DropoutOp(cfg, info, in_shapes)
+
+    def reference(self, cfg, xs, params, buffers, training):
+        # training draws a random mask: the registry test checks that mode statistically
+        if training and cfg.p > 0:
+            raise NotImplementedError("dropout in training has no deterministic reference")
+        return xs[0].copy()
 
 
 class DropoutOp(Op):

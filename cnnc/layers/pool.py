@@ -59,6 +59,11 @@ class _Pool(LayerType):
     def make_op(self, cfg, info, in_shapes):
         return PoolOp(cfg, info, in_shapes, self.mode)
 
+    def reference(self, cfg, xs, params, buffers, training):
+        from . import reference as ref
+
+        return ref.pool(xs[0], cfg.size, cfg.step, cfg.pad, cfg.round == "ceil", self.mode)
+
 
 class PoolOp(Op):
     """Max or average pooling, x: (N, C, H, W) -> y: (N, C, H', W')."""
@@ -126,6 +131,9 @@ class GlobalAvgPool(LayerType):
     def make_op(self, cfg, info, in_shapes):
         return GapOp(cfg, info, in_shapes)
 
+    def reference(self, cfg, xs, params, buffers, training):
+        return xs[0].mean(axis=(2, 3))
+
 
 class GapOp(Op):
     """x: (N, C, H, W) -> y: (N, C), the mean of each plane."""
@@ -167,6 +175,10 @@ class Maxout(LayerType):
 
     def make_op(self, cfg, info, in_shapes):
         return MaxoutOp(cfg, info, in_shapes)
+
+    def reference(self, cfg, xs, params, buffers, training):
+        x = xs[0]
+        return x.reshape(x.shape[0], x.shape[1] // cfg.k, cfg.k, *x.shape[2:]).max(axis=2)
 
 
 class MaxoutOp(Op):

@@ -1,4 +1,4 @@
-"""A compiled, executable network: parameters, programs per batch size, and the Python API.
+"""A compiled, executable network: parameters, an executor per batch size, and the Python API.
 
     >>> net = cnnc.compile_file("models/lenet5.cnn").network(seed=0)
     >>> logits = net.forward(x)                  # x: (N, 1, 32, 32) float32
@@ -7,99 +7,73 @@
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import numpy as np
 
 from .errors import UsageError
+from .executor import Executor
 from .graph import INPUT
-from .lower import Plan, Program, plan, require_classifier
-
-if TYPE_CHECKING:
-    from .compiler import Model
-
-ACTIVATIONS_AFTER = {"relu": "he", "leaky": "he"}
-
-
-def _consumer_kind(graph, node: str) -> str | None:
-    succ = list(graph.successors(node))
-    if len(succ) != 1:
-        return None
-    nxt = graph.nodes[succ[0]]["layer"].type.name
-    if nxt == "bn":  # conv - bn - relu: the activation after the normalization decides
-        return _consumer_kind(graph, succ[0])
-    return nxt
+from .lower import Plan
 
 
 class Network:
-    """Parameters in one flat array (and gradients in another), views by layer name."""
+    """A lowered network's parameters in one flat array (and gradients in another), views
+    by layer name, an executor per batch size, and the Python API."""
 
-    def __init__(self, model: "Model", seed: int = 0, dtype: str = "float32"):
-        from .kernels.runtime import configure
+    def __init__(self, plan: Plan, seed: int = 0, dtype: str = "float32"):
+        from .kernels.threads import configure
 
         if dtype not in ("float32", "float64"):
             raise UsageError(f"dtype must be float32 or float64, got {dtype!r}")
         configure()
-        self.model = model
-        self.graph = model.graph
+        self.plan = plan
         self.dtype = np.dtype(dtype)
-        self.plan: Plan = plan(self.graph)
-        self.classes = require_classifier(self.graph, model.classes)
-        specs = []  # (node, ParamSpec)
-        bspecs = []
-        for n in self.graph.nodes:
-            if n == INPUT:
-                continue
-            info = self.graph.nodes[n]["info"]
-            specs += [(n, p) for p in info.params]
-            bspecs += [(n, b) for b in info.buffers]
-        self.param_specs = specs
-        self.buffer_specs = bspecs
-        total = sum(p.size for _, p in specs)
+        self.classes = plan.classes
+        self.input_shape = plan.input_shape
+        total = sum(p.spec.size for p in plan.params)
         self.theta = np.zeros(total, self.dtype)
         self.grad = np.zeros(total, self.dtype)
-        self.buffer_flat = np.zeros(max(sum(b.size for _, b in bspecs), 1), self.dtype)
-        self.params = self._views(self.theta, specs)
-        self.grads = self._views(self.grad, specs)
-        self.buffers = self._views(self.buffer_flat, bspecs)
+        self.buffer_flat = np.zeros(max(sum(b.spec.size for b in plan.buffers), 1), self.dtype)
+        self.params = self._views(self.theta, plan.params)
+        self.grads = self._views(self.grad, plan.params)
+        self.buffers = self._views(self.buffer_flat, plan.buffers)
         self.rng = np.random.default_rng(seed)
-        self._programs: dict[tuple[int, bool], Program] = {}
+        self._executors: dict[tuple[int, bool], Executor] = {}
         self.init_params(seed)
 
     @staticmethod
-    def _views(flat: np.ndarray, specs) -> dict[str, dict[str, np.ndarray]]:
+    def _views(flat: np.ndarray, slots) -> dict[str, dict[str, np.ndarray]]:
         out: dict[str, dict[str, np.ndarray]] = {}
         offset = 0
-        for node, p in specs:
-            out.setdefault(node, {})[p.name] = flat[offset: offset + p.size].reshape(p.shape)
+        for slot in slots:
+            p = slot.spec
+            out.setdefault(slot.node, {})[p.name] = flat[offset: offset + p.size].reshape(p.shape)
             offset += p.size
         return out
 
     # ---- parameters
     def init_params(self, seed: int) -> None:
-        """He-normal weights before ReLU-family activations, Glorot-uniform elsewhere;
-        zero biases; batch norm gamma 1, beta 0, running mean 0, running variance 1."""
+        """Every parameter and buffer as its plan slot says (He-normal, Glorot-uniform,
+        zeros or ones: see :mod:`cnnc.lower`), from ``seed``."""
         rng = np.random.default_rng(seed)
-        for node, p in self.param_specs + self.buffer_specs:
-            view = self.params.get(node, {}).get(p.name)
+        for slot in self.plan.params + self.plan.buffers:
+            p = slot.spec
+            view = self.params.get(slot.node, {}).get(p.name)
             if view is None:
-                view = self.buffers[node][p.name]
-            if p.init == "zeros":
+                view = self.buffers[slot.node][p.name]
+            if slot.init == "zeros":
                 view[...] = 0
-            elif p.init == "ones":
+            elif slot.init == "ones":
                 view[...] = 1
+            elif slot.init == "he":
+                view[...] = rng.standard_normal(p.shape) * np.sqrt(2.0 / p.fan_in)
             else:
-                after = _consumer_kind(self.graph, node)
-                if ACTIVATIONS_AFTER.get(after) == "he":
-                    view[...] = rng.standard_normal(p.shape) * np.sqrt(2.0 / p.fan_in)
-                else:
-                    limit = np.sqrt(6.0 / (p.fan_in + p.fan_out))
-                    view[...] = rng.uniform(-limit, limit, p.shape)
+                limit = np.sqrt(6.0 / (p.fan_in + p.fan_out))
+                view[...] = rng.uniform(-limit, limit, p.shape)
         self.rng = np.random.default_rng(seed + 1)
 
     def layer_names(self) -> list[str]:
         """Layers that have parameters or buffers, in order."""
-        return [n for n in self.graph.nodes if n in self.params or n in self.buffers]
+        return [n for n in self.plan.layers if n in self.params or n in self.buffers]
 
     def _lookup(self, layer: str, name: str) -> np.ndarray:
         for table in (self.params, self.buffers):
@@ -155,19 +129,19 @@ class Network:
         return int(self.theta.size)
 
     # ---- execution
-    def program(self, batch: int, need_input_grad: bool = False) -> Program:
-        """The program (buffers) for one batch size, made once and cached."""
+    def executor(self, batch: int, need_input_grad: bool = False) -> Executor:
+        """The executor (buffers and bound ops) for one batch size, made once and cached."""
         key = (batch, need_input_grad)
-        prog = self._programs.get(key)
-        if prog is None:
-            prog = Program(self.graph, self.plan, batch, self.dtype, self.params, self.grads,
-                           self.buffers, self.rng, need_input_grad)
-            self._programs[key] = prog
-        return prog
+        ex = self._executors.get(key)
+        if ex is None:
+            ex = Executor(self.plan, batch, self.dtype, self.params, self.grads, self.buffers,
+                          self.rng, need_input_grad)
+            self._executors[key] = ex
+        return ex
 
     def _check_x(self, x) -> np.ndarray:
         x = np.asarray(x)
-        want = tuple(self.model.input_shape)
+        want = tuple(self.input_shape)
         if x.ndim == len(want):
             x = x[None]
         if x.ndim != len(want) + 1 or tuple(x.shape[1:]) != want:
@@ -188,9 +162,9 @@ class Network:
         out = np.empty((x.shape[0], self.classes), self.dtype)
         for i in range(0, x.shape[0], batch):
             chunk = x[i: i + batch]
-            prog = self.program(chunk.shape[0])
-            prog.input[...] = chunk
-            out[i: i + chunk.shape[0]] = prog.forward(training)
+            ex = self.executor(chunk.shape[0])
+            ex.input[...] = chunk
+            out[i: i + chunk.shape[0]] = ex.forward(training)
         return out
 
     def predict_proba(self, x, batch: int = 256) -> np.ndarray:
@@ -207,23 +181,23 @@ class Network:
         (copies); with ``input_grad`` also ``grads["input"]``, d loss / d x (saliency)."""
         x = self._check_x(x)
         y = self._check_y(y, x.shape[0])
-        prog = self.program(x.shape[0], need_input_grad=input_grad)
-        prog.input[...] = x
-        prog.labels[...] = y
-        prog.forward(training)
-        loss = prog.loss()
-        prog.backward()
+        ex = self.executor(x.shape[0], need_input_grad=input_grad)
+        ex.input[...] = x
+        ex.labels[...] = y
+        ex.forward(training)
+        loss = ex.loss()
+        ex.backward()
         grads = {layer: {k: v.copy() for k, v in d.items()} for layer, d in self.grads.items()}
         if input_grad:
-            grads[INPUT] = prog.grads[INPUT].copy()
+            grads[INPUT] = ex.grads[INPUT].copy()
         return loss, grads
 
-    def step(self, prog: Program, training: bool = True) -> tuple[float, int]:
-        """Forward, loss and backward on what is in ``prog``'s input and label buffers;
+    def step(self, ex: Executor, training: bool = True) -> tuple[float, int]:
+        """Forward, loss and backward on what is in ``ex``'s input and label buffers;
         the gradients land in ``self.grad``. Returns (loss, correct predictions)."""
         from .kernels.loss import count_correct
 
-        logits = prog.forward(training)
-        loss = prog.loss()
-        prog.backward()
-        return loss, int(count_correct(logits, prog.labels))
+        logits = ex.forward(training)
+        loss = ex.loss()
+        ex.backward()
+        return loss, int(count_correct(logits, ex.labels))

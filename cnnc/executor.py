@@ -1,0 +1,94 @@
+"""Runs a :class:`~cnnc.lower.Plan` at one batch size: forward, loss, backward, no allocation.
+
+The executor owns the value and gradient buffers of one batch size and the ops bound to
+them; the parameters, their gradients and the buffers (``params``/``grads``/``buffers``:
+node -> {name: view}) are views into the network's flat arrays, shared by every executor
+of that network.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .graph import INPUT
+from .lower import Plan
+
+
+class Executor:
+    """Buffers and bound ops for ``batch`` images; see :meth:`forward`, :meth:`loss`,
+    :meth:`backward`. Fill :attr:`input` (and :attr:`labels`) before a step."""
+
+    def __init__(self, plan: Plan, batch: int, dtype, params, grads, buffers, rng,
+                 need_input_grad: bool = False):
+        from .kernels import loss as loss_kernels
+        from .kernels.elementwise import accumulate
+
+        self.plan = plan
+        self.batch = batch
+        self.dtype = np.dtype(dtype)
+        self._loss = loss_kernels
+        self._accumulate = accumulate
+        shapes = plan.value_shapes
+        self.values: dict[str, np.ndarray] = {INPUT: np.zeros((batch, *shapes[INPUT]), self.dtype)}
+        self.grads: dict[str, np.ndarray | None] = {INPUT: None}
+        if need_input_grad:
+            self.grads[INPUT] = np.zeros((batch, *shapes[INPUT]), self.dtype)
+        self.ops = {}
+        for step in plan.steps:
+            n = step.node
+            op = step.layer.type.make_op(step.layer.config, step.info, list(step.in_shapes))
+            op.relu = step.fused_relu
+            op.bind(batch, self.dtype, params.get(n, {}), grads.get(n, {}), buffers.get(n, {}), rng)
+            self.ops[n] = op
+            self.values[step.output] = np.zeros((batch, *shapes[step.output]), self.dtype)
+            self.grads[step.output] = np.zeros((batch, *shapes[step.output]), self.dtype)
+        # a value read by several step inputs gets its gradient summed: the first reader's
+        # backward writes it, later ones write a scratch buffer that is then accumulated
+        uses = plan.uses
+        self.scratch: dict[tuple, np.ndarray] = {}
+        for step in plan.steps:
+            for slot, s in enumerate(step.inputs):
+                if uses.get(s, 0) > 1 and self.grads.get(s) is not None:
+                    key = (self.values[s].shape, slot)
+                    if key not in self.scratch:
+                        self.scratch[key] = np.zeros(self.values[s].shape, self.dtype)
+        self.logits = self.values[plan.logits]
+        self.probs = np.zeros(self.logits.shape, self.dtype)
+        self.labels = np.zeros(batch, np.int64)
+
+    @property
+    def input(self) -> np.ndarray:
+        return self.values[INPUT]
+
+    def forward(self, training: bool) -> np.ndarray:
+        values = self.values
+        for step in self.plan.steps:
+            self.ops[step.node].forward([values[s] for s in step.inputs], values[step.output], training)
+        return self.logits
+
+    def loss(self) -> float:
+        """Mean softmax cross-entropy of the logits against ``self.labels``."""
+        return float(self._loss.softmax_xent_forward(self.logits, self.labels, self.probs))
+
+    def backward(self) -> None:
+        """Gradients of the last :meth:`loss` w.r.t. every parameter (and the input)."""
+        self._loss.softmax_xent_backward(self.probs, self.labels, self.grads[self.plan.logits])
+        written: dict[str, int] = {}
+        values, grads = self.values, self.grads
+        for step in reversed(self.plan.steps):
+            targets = []
+            pending = []
+            for slot, s in enumerate(step.inputs):
+                g = grads.get(s)
+                if g is None:
+                    targets.append(None)
+                elif written.get(s, 0) == 0 and s not in step.inputs[:slot]:
+                    targets.append(g)
+                    written[s] = 1
+                else:
+                    buf = self.scratch[(g.shape, slot)]
+                    targets.append(buf)
+                    pending.append((g, buf))
+            self.ops[step.node].backward([values[s] for s in step.inputs], values[step.output],
+                                         grads[step.output], targets)
+            for g, buf in pending:
+                self._accumulate(g.reshape(-1), buf.reshape(-1))
