@@ -20,11 +20,6 @@ class Span:
     end_line: int = 0
     end_column: int = 0
 
-    def merge(self, other: "Span") -> "Span":
-        first, last = (self, other) if self.start <= other.start else (other, self)
-        return Span(first.line, first.column, first.start, max(self.end, other.end),
-                    last.end_line, last.end_column)
-
 
 class CnncError(Exception):
     """Base class of every error cnnc reports to a user."""

@@ -13,7 +13,6 @@ they compute in their own values (:class:`cnnc.infer.Analysis`, :class:`cnnc.low
 from __future__ import annotations
 
 import difflib
-import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,13 +20,12 @@ import networkx as nx
 
 from .errors import SourceError, Span
 from .layers import REQUIRED, LayerError, LayerType, registry, resolve_name, suffix_base
-from .layers.base import ArgSpec
+from .layers.base import SUFFIX_RE, ArgSpec
 from .syntax import Arg, ArgExpr, BinOp, Branches, Call, Definition, ModelAst, Neg, Num, Ref, Repeat, Seq
 
 MAX_LAYERS = 20_000
 MAX_STEPS = 200_000  # expansion steps (layers, ids, calls, repetitions): `[[id*1000]*1000]*1000`
 INPUT = "input"
-_SUFFIX_RE = re.compile(r"^([A-Za-z_]*[A-Za-z_])(\d+(?:x\d+)?)$")
 
 
 def did_you_mean(name: str, extra: list[str] = ()) -> list[str]:
@@ -35,7 +33,7 @@ def did_you_mean(name: str, extra: list[str] = ()) -> list[str]:
     reg = registry()
     names = sorted(k for k, v in reg.items() if not v.internal) + list(extra)
     found = difflib.get_close_matches(name, names, n=3, cutoff=0.6)
-    m = _SUFFIX_RE.match(name)
+    m = SUFFIX_RE.match(name)
     if m:
         sized = sorted(k for k, v in reg.items() if not v.internal and v.suffix)
         with_suffix = [b + m.group(2) for b in difflib.get_close_matches(m.group(1), sized, n=3, cutoff=0.6)]

@@ -12,6 +12,7 @@ import itertools
 
 import numpy as np
 import pytest
+from conftest import conv_out
 
 from cnnc.kernels import threads as runtime
 
@@ -24,15 +25,11 @@ from cnnc.kernels import conv, dense  # noqa: E402
 # ---------------------------------------------------------------------------------------
 
 
-def out_size(n, k, s, p, d):
-    return (n + 2 * p - d * (k - 1) - 1) // s + 1
-
-
 def ref_forward(x, w, b, s, p, d, groups, relu):
     N, C, H, W = x.shape
     F, Cg, KH, KW = w.shape
     (sh, sw), (ph, pw), (dh, dw) = s, p, d
-    OH, OW = out_size(H, KH, sh, ph, dh), out_size(W, KW, sw, pw, dw)
+    OH, OW = conv_out(H, KH, sh, ph, dh), conv_out(W, KW, sw, pw, dw)
     xp = np.pad(x.astype(np.float64), ((0, 0), (0, 0), (ph, ph), (pw, pw)))
     y = np.zeros((N, F, OH, OW))
     Fg = F // groups
@@ -87,7 +84,7 @@ def ref_backward(x, w, y, dy, s, p, d, groups, relu, has_bias):
 def run_conv(x, w, b, s, p, d, groups, has_bias, relu, dy, need_dx=True, ws_scale=1.0):
     N, C, H, W = x.shape
     F, Cg, KH, KW = w.shape
-    OH, OW = out_size(H, KH, s[0], p[0], d[0]), out_size(W, KW, s[1], p[1], d[1])
+    OH, OW = conv_out(H, KH, s[0], p[0], d[0]), conv_out(W, KW, s[1], p[1], d[1])
     dt = x.dtype
     n_ws = conv.conv2d_workspace_size(N, C, H, W, F, KH, KW, OH, OW, groups)
     ws = np.full(max(1, int(n_ws * ws_scale)), np.nan, dt)  # NaN: catches reads of junk
@@ -123,7 +120,7 @@ def _configs():
     i = 0
     for k, st, pd, dl in itertools.product(sizes, strides, pads, dils):
         H, W = 9 + (i % 3), 8 + (i % 4)  # non-square, varying
-        if out_size(H, k, st, pd, dl) < 1 or out_size(W, k, st, pd, dl) < 1:
+        if conv_out(H, k, st, pd, dl) < 1 or conv_out(W, k, st, pd, dl) < 1:
             i += 1
             continue
         groups_kind = i % 3  # 0: groups=1, 1: groups=2, 2: depthwise
@@ -166,7 +163,7 @@ def _make(cfg, dt, seed=0):
     x = rng.standard_normal((N, C, H, W)).astype(dt)
     w = (0.5 * rng.standard_normal((F, C // G, KH, KW))).astype(dt)
     b = (0.5 * rng.standard_normal(F)).astype(dt)
-    OH, OW = out_size(H, KH, s[0], p[0], d[0]), out_size(W, KW, s[1], p[1], d[1])
+    OH, OW = conv_out(H, KH, s[0], p[0], d[0]), conv_out(W, KW, s[1], p[1], d[1])
     dy = rng.standard_normal((N, F, OH, OW)).astype(dt)
     return x, w, b, dy
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import numgrad_full, pool_out
 
 from cnnc.kernels import elementwise as ew
 from cnnc.kernels import loss, norm, optim, pool
@@ -22,21 +23,6 @@ def torch_or_skip():
     return torch
 
 
-def numgrad(f, x, eps=1e-6):
-    """Central finite differences of the scalar f() with respect to x (perturbed in place)."""
-    g = np.zeros_like(x)
-    flat, gflat = x.reshape(-1), g.reshape(-1)
-    for i in range(flat.size):
-        old = flat[i]
-        flat[i] = old + eps
-        fp = f()
-        flat[i] = old - eps
-        fm = f()
-        flat[i] = old
-        gflat[i] = (fp - fm) / (2 * eps)
-    return g
-
-
 def distinct(rng, shape, dtype=np.float64):
     """Values without ties (spacing 1e-2), shuffled, centred on zero."""
     n = int(np.prod(shape))
@@ -47,15 +33,7 @@ def distinct(rng, shape, dtype=np.float64):
 # pooling
 # ---------------------------------------------------------------------------------------
 
-def out_size(length, k, s, p, ceil):
-    """PyTorch's pooling output size (ceil mode: the last window must start in the input
-    or the left padding)."""
-    if ceil:
-        o = -(-(length + 2 * p - k) // s) + 1
-        if (o - 1) * s >= length + p:
-            o -= 1
-        return o
-    return (length + 2 * p - k) // s + 1
+
 
 
 def window(o, s, p, k, length):
@@ -119,14 +97,14 @@ POOL_CASES = [
 
 def pool_geometry(case):
     h, w, (kh, kw), (sh, sw), (ph, pw), ceil = case
-    oh = out_size(h, kh, sh, ph, ceil)
-    ow = out_size(w, kw, sw, pw, ceil)
+    oh = pool_out(h, kh, sh, ph, ceil)
+    ow = pool_out(w, kw, sw, pw, ceil)
     return h, w, kh, kw, sh, sw, ph, pw, ceil, oh, ow
 
 
 def test_out_size_ceil_differs():
-    assert out_size(8, 3, 2, 0, False) == 3 and out_size(8, 3, 2, 0, True) == 4
-    assert out_size(7, 3, 2, 0, False) == 3 and out_size(7, 3, 2, 0, True) == 3
+    assert pool_out(8, 3, 2, 0, False) == 3 and pool_out(8, 3, 2, 0, True) == 4
+    assert pool_out(7, 3, 2, 0, False) == 3 and pool_out(7, 3, 2, 0, True) == 3
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -203,14 +181,14 @@ def test_pool_backward_finite_differences(case):
 
     f_max()
     pool.maxpool2d_backward(wts, arg, dx)
-    np.testing.assert_allclose(dx, numgrad(f_max, x), rtol=1e-6, atol=1e-8)
+    np.testing.assert_allclose(dx, numgrad_full(f_max, x), rtol=1e-6, atol=1e-8)
 
     def f_avg():
         pool.avgpool2d_forward(x, y, kh, kw, sh, sw, ph, pw)
         return float((y * wts).sum())
 
     pool.avgpool2d_backward(wts, dx, kh, kw, sh, sw, ph, pw)
-    np.testing.assert_allclose(dx, numgrad(f_avg, x), rtol=1e-6, atol=1e-8)
+    np.testing.assert_allclose(dx, numgrad_full(f_avg, x), rtol=1e-6, atol=1e-8)
 
 
 def test_maxpool_ties_pick_first():
@@ -248,7 +226,7 @@ def test_global_avgpool(shape, dtype):
             return float((y * wts).sum())
 
         pool.global_avgpool_backward(wts, dx)
-        np.testing.assert_allclose(dx, numgrad(f, x), rtol=1e-6, atol=1e-8)
+        np.testing.assert_allclose(dx, numgrad_full(f, x), rtol=1e-6, atol=1e-8)
 
 
 def ref_channel_maxpool(x, k):
@@ -286,7 +264,7 @@ def test_channel_maxpool(n_ch, k, hw, dtype):
 
         f()
         pool.channel_maxpool_backward(dy, arg, dx, k)
-        np.testing.assert_allclose(dx, numgrad(f, x), rtol=1e-6, atol=1e-8)
+        np.testing.assert_allclose(dx, numgrad_full(f, x), rtol=1e-6, atol=1e-8)
 
 
 # ---------------------------------------------------------------------------------------
@@ -392,7 +370,7 @@ def test_activation_finite_differences(name):
 
     f()
     bwd(wts, y, dx, *extra)
-    np.testing.assert_allclose(dx, numgrad(f, x), rtol=1e-6, atol=1e-8)
+    np.testing.assert_allclose(dx, numgrad_full(f, x), rtol=1e-6, atol=1e-8)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -605,9 +583,9 @@ def test_batchnorm_finite_differences(shape):
     dgamma = np.empty_like(gamma)
     dbeta = np.empty_like(gamma)
     norm.batchnorm_backward(x, gamma, wts, mean, invstd, dx, dgamma, dbeta, True)
-    np.testing.assert_allclose(dx, numgrad(f, x), rtol=1e-5, atol=1e-7)
-    np.testing.assert_allclose(dgamma, numgrad(f, gamma), rtol=1e-5, atol=1e-7)
-    np.testing.assert_allclose(dbeta, numgrad(f, beta), rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(dx, numgrad_full(f, x), rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(dgamma, numgrad_full(f, gamma), rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(dbeta, numgrad_full(f, beta), rtol=1e-5, atol=1e-7)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -709,7 +687,7 @@ def test_softmax_xent_finite_differences():
     loss.softmax_xent_forward(z, labels, probs)
     dz = np.empty_like(z)
     loss.softmax_xent_backward(probs, labels, dz)
-    g = numgrad(lambda: loss.softmax_xent_forward(z, labels, probs), z)
+    g = numgrad_full(lambda: loss.softmax_xent_forward(z, labels, probs), z)
     np.testing.assert_allclose(dz, g, rtol=1e-6, atol=1e-9)
 
 

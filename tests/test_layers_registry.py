@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pytest
+from conftest import conv_padding, numgrad
 
 import cnnc
 from cnnc.graph import INPUT
@@ -178,16 +179,6 @@ CASES: dict[str, list[Case]] = {
 # ---------------------------------------------------------------------------------------
 
 
-def conv_padding(cfg) -> tuple[int, int]:
-    """DESIGN.md: "same" at stride 1 by default, 0 at stride > 1; pad=N; pad=valid."""
-    kh, kw = cfg.size
-    if cfg.pad == "valid" or (cfg.pad == "default" and cfg.stride != 1):
-        return 0, 0
-    if isinstance(cfg.pad, int):
-        return cfg.pad, cfg.pad
-    return cfg.dilation * (kh - 1) // 2, cfg.dilation * (kw - 1) // 2
-
-
 def bn_axes(x):
     return (0, 2, 3) if x.ndim == 4 else (0,)
 
@@ -261,23 +252,6 @@ def bind_case(case: Case, rng) -> Bound:
                  buffers, y, y_flat, n)
 
 
-def numgrad(f, a, rng, limit=120, eps=1e-6):
-    """Central differences of scalar f() w.r.t. a (perturbed in place) at up to ``limit``
-    entries; returns (flat indices, estimates)."""
-    flat = a.reshape(-1)
-    idx = np.arange(flat.size) if flat.size <= limit else np.sort(rng.choice(flat.size, limit, replace=False))
-    est = np.empty(idx.size)
-    for k, i in enumerate(idx):
-        old = flat[i]
-        flat[i] = old + eps
-        fp = f()
-        flat[i] = old - eps
-        fm = f()
-        flat[i] = old
-        est[k] = (fp - fm) / (2 * eps)
-    return idx, est
-
-
 def assert_grad_close(analytic, idx, numeric, what):
     got = analytic.reshape(-1)[idx]
     scale = max(1.0, float(np.abs(numeric).max(initial=0.0)))
@@ -306,10 +280,10 @@ def check_backward_fd(b: Bound, training: bool, rng) -> None:
         return float(np.sum(b.forward(training) * dy))
 
     for i, x in enumerate(b.xs):
-        idx, est = numgrad(loss, x, rng)
+        idx, est = numgrad(loss, x, rng, 120)
         assert_grad_close(analytic_x[i], idx, est, f"d/d{b.sources[i]}")
     for name, p in b.params.items():
-        idx, est = numgrad(loss, p, rng)
+        idx, est = numgrad(loss, p, rng, 120)
         assert_grad_close(analytic_p[name], idx, est, f"d/d{name}")
 
 

@@ -154,7 +154,7 @@ def test_arrays_bad_labels_and_shapes(digits):
         T.train(_model(shape="1x12x12"), x=tr.x, y=tr.y, epochs=1)
     # with fit the 8x8 digits are zero-padded to 12x12
     r = T.train(_model(shape="1x12x12"), x=tr.x, y=tr.y, epochs=1, fit=True, **FAST)
-    assert r.network.model.input_shape == (1, 12, 12)
+    assert r.network.input_shape == (1, 12, 12)
 
 
 def test_more_classes_than_the_model_is_refused(digits):

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import MODELS_DIR as MODELS
+from conftest import conv_padding
 
 torch = pytest.importorskip("torch")
 nn = torch.nn
@@ -27,22 +29,11 @@ import cnnc  # noqa: E402
 from cnnc.graph import INPUT  # noqa: E402
 from cnnc.optim import Optimizer  # noqa: E402
 
-MODELS = Path(__file__).resolve().parent.parent / "models"
 
 
 # ---------------------------------------------------------------------------------------
 # cnnc graph -> torch module
 # ---------------------------------------------------------------------------------------
-
-
-def conv_padding(cfg) -> tuple[int, int]:
-    """DESIGN.md: "same" at stride 1 by default, 0 at stride > 1; pad=N; pad=valid."""
-    kh, kw = cfg.size
-    if cfg.pad == "valid" or (cfg.pad == "default" and cfg.stride != 1):
-        return 0, 0
-    if isinstance(cfg.pad, int):
-        return cfg.pad, cfg.pad
-    return cfg.dilation * (kh - 1) // 2, cfg.dilation * (kw - 1) // 2
 
 
 class TorchNet(nn.Module):

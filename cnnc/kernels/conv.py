@@ -12,7 +12,7 @@ copies it into ``y``.  Backward per block: ``dW_g += dy_g . cols_g^T`` into per-
 partials (BLAS ``beta = 1``), ``dcols = W_g^T . dy_g`` then col2im into ``dx[n]``; partials are
 summed at the end.  1x1 / stride-1 / unpadded convolutions skip im2col when ``B == 1``.
 
-BLAS is called through :func:`gemm`, a thin intrinsic over Numba's own ``numba_xxgemm``
+BLAS is called through :func:`cnnc.kernels.blas.gemm`, a thin intrinsic over Numba's own ``numba_xxgemm``
 helper (the function behind ``np.dot`` in njit code: SciPy's OpenBLAS), which adds what
 ``np.dot`` lacks: offsets, leading dimensions, transposes and ``beta``.  It needs
 :func:`cnnc.kernels.threads.configure` to have run (one BLAS thread inside ``prange``).
@@ -29,74 +29,13 @@ from __future__ import annotations
 
 import numba
 import numpy as np
-from llvmlite import ir
-from numba import njit, prange, types
-from numba.core import cgutils
-from numba.extending import intrinsic
+from numba import njit, prange
 
-# ---------------------------------------------------------------------------------------
-# BLAS: row-major GEMM with offsets / leading dimensions / beta
-# ---------------------------------------------------------------------------------------
-
-_u = np.uint64  # unsigned index: no wraparound check, vectorizable loops
-_N = 110  # ord('n')
-_T = 116  # ord('t')
-
-
-@intrinsic
-def _xgemm_cm(typingctx, transa, transb, m, n, k, alpha, a, aoff, lda, b, boff, ldb, beta, c,
-              coff, ldc):
-    """Column-major (Fortran) xGEMM on 1-D arrays with element offsets."""
-    if not (isinstance(a, types.Array) and isinstance(b, types.Array)
-            and isinstance(c, types.Array)):
-        return None
-    dt = c.dtype
-    if dt not in (types.float32, types.float64) or a.dtype != dt or b.dtype != dt:
-        return None
-    ip = types.intp
-    sig = types.void(ip, ip, ip, ip, ip, dt, a, ip, ip, b, ip, ip, dt, c, ip, ip)
-
-    def codegen(context, builder, sig, args):
-        from numba.np.linalg import ensure_blas
-
-        ensure_blas()
-        (ta, tb, mm, nn, kk, al, av, ao, la, bv, bo, lb, be, cv, co, lc) = args
-        i8 = ir.IntType(8)
-        vp = cgutils.voidptr_t
-        arr_a = context.make_array(sig.args[6])(context, builder, av)
-        arr_b = context.make_array(sig.args[9])(context, builder, bv)
-        arr_c = context.make_array(sig.args[13])(context, builder, cv)
-        pa = builder.bitcast(builder.gep(arr_a.data, [ao]), vp)
-        pb = builder.bitcast(builder.gep(arr_b.data, [bo]), vp)
-        pc = builder.bitcast(builder.gep(arr_c.data, [co]), vp)
-        palpha = builder.bitcast(cgutils.alloca_once_value(builder, al), vp)
-        pbeta = builder.bitcast(cgutils.alloca_once_value(builder, be), vp)
-        intp_t = context.get_value_type(types.intp)
-        fnty = ir.FunctionType(ir.IntType(32), [i8, i8, i8, intp_t, intp_t, intp_t, vp, vp,
-                                                intp_t, vp, intp_t, vp, vp, intp_t])
-        fn = cgutils.get_or_insert_function(builder.module, fnty, "numba_xxgemm")
-        kind = ir.Constant(i8, ord("s") if sig.args[5] == types.float32 else ord("d"))
-        res = builder.call(fn, (kind, builder.trunc(ta, i8), builder.trunc(tb, i8), mm, nn, kk,
-                                palpha, pa, la, pb, lb, pbeta, pc, lc))
-        with builder.if_then(cgutils.is_not_null(builder, res), likely=False):
-            pyapi = context.get_python_api(builder)
-            pyapi.gil_ensure()
-            pyapi.fatal_error("BLAS wrapper returned with an error")
-        return context.get_dummy_value()
-
-    return sig, codegen
-
-
-@njit(cache=True, inline="always")
-def gemm(transa, transb, m, n, k, alpha, a, aoff, lda, b, boff, ldb, beta, c, coff, ldc):
-    """Row-major ``C[m,n] = alpha * op(A) . op(B) + beta * C`` on flat (1-D) arrays.
-
-    ``transa``/``transb`` are ``ord('n')`` or ``ord('t')``; ``op(A)`` is ``m x k``.
-    ``A`` starts at ``a[aoff]`` with row stride ``lda`` (as stored), etc.
-    """
-    # row-major C = op(A) op(B)  <=>  column-major C^T = op(B)^T op(A)^T
-    _xgemm_cm(transb, transa, n, m, k, alpha, b, boff, ldb, a, aoff, lda, beta, c, coff, ldc)
-
+from cnnc.kernels.blas import TRANS_N as _N
+from cnnc.kernels.blas import TRANS_T as _T
+from cnnc.kernels.blas import gemm
+from cnnc.kernels.blas import uidx as _u
+from cnnc.kernels import winograd as _wino
 
 # ---------------------------------------------------------------------------------------
 # im2col / col2im on flat arrays
@@ -286,7 +225,7 @@ def conv2d_workspace_size(N, C, H, W, F, KH, KW, OH, OW, groups):
 
 
 def _wino_ok(C, F, KH, KW, sh, sw, ph, pw, dh, dw, groups, path):
-    """Winograd F(2x2,3x3) applies (and is chosen) for this layer?"""
+    """Winograd F(4x4,3x3) applies (and is chosen) for this layer?"""
     if path == PATH_COMPACT or path == PATH_WIDE:
         return False
     if not (KH == 3 and KW == 3 and sh == 1 and sw == 1 and dh == 1 and dw == 1
@@ -681,7 +620,3 @@ def conv2d_backward(x, w, y, dy, dx, dwt, db, ws, sh, sw, ph, pw, dh, dw, groups
         # dx = conv(dy * (y > 0), flipped transposed w) with padding K - 1 - p
         _wino.wino_conv(dy, y, bool(relu), w, True, db, False, False, dx, ws, 2 - ph, 2 - pw,
                         _get_num_threads(), _WINO_TILES)
-
-
-# at the end: cnnc.kernels.winograd imports ``gemm`` from this module
-from cnnc.kernels import winograd as _wino  # noqa: E402

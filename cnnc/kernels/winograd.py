@@ -33,7 +33,10 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from cnnc.kernels.conv import _N, _T, _u, gemm
+from cnnc.kernels.blas import TRANS_N as _N
+from cnnc.kernels.blas import TRANS_T as _T
+from cnnc.kernels.blas import gemm
+from cnnc.kernels.blas import uidx as _u
 
 # G (6x3) of F(4x4,3x3); the filter transform G g G^T and its adjoint are small GEMMs with the
 # Kronecker product G (x) G: U[6i+j] = sum_rc GK[6i+j, 3r+c] g[r, c], dW = GK^T dU.

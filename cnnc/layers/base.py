@@ -125,8 +125,6 @@ class LayerType:
     args: ClassVar[tuple[ArgSpec, ...]] = ()
     summary: ClassVar[str] = ""
     internal: ClassVar[bool] = False  # made by the compiler (merges), not written by users
-    min_inputs: ClassVar[int] = 1
-    max_inputs: ClassVar[int] = 1
     config_class: ClassVar[type]
 
     # What the stages ask of a layer type (never its name):
@@ -166,7 +164,7 @@ class LayerType:
 # ---------------------------------------------------------------------------
 
 _REGISTRY: dict[str, LayerType] = {}
-_SUFFIX_RE = re.compile(r"^([A-Za-z_]*[A-Za-z_])(\d+(?:x\d+)?)$")
+SUFFIX_RE = re.compile(r"^([A-Za-z_]*[A-Za-z_])(\d+(?:x\d+)?)$")
 
 
 def register(cls: type[LayerType]) -> type[LayerType]:
@@ -180,13 +178,8 @@ def register(cls: type[LayerType]) -> type[LayerType]:
 
 
 def registry() -> dict[str, LayerType]:
-    from . import _all  # noqa: F401  (registers every family)
-
+    """Every layer type by name and alias (filled when :mod:`cnnc.layers` imports its families)."""
     return _REGISTRY
-
-
-def user_layer_names() -> list[str]:
-    return sorted(k for k, v in registry().items() if not v.internal)
 
 
 def layer_types() -> list[LayerType]:
@@ -210,7 +203,7 @@ def resolve_name(name: str) -> Resolved | None:
     found = reg.get(name)
     if found is not None and not found.internal:
         return Resolved(found, None)
-    m = _SUFFIX_RE.match(name)
+    m = SUFFIX_RE.match(name)
     if m:
         base = reg.get(m.group(1))
         if base is not None and not base.internal and base.suffix:
@@ -223,7 +216,7 @@ def resolve_name(name: str) -> Resolved | None:
 
 
 def suffix_base(name: str) -> LayerType | None:
-    m = _SUFFIX_RE.match(name)
+    m = SUFFIX_RE.match(name)
     if m:
         t = registry().get(m.group(1))
         if t is not None and not t.internal:

@@ -24,8 +24,6 @@ class MergeError(LayerError):
 class Concat(LayerType):
     name = "concat"
     internal = True
-    min_inputs = 2
-    max_inputs = 1 << 30
     summary = "channel concatenation of branches: ( a | b )"
     config_class = NoConfig
     merge_verb = "concatenated"
@@ -80,8 +78,6 @@ class ConcatOp(Op):
 class Add(LayerType):
     name = "add"
     internal = True
-    min_inputs = 2
-    max_inputs = 1 << 30
     summary = "elementwise sum of branches: ( a + b )"
     config_class = NoConfig
     merge_verb = "added"

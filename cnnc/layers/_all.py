@@ -1,2 +1,0 @@
-"""Importing this module registers every layer family."""
-from . import activation, conv, dense, merge, norm, pool  # noqa: F401
