@@ -335,3 +335,8 @@ class Op:
 
     def backward(self, xs: list, y, dy, dxs: list) -> None:
         raise NotImplementedError
+
+    def join(self, world) -> None:
+        """Data-parallel training: ``world`` (:class:`cnnc.distributed.World`) holds the other
+        ranks. Ops whose result depends on the whole batch (batch norm) sum over it; others
+        need nothing."""

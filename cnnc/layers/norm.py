@@ -61,9 +61,20 @@ class BatchNormOp(Op):
         self.scale = np.ones(c, dtype=dtype)  # gamma * invstd, for the inference backward
         self.trained = True  # the last forward used batch statistics
 
+    world = None  # data-parallel training: statistics over the batches of every rank
+
+    def join(self, world) -> None:
+        self.world = world if world.size > 1 else None
+
     def forward(self, xs, y, training):
         p, b = self.p, self.buf
-        if training:
+        if training and self.world is not None:
+            from ..distributed import bn_forward_sync
+
+            bn_forward_sync(self.world, as4d(xs[0]), p["gamma"], p["beta"], as4d(y), self.mean,
+                            self.invstd, b["running_mean"], b["running_var"], self.cfg.momentum,
+                            self.cfg.eps)
+        elif training:
             self.k.batchnorm_forward_train(as4d(xs[0]), p["gamma"], p["beta"], as4d(y), self.mean,
                                            self.invstd, b["running_mean"], b["running_var"],
                                            self.cfg.momentum, self.cfg.eps)
@@ -79,6 +90,13 @@ class BatchNormOp(Op):
     def backward(self, xs, y, dy, dxs):
         import numpy as np
 
+        if self.trained and self.world is not None:
+            from ..distributed import bn_backward_sync
+
+            bn_backward_sync(self.world, as4d(xs[0]), self.p["gamma"], as4d(dy), self.mean, self.invstd,
+                             as4d(dxs[0]) if dxs[0] is not None else None, self.g["gamma"],
+                             self.g["beta"], dxs[0] is not None)
+            return
         if self.trained:
             dx = as4d(dxs[0]) if dxs[0] is not None else as4d(dy)
             self.k.batchnorm_backward(as4d(xs[0]), self.p["gamma"], as4d(dy), self.mean, self.invstd,
