@@ -41,7 +41,8 @@ class SettingSpec:
     default_text: str | None = None  # how --help states the default (None: the default itself)
     group: str = "optimization"
     metavar: str | None = None
-    flag_choices: bool = True  # argparse enforces `choices` (off where the flag takes more)
+    strict_choices: bool = True  # False: header lines take only `choices`; flags and the API
+    #                              take more, checked where they are used (augment)
 
     @property
     def type(self) -> type:
@@ -52,9 +53,10 @@ class SettingSpec:
     def flag(self) -> str:
         return "--" + self.key.replace("_", "-")
 
-    def problem(self, value: Any) -> str | None:
-        """What is wrong with a value of the right type (None: nothing)."""
-        if self.kind == "choice" and value not in self.choices:
+    def problem(self, value: Any, header: bool = False) -> str | None:
+        """What is wrong with a value of the right type (None: nothing); ``header``: the
+        value of a header line."""
+        if self.kind == "choice" and (header or self.strict_choices) and value not in self.choices:
             return f"{self.key} must be one of {', '.join(self.choices)}, got {value!r}"
         if value is None or self.kind not in ("int", "float"):
             return None
@@ -113,7 +115,7 @@ SETTINGS: tuple[SettingSpec, ...] = (
                 metavar="N"),
     SettingSpec("augment", "choice", "data augmentation: none, flip, crop (pad 4), cropN, or "
                 "crop+flip", choices=("none", "crop", "flip", "crop+flip", "auto"),
-                default="auto", group="data", metavar="SPEC", flag_choices=False,
+                default="auto", group="data", metavar="SPEC", strict_choices=False,
                 default_text="auto, crop+flip for CIFAR-10, none for digits"),
     SettingSpec("seed", "int", "random seed: same seed, same result", minimum=0, default=0,
                 metavar="N"),
@@ -168,7 +170,7 @@ def _convert(spec: SettingSpec, s: "Setting") -> Any:
         v = v == "true"
     if spec.kind == "str" and not isinstance(v, str):
         v = "x".join(map(str, v)) if isinstance(v, tuple) else str(v)
-    problem = spec.problem(v)
+    problem = spec.problem(v, header=True)
     if problem:
         raise _bad(s, problem)
     return float(v) if spec.kind == "float" else v
@@ -221,7 +223,7 @@ def add_training_flags(parser: argparse.ArgumentParser) -> None:
         default = spec.default_text or (f"{spec.default:g}" if spec.kind == "float"
                                         else str(spec.default))
         kwargs: dict[str, Any] = {"help": f"{spec.help} (default {default})"}
-        if spec.kind == "choice" and spec.flag_choices:
+        if spec.kind == "choice" and spec.strict_choices:
             kwargs["choices"] = list(spec.choices)
         else:
             kwargs.update(type=spec.type, metavar=spec.metavar)
