@@ -25,8 +25,8 @@ import numpy as np
 from . import data as D
 from .errors import CheckpointError, DataError, TrainingError, UsageError
 from .optim import Optimizer, Schedule
-from .runs import (BEST, CHECKPOINT, TRAINING_KIND, find_checkpoint, load_training_checkpoint, new_run_dir,
-                   params_of, save_checkpoint, training_arrays, write_history)
+from .runs import (BEST, CHECKPOINT, find_checkpoint, load_training_checkpoint, new_run_dir,
+                   params_of, save_checkpoint, training_arrays, training_meta, write_history)
 from .settings import DEFAULT_LR, TRAINING
 
 if TYPE_CHECKING:
@@ -144,10 +144,6 @@ def prepare_data(model_shape, classes: int | None, cfg: TrainConfig, train_ds: D
                     train_ds.name, augment)
 
 
-def load_data(cfg: TrainConfig) -> tuple[D.Dataset, D.Dataset]:
-    return D.resolve_dataset(cfg.data, cfg.data_dir)
-
-
 # ---------------------------------------------------------------------------
 # evaluation
 # ---------------------------------------------------------------------------
@@ -257,23 +253,22 @@ class Trainer:
                                self.data.std)
 
     def _meta(self) -> dict:
-        return {
-            "kind": TRAINING_KIND,
-            "model_text": self.model.source,
-            "model_file": self.model.filename,
-            "input_shape": list(self.model.input_shape),
-            "classes": self.net.classes,
-            "class_names": list(self.data.class_names),
-            "data_name": self.data.name,
-            "config": asdict(self.cfg),
-            "position": asdict(self.pos),
-            "rng": {"epoch_start": self.epoch_start_state, "shuffle": _rng_state(self.shuffle_rng),
-                    "augment": _rng_state(self.aug_rng), "dropout": _rng_state(self.net.rng)},
-            "history": self.history,
-            "best_val_accuracy": self.best_val,
-            "best_score": list(self.best_score) if self.best_score else None,
-            "finished": self.pos.epoch >= self.cfg.epochs,
-        }
+        return training_meta(
+            model_text=self.model.source,
+            model_file=self.model.filename,
+            input_shape=list(self.model.input_shape),
+            classes=self.net.classes,
+            class_names=list(self.data.class_names),
+            data_name=self.data.name,
+            config=asdict(self.cfg),
+            position=asdict(self.pos),
+            rng={"epoch_start": self.epoch_start_state, "shuffle": _rng_state(self.shuffle_rng),
+                 "augment": _rng_state(self.aug_rng), "dropout": _rng_state(self.net.rng)},
+            history=self.history,
+            best_val_accuracy=self.best_val,
+            best_score=list(self.best_score) if self.best_score else None,
+            finished=self.pos.epoch >= self.cfg.epochs,
+        )
 
     def save(self, name: str = CHECKPOINT) -> Path | None:
         if self.out_dir is None:
@@ -438,7 +433,7 @@ def train(model: "Model", *, x=None, y=None, x_test=None, y_test=None, out: str 
         test_ds = (D.dataset_from_arrays(x_test, y_test, "x_test", train_ds.class_names) if x_test is not None
                    else train_ds.subset(np.arange(0)))
     else:
-        train_ds, test_ds = load_data(cfg)
+        train_ds, test_ds = D.resolve_dataset(cfg.data, cfg.data_dir)
     if model.classes is None:
         from .compiler import compile as compile_text
 

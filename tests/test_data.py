@@ -834,6 +834,32 @@ def test_batches_normalize_like_to_float():
         Batches(ds, 4)  # shuffling needs a Generator
 
 
+def test_batches_load_a_given_order_into_given_buffers():
+    """The training loop's use: its own epoch order, resumable at any step, written
+    straight into the network's input buffers, augmentation drawn from its own generator."""
+    ds = _indexed(103)
+    order = np.random.default_rng(3).permutation(103)
+    xbuf, ybuf = np.full((10, 1, 3, 3), -1, np.float32), np.full(10, -1, np.int64)
+    b = Batches(ds, 10, shuffle=False, drop_last=True, out=(xbuf, ybuf),
+                augment=Augmentation(flip=True), augment_rng=np.random.default_rng(5))
+    xb, yb = b.load(order, 4)
+    assert xb is xbuf and yb is ybuf
+    np.testing.assert_array_equal(xbuf[:, 0, 0, 0], order[40:50])  # flips keep constant images
+    np.testing.assert_array_equal(ybuf, order[40:50] % 4)
+    with pytest.raises(UsageError, match="out must be"):
+        Batches(ds, 10, shuffle=False, out=(np.zeros((9, 1, 3, 3), np.float32), ybuf))
+    # the same draws as augmenting the gathered batch by hand
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 256, (12, 1, 4, 5), dtype=np.uint8).astype(np.float32)
+    ds2 = Dataset(img, np.zeros(12, np.int64), ("a",), "f32")
+    aug = Augmentation(crop_pad=1, flip=True)
+    got = Batches(ds2, 4, shuffle=False, augment=aug, augment_rng=np.random.default_rng(9))
+    xb, _ = got.load(np.arange(12)[::-1], 1)
+    want = img[[7, 6, 5, 4]].copy()
+    aug.apply(want, np.random.default_rng(9))
+    np.testing.assert_array_equal(xb, want)
+
+
 # ------------------------------------------------------------------ augmentation
 
 def _reference_crop(img, pad, dy, dx):

@@ -365,9 +365,7 @@ def test_disk_full_at_epoch_end_keeps_previous_checkpoint(tmp_path, monkeypatch)
 
 
 def test_top_level_fit_and_evaluate(digits):
-    fit, evaluate = getattr(cnnc, "fit", None), getattr(cnnc, "evaluate", None)
-    if fit is None or evaluate is None:
-        pytest.skip("cnnc.fit / cnnc.evaluate not exported")
+    fit, evaluate = cnnc.fit, cnnc.evaluate
     tr, te = digits
     r = fit(_model(), x=tr.x, y=tr.y, x_test=te.x, y_test=te.y, epochs=2, **FAST)
     assert isinstance(r, T.TrainResult) and r.test["accuracy"] > 0.7
