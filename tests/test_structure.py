@@ -87,7 +87,7 @@ def cycles(graph: nx.DiGraph) -> list[list[str]]:
     found = []
     for group in nx.strongly_connected_components(graph):
         if len(group) > 1:
-            edges = nx.find_cycle(graph.subgraph(group))
+            edges = nx.find_cycle(graph.subgraph(group), source=min(group))
             found.append([a for a, _ in edges] + [edges[0][0]])
     return sorted(found)
 

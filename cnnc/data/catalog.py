@@ -4,7 +4,6 @@
 """
 from __future__ import annotations
 
-
 MNIST_CLASSES: tuple[str, ...] = tuple(str(i) for i in range(10))
 FASHION_MNIST_CLASSES: tuple[str, ...] = (
     "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",

@@ -11,6 +11,7 @@ from ..catalog import MNIST_CLASSES
 
 
 def read_file(path: Path, what: str = "file") -> bytes:
+    """The file's bytes; a DataError naming it when it cannot be read."""
     try:
         return path.read_bytes()
     except FileNotFoundError:
@@ -22,6 +23,8 @@ def read_file(path: Path, what: str = "file") -> bytes:
 
 
 def class_names_for(y: np.ndarray, class_names: Sequence[str] | None, where: Any) -> tuple[str, ...]:
+    """``class_names`` checked against the labels; without them the digits when every label
+    is below 10, else ``"0".."K-1"``."""
     if len(y) and int(y.min()) < 0:
         raise DataError(f"{where}: negative label {int(y.min())}")
     top = int(y.max()) if len(y) else -1
@@ -37,6 +40,7 @@ def class_names_for(y: np.ndarray, class_names: Sequence[str] | None, where: Any
 
 
 def find_first(folder: Path, names: Sequence[str]) -> Path | None:
+    """The first of ``names`` that is a file in ``folder``."""
     for n in names:
         p = folder / n
         if p.is_file():
