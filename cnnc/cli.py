@@ -11,7 +11,8 @@ import sys
 from typing import Sequence
 
 from . import __version__
-from .errors import CnncError, UsageError
+from .commands import add_model_args, add_runtime_commands, compile_from_args, run_command
+from .errors import CnncError
 
 DESCRIPTION = """\
 cnnc compiles convolutional networks written the way lectures write them,
@@ -34,20 +35,6 @@ class _Parser(argparse.ArgumentParser):
         raise SystemExit(1)
 
 
-def _model_args(p: argparse.ArgumentParser, file_required: bool = True) -> None:
-    src = p.add_argument_group("model")
-    if file_required:
-        src.add_argument("file", help="model file (.cnn)")
-    else:
-        src.add_argument("file", nargs="?", help="model file (.cnn); or give -e EXPR")
-        src.add_argument("-e", "--expr", metavar="EXPR",
-                         help="an inline model expression instead of a file, e.g. 'conv3-relu-pool-fc'")
-    src.add_argument("--input", metavar="CxHxW", help="input shape, overrides the file's `input` line")
-    src.add_argument("--classes", type=int, metavar="N", help="number of classes, overrides `classes`")
-    src.add_argument("--width", type=int, metavar="N",
-                     help="filters of the first conv without a count (default 32), overrides `width`")
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="cnnc", description=DESCRIPTION, epilog=EPILOG,
                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -62,7 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
                        formatter_class=argparse.RawDescriptionHelpFormatter,
                        epilog="examples:\n  cnnc check models/vgg16.cnn --batch 64\n"
                               "  cnnc check -e 'conv5(10)' --input 3x32x32 --json")
-    _model_args(p, file_required=False)
+    add_model_args(p, file_required=False)
     p.add_argument("--batch", type=int, default=1, metavar="N",
                    help="batch size for the memory figures (default 1)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
@@ -71,31 +58,12 @@ def build_parser() -> argparse.ArgumentParser:
                        description="List every layer with its arguments and defaults.")
     p.add_argument("--json", action="store_true", help="print the list as JSON")
 
-    from .commands import add_runtime_commands
-
-    add_runtime_commands(sub, _model_args)
+    add_runtime_commands(sub)
     return parser
 
 
-def _compile_from_args(args):
-    import cnnc
-
-    if getattr(args, "expr", None) is not None and args.file is not None:
-        raise UsageError("give a model file or -e EXPR, not both")
-    if getattr(args, "expr", None) is None and args.file is None:
-        raise UsageError("no model given", hint="usage: cnnc check FILE  or  cnnc check -e 'EXPR' --input CxHxW")
-    kwargs = dict(input=args.input, classes=args.classes, width=args.width)
-    if args.width is not None and args.width < 1:
-        raise UsageError(f"--width must be at least 1, got {args.width}")
-    if getattr(args, "expr", None) is not None:
-        return cnnc.compile(args.expr, filename="<expr>", **kwargs)
-    return cnnc.compile_file(args.file, **kwargs)
-
-
 def cmd_check(args) -> int:
-    if args.batch < 1:
-        raise UsageError(f"--batch must be at least 1, got {args.batch}")
-    model = _compile_from_args(args)
+    model = compile_from_args(args)
     if args.json:
         print(model.to_json(batch=args.batch))
     else:
@@ -144,8 +112,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     handler = {"check": cmd_check, "layers": cmd_layers}.get(args.command)
     try:
         if handler is None:
-            from .commands import run_command
-
             return run_command(args)
         return handler(args)
     except CnncError as err:

@@ -1,47 +1,53 @@
-"""Commands that run networks: ``train``, ``eval``, ``predict``, ``bench``.
+"""Commands that run networks (``train``, ``eval``, ``predict``, ``bench``), and the model
+arguments every command shares (:func:`add_model_args`, :func:`compile_from_args`).
 
-Kept apart from :mod:`cnnc.cli` so that ``cnnc check`` never imports NumPy kernels or Numba.
+:mod:`cnnc.cli` imports this module; the NumPy, kernel and data imports stay inside the
+command functions so that ``cnnc check`` never imports Numba.
 """
 from __future__ import annotations
 
 import argparse
 import json
-import sys
-from pathlib import Path
 
 from .errors import CheckpointError, UsageError
+from .settings import TRAINING, add_training_flags
+
+
+def add_model_args(p: argparse.ArgumentParser, file_required: bool = True) -> None:
+    """The model: a file (or -e EXPR), and flags for the header lines they may override."""
+    src = p.add_argument_group("model")
+    if file_required:
+        src.add_argument("file", help="model file (.cnn)")
+    else:
+        src.add_argument("file", nargs="?", help="model file (.cnn); or give -e EXPR")
+        src.add_argument("-e", "--expr", metavar="EXPR",
+                         help="an inline model expression instead of a file, e.g. 'conv3-relu-pool-fc'")
+    src.add_argument("--input", metavar="CxHxW", help="input shape, overrides the file's `input` line")
+    src.add_argument("--classes", type=int, metavar="N", help="number of classes, overrides `classes`")
+    src.add_argument("--width", type=int, metavar="N",
+                     help="filters of the first conv without a count (default 32), overrides `width`")
+
+
+def compile_from_args(args):
+    """The model the parsed command line names (its file or -e EXPR, and the overrides)."""
+    import cnnc
+
+    if getattr(args, "expr", None) is not None and args.file is not None:
+        raise UsageError("give a model file or -e EXPR, not both")
+    if getattr(args, "expr", None) is None and args.file is None:
+        raise UsageError("no model given", hint="usage: cnnc check FILE  or  cnnc check -e 'EXPR' --input CxHxW")
+    kwargs = dict(input=args.input, classes=args.classes, width=args.width)
+    if getattr(args, "batch", None) is not None and args.batch < 1:
+        raise UsageError(f"--batch must be at least 1, got {args.batch}")
+    if args.width is not None and args.width < 1:
+        raise UsageError(f"--width must be at least 1, got {args.width}")
+    if getattr(args, "expr", None) is not None:
+        return cnnc.compile(args.expr, filename="<expr>", **kwargs)
+    return cnnc.compile_file(args.file, **kwargs)
 
 
 def _train_args(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("data")
-    g.add_argument("--data", metavar="NAME|PATH",
-                   help="digits (built in), mnist, fashion-mnist, cifar10, a folder of IDX files, "
-                        "CIFAR-10 binary batches or class subfolders of images, or an .npz with x, y "
-                        "(default: the file's `data` line, else digits)")
-    g.add_argument("--data-dir", metavar="DIR",
-                   help="where named data sets live (default: $CNNC_DATA, else ~/.cache/cnnc/data); "
-                        "missing ones are downloaded there when the network allows")
-    g.add_argument("--fit", action="store_true", default=None,
-                   help="zero-pad or centre-crop images to the model's input size (e.g. MNIST 28x28 "
-                        "for LeNet-5's 32x32) and convert grey<->RGB")
-    g.add_argument("--val-split", type=float, metavar="F", help="fraction held out for validation (default 0.1)")
-    g.add_argument("--augment", metavar="SPEC",
-                   help="none, flip, crop (pad 4), cropN, or crop+flip (default: auto, crop+flip for "
-                        "CIFAR-10, none for digits)")
-    g.add_argument("--limit", type=int, metavar="N", help="use only the first N training images")
-    o = p.add_argument_group("optimization (each overrides the model file's setting)")
-    o.add_argument("--epochs", type=int, metavar="N", help="training epochs (default 10)")
-    o.add_argument("--batch", type=int, metavar="N", help="mini-batch size (default 64)")
-    o.add_argument("--optimizer", choices=["sgd", "adam", "adamw"], help="default sgd")
-    o.add_argument("--lr", type=float, metavar="LR", help="learning rate (default 0.01 sgd, 0.001 adam/adamw)")
-    o.add_argument("--momentum", type=float, metavar="M", help="SGD momentum (default 0.9)")
-    o.add_argument("--nesterov", action="store_true", default=None, help="Nesterov momentum")
-    o.add_argument("--weight-decay", type=float, metavar="WD", help="weight decay (default 0)")
-    o.add_argument("--schedule", choices=["constant", "step", "cosine"], help="learning-rate schedule")
-    o.add_argument("--step-size", type=int, metavar="N", help="epochs between step decays (default 30)")
-    o.add_argument("--gamma", type=float, metavar="G", help="step decay factor (default 0.1)")
-    o.add_argument("--warmup", type=int, metavar="N", help="epochs of linear warm-up (default 0)")
-    o.add_argument("--seed", type=int, metavar="N", help="random seed (default 0): same seed, same result")
+    add_training_flags(p)
     r = p.add_argument_group("output")
     r.add_argument("--out", metavar="DIR",
                    help="run folder for checkpoints, history.csv/json and curves.png "
@@ -51,7 +57,8 @@ def _train_args(p: argparse.ArgumentParser) -> None:
     r.add_argument("--quiet", action="store_true", help="no progress bar or per-epoch lines")
 
 
-def add_runtime_commands(sub, model_args) -> None:
+def add_runtime_commands(sub) -> None:
+    model_args = add_model_args
     fmt = argparse.RawDescriptionHelpFormatter
     p = sub.add_parser(
         "train", help="train a model on a data set", formatter_class=fmt,
@@ -108,11 +115,9 @@ def run_command(args) -> int:
 
 
 def _compile(args, classes=None):
-    from .cli import _compile_from_args
-
     if classes is not None and args.classes is None:
         args.classes = classes
-    return _compile_from_args(args)
+    return compile_from_args(args)
 
 
 # ---------------------------------------------------------------------------
@@ -121,10 +126,7 @@ def _compile(args, classes=None):
 def cmd_train(args) -> int:
     from .train import train
 
-    settings = {k: getattr(args, k) for k in (
-        "data", "data_dir", "epochs", "optimizer", "lr", "momentum", "nesterov", "weight_decay",
-        "schedule", "step_size", "gamma", "warmup", "augment", "seed", "val_split", "fit", "limit")}
-    settings["batch"] = args.batch
+    settings = {spec.key: getattr(args, spec.key) for spec in TRAINING}
     if args.batch is not None and args.batch < 1:
         raise UsageError(f"--batch must be at least 1, got {args.batch}")
     saved_batch = args.batch
@@ -147,26 +149,18 @@ def cmd_train(args) -> int:
 
 def _load_weights(args):
     """Model (classes from the checkpoint when not given), network with its weights, meta."""
-    from .checkpoint import load_checkpoint
-    from .train import BEST, CHECKPOINT
+    from .runs import find_weights, load_training_checkpoint, params_of
 
-    p = Path(args.weights)
-    if p.is_dir():
-        p = p / BEST if (p / BEST).exists() else p / CHECKPOINT
-    if not p.exists():
-        raise CheckpointError(f"{p}: no such checkpoint")
-    arrays, meta = load_checkpoint(p)
-    if meta.get("kind") != "cnnc-training":
-        raise CheckpointError(f"{p}: not a cnnc training checkpoint")
+    p = find_weights(args.weights)
+    arrays, meta = load_training_checkpoint(p)
     model = _compile(args, classes=meta.get("classes"))
     if list(model.input_shape) != list(meta.get("input_shape", [])):
         raise CheckpointError(
             f"{p} was trained for inputs {'x'.join(map(str, meta.get('input_shape', [])))}, "
             f"but the model takes {'x'.join(map(str, model.input_shape))}")
     net = model.network()
-    params = {k[len("param."):]: v for k, v in arrays.items() if k.startswith("param.")}
     try:
-        net.load_state(params)
+        net.load_state(params_of(arrays))
     except UsageError as err:
         raise CheckpointError(f"{p}: {err.message}",
                               hint="the checkpoint was made for another model") from None
@@ -257,6 +251,3 @@ def _model_argv(args) -> list[str]:
             argv += [f"--{flag}", str(v)]
     return argv
 
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(1)

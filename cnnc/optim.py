@@ -12,9 +12,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from .errors import UsageError
+from .settings import SETTING_KEYS
 
-OPTIMIZERS = ("sgd", "adam", "adamw")
-SCHEDULES = ("constant", "step", "cosine")
+OPTIMIZERS = SETTING_KEYS["optimizer"].choices
+SCHEDULES = SETTING_KEYS["schedule"].choices
 
 
 class Optimizer:

@@ -14,6 +14,7 @@ from lark import Lark, Token, Transformer, v_args
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken, VisitError
 
 from .errors import SourceError, Span
+from .settings import SETTING_KEYS
 
 # ---------------------------------------------------------------------------
 # AST
@@ -409,8 +410,6 @@ def _innermost_open(text: str) -> str | None:
 
 
 def _is_setting_line(text: str, tok: Token) -> bool:
-    from .settings import SETTING_KEYS  # settings imports this module: import late
-
     line_start = text.rfind("\n", 0, tok.start_pos) + 1
     words = text[line_start: tok.start_pos].split()
     return bool(words) and words[0] in SETTING_KEYS
@@ -434,8 +433,6 @@ def _missing_dash(text: str, tok: Token) -> SourceError | None:
     if m is None:
         return None
     first, second = m.group(1), m.group(2)
-    from .settings import SETTING_KEYS  # settings imports this module: import late
-
     if first in SETTING_KEYS:
         return None
     return SourceError(f"missing '-' between '{first}' and '{second}'",

@@ -12,74 +12,36 @@ checkpoint ends with exactly the weights of an uninterrupted one.
 """
 from __future__ import annotations
 
-import csv
-import io
-import json
 import math
 import signal
 import sys
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields, make_dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from . import data as D
-from .checkpoint import atomic_write_bytes, atomic_write_text, load_checkpoint, save_checkpoint
 from .errors import CheckpointError, DataError, TrainingError, UsageError
-from .optim import OPTIMIZERS, SCHEDULES, Optimizer, Schedule
+from .optim import Optimizer, Schedule
+from .runs import (BEST, CHECKPOINT, find_checkpoint, load_training_checkpoint, new_run_dir,
+                   params_of, save_checkpoint, training_arrays, training_meta, write_history)
+from .settings import DEFAULT_LR, TRAINING
 
 if TYPE_CHECKING:
     from .compiler import Model
     from .network import Network
 
-DEFAULT_LR = {"sgd": 0.01, "adam": 0.001, "adamw": 0.001}
-CHECKPOINT = "checkpoint.npz"
-BEST = "best.npz"
 
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Training settings: the model file's header lines, overridden by flags/arguments."""
-
-    data: str = "digits"
-    data_dir: str | None = None
-    epochs: int = 10
-    batch: int = 64
-    optimizer: str = "sgd"
-    lr: float | None = None  # None: 0.01 for sgd, 0.001 for adam/adamw
-    momentum: float = 0.9
-    nesterov: bool = False
-    weight_decay: float = 0.0
-    schedule: str = "constant"
-    step_size: int = 30
-    gamma: float = 0.1
-    warmup: int = 0
-    augment: str = "auto"
-    seed: int = 0
-    val_split: float = 0.1
-    fit: bool = False  # pad/crop images (and grey<->RGB) to the model's input shape
-    limit: int | None = None  # use only the first N training images (quick experiments)
+class _TrainConfigRules:
+    """What :class:`TrainConfig` adds to its fields: validation and derived values."""
 
     def __post_init__(self) -> None:
-        checks = [
-            (self.epochs >= 1, f"epochs must be at least 1, got {self.epochs}"),
-            (self.batch >= 1, f"batch must be at least 1, got {self.batch}"),
-            (self.optimizer in OPTIMIZERS, f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}"),
-            (self.schedule in SCHEDULES, f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}"),
-            (self.lr is None or (math.isfinite(self.lr) and self.lr > 0), f"lr must be a positive number, got {self.lr}"),
-            (self.momentum >= 0, f"momentum must be >= 0, got {self.momentum}"),
-            (self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay}"),
-            (0 <= self.val_split < 1, f"val_split must lie in [0, 1), got {self.val_split}"),
-            (self.warmup >= 0, f"warmup must be >= 0, got {self.warmup}"),
-            (self.step_size >= 1, f"step_size must be at least 1, got {self.step_size}"),
-            (self.seed >= 0, f"seed must be >= 0, got {self.seed}"),
-            (self.limit is None or self.limit >= 1, f"limit must be at least 1, got {self.limit}"),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise UsageError(message)
+        for spec in TRAINING:
+            problem = spec.problem(getattr(self, spec.key))
+            if problem:
+                raise UsageError(problem)
         if self.nesterov and (self.optimizer != "sgd" or self.momentum <= 0):
             raise UsageError("nesterov needs optimizer sgd with momentum > 0")
 
@@ -94,6 +56,16 @@ class TrainConfig:
         values = {k: v for k, v in header.training().items() if k in names}
         values.update({k: v for k, v in overrides.items() if v is not None and k in names})
         return cls(**values)
+
+
+#: Training settings: the model file's header lines, overridden by flags/arguments. One
+#: field per training setting of :data:`cnnc.settings.SETTINGS`, with its default.
+TrainConfig = make_dataclass(
+    "TrainConfig", [(s.key, s.type if s.default is not None else s.type | None,
+                     field(default=s.default)) for s in TRAINING],
+    bases=(_TrainConfigRules,), frozen=True,
+    namespace={"__module__": __name__, "__doc__": "Training settings: the model file's header "
+               "lines, overridden by flags/arguments (fields: cnnc.settings.TRAINING)."})
 
 
 @dataclass
@@ -148,25 +120,6 @@ class TrainResult:
 # ---------------------------------------------------------------------------
 
 
-def dataset_from_arrays(x, y, name: str = "arrays", class_names=None) -> D.Dataset:
-    """A Dataset from NumPy arrays: x (N, C, H, W) uint8 or float, y (N,) integers."""
-    x = np.asarray(x)
-    y = np.asarray(y)
-    if x.ndim == 3:
-        x = x[:, None]
-    if x.ndim != 4:
-        raise DataError(f"{name}: images must be (N, C, H, W), got shape {x.shape}")
-    if x.dtype != np.uint8:
-        x = x.astype(np.float32)
-    if not np.issubdtype(y.dtype, np.integer):
-        raise DataError(f"{name}: labels must be integers, got {y.dtype}")
-    y = y.astype(np.int64)
-    if class_names is None:
-        k = int(y.max()) + 1 if y.size else 1
-        class_names = tuple(str(i) for i in range(k))
-    return D.Dataset(x, y, tuple(class_names), name)
-
-
 def prepare_data(model_shape, classes: int | None, cfg: TrainConfig, train_ds: D.Dataset,
                  test_ds: D.Dataset) -> Prepared:
     """Check shapes and classes, hold out validation, normalize with training statistics."""
@@ -189,10 +142,6 @@ def prepare_data(model_shape, classes: int | None, cfg: TrainConfig, train_ds: D
     return Prepared(D.to_float(train.x, mean, std), train.y, D.to_float(val.x, mean, std), val.y,
                     D.to_float(test_ds.x, mean, std), test_ds.y, mean, std, train_ds.class_names,
                     train_ds.name, augment)
-
-
-def load_data(cfg: TrainConfig) -> tuple[D.Dataset, D.Dataset]:
-    return D.resolve_dataset(cfg.data, cfg.data_dir)
 
 
 # ---------------------------------------------------------------------------
@@ -300,30 +249,26 @@ class Trainer:
 
     # ---- checkpoints
     def _arrays(self) -> dict[str, np.ndarray]:
-        arrays = {f"param.{k}": v for k, v in self.net.state().items()}
-        arrays.update(self.optimizer.state())
-        arrays["data.mean"] = self.data.mean
-        arrays["data.std"] = self.data.std
-        return arrays
+        return training_arrays(self.net.state(), self.optimizer.state(), self.data.mean,
+                               self.data.std)
 
     def _meta(self) -> dict:
-        return {
-            "kind": "cnnc-training",
-            "model_text": self.model.source,
-            "model_file": self.model.filename,
-            "input_shape": list(self.model.input_shape),
-            "classes": self.net.classes,
-            "class_names": list(self.data.class_names),
-            "data_name": self.data.name,
-            "config": asdict(self.cfg),
-            "position": asdict(self.pos),
-            "rng": {"epoch_start": self.epoch_start_state, "shuffle": _rng_state(self.shuffle_rng),
-                    "augment": _rng_state(self.aug_rng), "dropout": _rng_state(self.net.rng)},
-            "history": self.history,
-            "best_val_accuracy": self.best_val,
-            "best_score": list(self.best_score) if self.best_score else None,
-            "finished": self.pos.epoch >= self.cfg.epochs,
-        }
+        return training_meta(
+            model_text=self.model.source,
+            model_file=self.model.filename,
+            input_shape=list(self.model.input_shape),
+            classes=self.net.classes,
+            class_names=list(self.data.class_names),
+            data_name=self.data.name,
+            config=asdict(self.cfg),
+            position=asdict(self.pos),
+            rng={"epoch_start": self.epoch_start_state, "shuffle": _rng_state(self.shuffle_rng),
+                 "augment": _rng_state(self.aug_rng), "dropout": _rng_state(self.net.rng)},
+            history=self.history,
+            best_val_accuracy=self.best_val,
+            best_score=list(self.best_score) if self.best_score else None,
+            finished=self.pos.epoch >= self.cfg.epochs,
+        )
 
     def save(self, name: str = CHECKPOINT) -> Path | None:
         if self.out_dir is None:
@@ -333,9 +278,8 @@ class Trainer:
         return path
 
     def restore(self, arrays: dict[str, np.ndarray], meta: dict) -> None:
-        params = {k[len("param."):]: v for k, v in arrays.items() if k.startswith("param.")}
         try:
-            self.net.load_state(params)
+            self.net.load_state(params_of(arrays))
             self.optimizer.load_state(arrays)
         except (UsageError, KeyError, ValueError) as err:
             raise CheckpointError(f"the checkpoint does not match this model: {getattr(err, 'message', err)}") from None
@@ -351,15 +295,8 @@ class Trainer:
 
     # ---- outputs
     def write_history(self) -> None:
-        if self.out_dir is None or not self.history:
-            return
-        buf = io.StringIO()
-        writer = csv.DictWriter(buf, fieldnames=list(self.history[0]))
-        writer.writeheader()
-        writer.writerows(self.history)
-        atomic_write_text(self.out_dir / "history.csv", buf.getvalue())
-        atomic_write_text(self.out_dir / "history.json", json.dumps(self.history, indent=1))
-        atomic_write_bytes(self.out_dir / "curves.png", plot_history(self.history, self.model.filename))
+        if self.out_dir is not None and self.history:
+            write_history(self.out_dir, self.history, self.model.filename)
 
     # ---- loop
     def run(self) -> TrainResult:
@@ -367,8 +304,10 @@ class Trainer:
 
         cfg, data, net = self.cfg, self.data, self.net
         prog = net.executor(self.batch)
-        xin, labels = prog.input, prog.labels
-        scratch = np.empty(xin.shape[1:], xin.dtype)
+        train_set = D.Dataset(data.x_train, data.y_train, data.class_names, data.name)
+        batches = D.Batches(train_set, self.batch, shuffle=False, drop_last=True,
+                            augment=data.augment, augment_rng=self.aug_rng,
+                            out=(prog.input, prog.labels))
         start = time.perf_counter() - self.pos.seconds
         interrupted = False
         with _Interrupt() as stop:
@@ -389,11 +328,7 @@ class Trainer:
                     for it in range(self.pos.iteration, self.steps_per_epoch):
                         if stop.requested:
                             break
-                        idx = perm[it * self.batch: (it + 1) * self.batch]
-                        np.take(data.x_train, idx, axis=0, out=xin)
-                        np.take(data.y_train, idx, out=labels)
-                        if data.augment:
-                            data.augment.apply(xin, self.aug_rng, scratch)
+                        batches.load(perm, it)
                         loss, correct = net.step(prog, training=True)
                         if not math.isfinite(loss):
                             raise TrainingError(
@@ -464,71 +399,6 @@ class Trainer:
             self.log(msg)
 
 
-def plot_history(history: list[dict], title: str) -> bytes:
-    """PNG bytes of the loss and accuracy curves."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    epochs = [h["epoch"] for h in history]
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    for ax, metric, label in zip(axes, ("loss", "accuracy"), ("cross-entropy loss", "accuracy")):
-        ax.plot(epochs, [h[f"train_{metric}"] for h in history], "o-", label="train")
-        if any(h[f"val_{metric}"] is not None for h in history):
-            ax.plot(epochs, [h[f"val_{metric}"] for h in history], "o-", label="validation")
-        ax.set_xlabel("epoch")
-        ax.set_ylabel(label)
-        ax.legend()
-        ax.grid(alpha=0.3)
-    fig.suptitle(title)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100)
-    plt.close(fig)
-    return buf.getvalue()
-
-
-# ---------------------------------------------------------------------------
-# run directories
-# ---------------------------------------------------------------------------
-
-
-def new_run_dir(model_file: str, out: str | None) -> Path:
-    """``out`` as given (refused if it already holds a run), else ``runs/<model>``, numbered
-    ``-2``, ``-3``... so that no earlier run is overwritten."""
-    if out is not None:
-        path = Path(out)
-        if (path / CHECKPOINT).exists():
-            raise UsageError(f"{path} already holds a training run",
-                             hint=f"continue it with --resume {path}, or choose another --out")
-    else:
-        stem = Path(model_file).stem if model_file not in ("<string>", "<expr>") else "model"
-        base = Path("runs") / stem
-        path, k = base, 1
-        while (path / CHECKPOINT).exists():
-            k += 1
-            path = base.parent / f"{base.name}-{k}"
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        probe = path / ".write-test"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as err:
-        raise TrainingError(f"cannot write to the output folder {path}: {err.strerror or err}",
-                            hint="choose a writable folder with --out") from None
-    return path
-
-
-def find_checkpoint(path: str | Path) -> Path:
-    p = Path(path)
-    if p.is_dir():
-        p = p / CHECKPOINT
-    if not p.exists():
-        raise CheckpointError(f"{p}: no such checkpoint")
-    return p
-
-
 # ---------------------------------------------------------------------------
 # the Python API
 # ---------------------------------------------------------------------------
@@ -551,9 +421,7 @@ def train(model: "Model", *, x=None, y=None, x_test=None, y_test=None, out: str 
         raise UsageError(f"unknown training setting(s): {', '.join(sorted(unknown))}")
     arrays = meta = None
     if resume is not None:
-        arrays, meta = load_checkpoint(find_checkpoint(resume))
-        if meta.get("kind") != "cnnc-training":
-            raise CheckpointError(f"{resume}: not a cnnc training checkpoint")
+        arrays, meta = load_training_checkpoint(find_checkpoint(resume), named=resume)
         cfg_values = dict(meta["config"])
         if settings.get("epochs") is not None:
             cfg_values["epochs"] = settings["epochs"]
@@ -561,11 +429,11 @@ def train(model: "Model", *, x=None, y=None, x_test=None, y_test=None, out: str 
     else:
         cfg = TrainConfig.from_header(model.header, **settings)
     if x is not None:
-        train_ds = dataset_from_arrays(x, y, "x")
-        test_ds = (dataset_from_arrays(x_test, y_test, "x_test", train_ds.class_names) if x_test is not None
+        train_ds = D.dataset_from_arrays(x, y, "x")
+        test_ds = (D.dataset_from_arrays(x_test, y_test, "x_test", train_ds.class_names) if x_test is not None
                    else train_ds.subset(np.arange(0)))
     else:
-        train_ds, test_ds = load_data(cfg)
+        train_ds, test_ds = D.resolve_dataset(cfg.data, cfg.data_dir)
     if model.classes is None:
         from .compiler import compile as compile_text
 

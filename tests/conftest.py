@@ -1,20 +1,136 @@
-"""Helpers shared by the test files: paths, finite differences, and the size rules the
-tests derive their expectations from (written here from DESIGN.md and PyTorch's docs,
-independently of cnnc's code)."""
+"""Helpers shared by the test files, by section. Import plain helpers with
+``from conftest import ...``; fixtures (``cli``) need no import.
+
+Sections: paths (the repository, its models, the shared data sets); the command line
+(in-process and as a subprocess, and what a clean failure looks like); checkpoints and
+run folders; finite differences; and the size rules the tests derive their expectations
+from (written from DESIGN.md and PyTorch's documentation, independently of cnnc's code).
+"""
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
-# ---- paths -------------------------------------------------------------------------------
+# ---------------------------------------------------------------------------- paths
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[1]
 MODELS_DIR = ROOT / "models"
 MODEL_FILES = sorted(MODELS_DIR.glob("*.cnn"))
+#: The verified MNIST / Fashion-MNIST copies beside the repository (see shared/data/README.md).
 SHARED_DATA = ROOT.parent / "shared" / "data"
+MNIST = SHARED_DATA / "mnist"
+FASHION = SHARED_DATA / "fashion-mnist"
+needs_mnist = pytest.mark.skipif(not (MNIST / "t10k-images-idx3-ubyte.gz").exists(),
+                                 reason=f"MNIST not found in {SHARED_DATA}")
+needs_shared = pytest.mark.skipif(
+    not (MNIST.is_dir() and FASHION.is_dir()),
+    reason=f"the verified MNIST/Fashion-MNIST copies are not at {SHARED_DATA}")
 
-# ---- finite differences ------------------------------------------------------------------
+
+def write_model(folder, text: str, name: str = "tiny.cnn") -> Path:
+    path = Path(folder) / name
+    path.write_text(text)
+    return path
+
+
+# ---------------------------------------------------------------------------- command line
+
+
+class Result:
+    """What a ``cnnc`` command did: exit status, stdout, stderr."""
+
+    def __init__(self, code, out: str, err: str):
+        self.code, self.out, self.err = code, out, err
+
+    def json(self):
+        return json.loads(self.out)
+
+    def __repr__(self) -> str:
+        return f"exit {self.code}\nstdout: {self.out}\nstderr: {self.err}"
+
+
+def run_main(*args) -> Result:
+    """``cnnc ARGS`` in-process through ``cnnc.cli.main`` (the caller captures the output:
+    use the ``cli`` fixture); argparse's SystemExit counts as an exit status."""
+    from cnnc.cli import main
+
+    try:
+        code = main([str(a) for a in args])
+    except SystemExit as exc:  # --help, argparse errors
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    return code
+
+
+@pytest.fixture
+def cli(capsys, monkeypatch, tmp_path):
+    """Run ``cnnc ARGS`` in-process (cwd tmp_path, downloads off): a Result."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("CNNC_OFFLINE", "1")
+
+    def run(*args) -> Result:
+        capsys.readouterr()
+        code = run_main(*args)
+        out, err = capsys.readouterr()
+        return Result(code, out, err)
+
+    return run
+
+
+def run_subprocess(*args, cwd=ROOT, timeout: float = 300) -> Result:
+    """``python -m cnnc.cli ARGS`` in a fresh process (downloads off)."""
+    env = dict(os.environ, CNNC_OFFLINE="1")
+    p = subprocess.run([sys.executable, "-m", "cnnc.cli", *map(str, args)], cwd=cwd, env=env,
+                       capture_output=True, text=True, timeout=timeout)
+    return Result(p.returncode, p.stdout, p.stderr)
+
+
+def one_error_message(err: str) -> None:
+    """stderr holds one clear message: no traceback, one 'error:' line."""
+    assert "Traceback" not in err, err
+    assert err.count("error:") == 1, err
+
+
+def assert_clean_failure(r: Result, *patterns: str) -> None:
+    """Exit 1, one error message on stderr (no traceback), naming each pattern."""
+    assert r.code == 1, r
+    one_error_message(r.err)
+    for p in patterns:
+        assert p in r.err, (p, r)
+
+
+# ---------------------------------------------------------------------------- checkpoints
+
+
+def checkpoint_params(path) -> dict:
+    """The network parameters and buffers saved in a checkpoint file."""
+    from cnnc.runs import load_checkpoint, params_of
+
+    arrays, _ = load_checkpoint(path)
+    return params_of(arrays)
+
+
+def assert_same_params(a, b) -> None:
+    """Two checkpoints (paths) or parameter dicts hold bitwise-equal parameters."""
+    a = a if isinstance(a, dict) else checkpoint_params(a)
+    b = b if isinstance(b, dict) else checkpoint_params(b)
+    assert sorted(a) == sorted(b) and a
+    for k in a:
+        assert a[k].dtype == b[k].dtype and a[k].shape == b[k].shape, k
+        assert a[k].tobytes() == b[k].tobytes(), f"{k} differs"
+
+
+def tmp_files(folder) -> list[str]:
+    """Temporary files an atomic write left behind (there must be none)."""
+    return sorted(p.name for p in Path(folder).iterdir() if p.name.endswith(".tmp"))
+
+
+# ---------------------------------------------------------------------------- finite differences
 
 
 def numgrad(f, a: np.ndarray, rng: np.random.Generator | None = None, limit: int | None = None,
@@ -46,7 +162,7 @@ def numgrad_full(f, a: np.ndarray, eps: float = 1e-6) -> np.ndarray:
     return g.reshape(a.shape)
 
 
-# ---- size rules --------------------------------------------------------------------------
+# ---------------------------------------------------------------------------- size rules
 
 
 def conv_padding(cfg) -> tuple[int, int]:

@@ -3,68 +3,39 @@ for the end-to-end path (exit status, stderr, imports, start-up time), as a subp
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
-from cnnc.cli import main
-
-ROOT = Path(__file__).resolve().parent.parent
-MODELS = sorted((ROOT / "models").glob("*.cnn"))
-
-
-def run_main(capsys, *argv):
-    """main(argv) -> (exit status, stdout, stderr); SystemExit (argparse) counts as a status."""
-    try:
-        rc = main(list(argv))
-    except SystemExit as exc:  # --help, argparse errors
-        rc = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-    out, err = capsys.readouterr()
-    return rc, out, err
-
-
-def run_cli(*argv, cwd=ROOT, timeout=60):
-    env = dict(os.environ)
-    return subprocess.run([sys.executable, "-m", "cnnc.cli", *argv], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=timeout)
-
-
-def one_error_message(err: str) -> None:
-    """stderr holds one clear message: no traceback, an 'error:' line."""
-    assert "Traceback" not in err
-    assert "error:" in err
-    assert err.count("error:") == 1, err
-
+from conftest import MODEL_FILES, ROOT, one_error_message, run_subprocess
 
 # ---- check ------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("path", MODELS, ids=[p.name for p in MODELS])
-def test_check_every_model(capsys, path):
-    rc, out, err = run_main(capsys, "check", str(path))
-    assert rc == 0, err
-    assert err == ""
-    assert "parameters" in out and "MACs" in out
-    assert out.startswith(f"{path}: input ")
+@pytest.mark.parametrize("path", MODEL_FILES, ids=[p.name for p in MODEL_FILES])
+def test_check_every_model(cli, path):
+    r = cli("check", str(path))
+    assert r.code == 0, r.err
+    assert r.err == ""
+    assert "parameters" in r.out and "MACs" in r.out
+    assert r.out.startswith(f"{path}: input ")
 
 
-def test_check_text_shows_formulas_and_totals(capsys):
-    rc, out, _ = run_main(capsys, "check", str(ROOT / "models" / "lenet5.cnn"))
-    assert rc == 0
-    assert "(5*5*1+1)*6 = 156" in out
-    assert "61,706" in out and "416,520" in out
-    assert "FLOPs = 2 x MACs" in out
+def test_check_text_shows_formulas_and_totals(cli):
+    r = cli("check", str(ROOT / "models" / "lenet5.cnn"))
+    assert r.code == 0
+    assert "(5*5*1+1)*6 = 156" in r.out
+    assert "61,706" in r.out and "416,520" in r.out
+    assert "FLOPs = 2 x MACs" in r.out
 
 
-@pytest.mark.parametrize("path", MODELS, ids=[p.name for p in MODELS])
-def test_check_json(capsys, path):
-    rc, out, err = run_main(capsys, "check", str(path), "--json")
-    assert rc == 0, err
-    d = json.loads(out)
+@pytest.mark.parametrize("path", MODEL_FILES, ids=[p.name for p in MODEL_FILES])
+def test_check_json(cli, path):
+    r = cli("check", str(path), "--json")
+    assert r.code == 0, r.err
+    d = json.loads(r.out)
     assert isinstance(d["total_params"], int) and isinstance(d["total_macs"], int)
     assert d["layers"]
     for layer in d["layers"]:
@@ -75,57 +46,57 @@ def test_check_json(capsys, path):
     assert d["total_macs"] == sum(layer["macs"] for layer in d["layers"])
 
 
-def test_check_json_reference_numbers(capsys):
-    rc, out, _ = run_main(capsys, "check", str(ROOT / "models" / "resnet18.cnn"), "--json", "--batch", "8")
-    d = json.loads(out)
+def test_check_json_reference_numbers(cli):
+    r = cli("check", str(ROOT / "models" / "resnet18.cnn"), "--json", "--batch", "8")
+    d = json.loads(r.out)
     assert d["total_params"] == 11_689_512
     assert d["buffers"] == 9_600
     assert d["batch"] == 8
 
 
-def test_check_expression(capsys):
-    rc, out, err = run_main(capsys, "check", "-e", "[[conv3-relu]*2 - pool]*3 - fc",
+def test_check_expression(cli):
+    r = cli("check", "-e", "[[conv3-relu]*2 - pool]*3 - fc",
                             "--input", "3x32x32", "--classes", "10", "--json")
-    assert rc == 0, err
-    d = json.loads(out)
+    assert r.code == 0, r.err
+    d = json.loads(r.out)
     assert d["total_params"] == 307_498
     assert d["input_shape"] == [3, 32, 32] and d["output_shape"] == [10]
     assert [x["output_shape"][0] for x in d["layers"] if x["type"] == "conv"] == [32, 32, 64, 64, 128, 128]
 
 
-def test_check_expression_width_flag(capsys):
-    rc, out, _ = run_main(capsys, "check", "-e", "conv3 - pool - conv3 - fc", "--input", "3x8x8",
+def test_check_expression_width_flag(cli):
+    r = cli("check", "-e", "conv3 - pool - conv3 - fc", "--input", "3x8x8",
                           "--classes", "2", "--width", "4", "--json")
-    assert rc == 0
-    d = json.loads(out)
+    assert r.code == 0
+    d = json.loads(r.out)
     assert [x["output_shape"][0] for x in d["layers"] if x["type"] == "conv"] == [4, 8]
 
 
-def test_check_flags_override_the_header(capsys):
-    rc, out, _ = run_main(capsys, "check", str(ROOT / "models" / "vgg_cifar.cnn"), "--input", "1x16x16",
+def test_check_flags_override_the_header(cli):
+    r = cli("check", str(ROOT / "models" / "vgg_cifar.cnn"), "--input", "1x16x16",
                           "--classes", "3", "--json")
-    assert rc == 0
-    d = json.loads(out)
+    assert r.code == 0
+    d = json.loads(r.out)
     assert d["input_shape"] == [1, 16, 16] and d["output_shape"] == [3]
 
 
-def test_check_bad_model_reports_position(capsys, tmp_path):
+def test_check_bad_model_reports_position(cli, tmp_path):
     bad = tmp_path / "bad.cnn"
     bad.write_text("input 3x7x7\nclasses 10\nconv3(8, stride=3) - relu - fc\n")
-    rc, out, err = run_main(capsys, "check", str(bad))
-    assert rc == 1
-    assert out == ""
-    one_error_message(err)
-    assert err.startswith(f"{bad}:3:1: error: conv3(stride=3) does not fit its 7x7 input")
-    assert "    conv3(8, stride=3) - relu - fc\n    ^^^^^^^^^^^^^^^^^^\n" in err
+    r = cli("check", str(bad))
+    assert r.code == 1
+    assert r.out == ""
+    one_error_message(r.err)
+    assert r.err.startswith(f"{bad}:3:1: error: conv3(stride=3) does not fit its 7x7 input")
+    assert "    conv3(8, stride=3) - relu - fc\n    ^^^^^^^^^^^^^^^^^^\n" in r.err
 
 
-def test_check_bad_expression_reports_position(capsys):
-    rc, out, err = run_main(capsys, "check", "-e", "conv3 - reul", "--input", "3x8x8")
-    assert rc == 1
-    one_error_message(err)
-    assert err.startswith("<expr>:1:9: error: unknown layer 'reul'")
-    assert "did you mean 'relu'" in err
+def test_check_bad_expression_reports_position(cli):
+    r = cli("check", "-e", "conv3 - reul", "--input", "3x8x8")
+    assert r.code == 1
+    one_error_message(r.err)
+    assert r.err.startswith("<expr>:1:9: error: unknown layer 'reul'")
+    assert "did you mean 'relu'" in r.err
 
 
 @pytest.mark.parametrize("argv,needle", [
@@ -140,51 +111,51 @@ def test_check_bad_expression_reports_position(capsys):
     (["check", "--classes", "ten", str(ROOT / "models" / "lenet5.cnn")], "invalid int value"),
     (["frobnicate"], "invalid choice"),
 ])
-def test_check_usage_errors(capsys, argv, needle):
-    rc, out, err = run_main(capsys, *argv)
-    assert rc == 1
-    one_error_message(err)
-    assert needle in err
+def test_check_usage_errors(cli, argv, needle):
+    r = cli(*argv)
+    assert r.code == 1
+    one_error_message(r.err)
+    assert needle in r.err
 
 
-def test_check_binary_file(capsys, tmp_path):
+def test_check_binary_file(cli, tmp_path):
     binary = tmp_path / "weights.cnn"
     binary.write_bytes(bytes(range(256)) * 4)
-    rc, out, err = run_main(capsys, "check", str(binary))
-    assert rc == 1
-    one_error_message(err)
-    assert "not a text file" in err
+    r = cli("check", str(binary))
+    assert r.code == 1
+    one_error_message(r.err)
+    assert "not a text file" in r.err
 
 
-def test_check_empty_file(capsys, tmp_path):
+def test_check_empty_file(cli, tmp_path):
     empty = tmp_path / "empty.cnn"
     empty.write_text("# nothing here\n")
-    rc, out, err = run_main(capsys, "check", str(empty), "--input", "3x8x8")
-    assert rc == 1
-    one_error_message(err)
-    assert "no network expression" in err
+    r = cli("check", str(empty), "--input", "3x8x8")
+    assert r.code == 1
+    one_error_message(r.err)
+    assert "no network expression" in r.err
 
 
 # ---- help and layers -------------------------------------------------------------------------
 
 
-def test_help(capsys):
-    rc, out, _ = run_main(capsys, "--help")
-    assert rc == 0
-    assert "check" in out and "layers" in out
-    rc, out, _ = run_main(capsys, "check", "--help")
-    assert rc == 0
-    assert "--input" in out and "--json" in out and "--batch" in out
+def test_help(cli):
+    r = cli("--help")
+    assert r.code == 0
+    assert "check" in r.out and "layers" in r.out
+    r = cli("check", "--help")
+    assert r.code == 0
+    assert "--input" in r.out and "--json" in r.out and "--batch" in r.out
 
 
-def test_layers(capsys):
-    rc, out, _ = run_main(capsys, "layers")
-    assert rc == 0
+def test_layers(cli):
+    r = cli("layers")
+    assert r.code == 0
     for name in ("conv", "maxpool", "avgpool", "gap", "fc", "relu", "bn", "dropout", "softmax", "id"):
-        assert f"\n{name}" in "\n" + out
-    assert "concat" not in out.split("\n\n")[0]  # internal merges are not listed as layers
-    rc, out, _ = run_main(capsys, "layers", "--json")
-    items = json.loads(out)
+        assert f"\n{name}" in "\n" + r.out
+    assert "concat" not in r.out.split("\n\n")[0]  # internal merges are not listed as layers
+    r = cli("layers", "--json")
+    items = json.loads(r.out)
     assert {"conv", "fc", "relu"} <= {it["name"] for it in items}
 
 
@@ -192,16 +163,16 @@ def test_layers(capsys):
 
 
 def test_subprocess_check_ok_and_error(tmp_path):
-    p = run_cli("check", "models/lenet5.cnn")
-    assert p.returncode == 0, p.stderr
-    assert "61,706" in p.stdout
+    p = run_subprocess("check", "models/lenet5.cnn")
+    assert p.code == 0, p.err
+    assert "61,706" in p.out
     bad = tmp_path / "bad.cnn"
     bad.write_text("input 3x32x32\nconv3 - (relu | relu + relu)\n")
-    p = run_cli("check", str(bad))
-    assert p.returncode == 1
-    assert p.stdout == ""
-    assert p.stderr.startswith(f"{bad}:2:22: error: ")
-    assert "Traceback" not in p.stderr
+    p = run_subprocess("check", str(bad))
+    assert p.code == 1
+    assert p.out == ""
+    assert p.err.startswith(f"{bad}:2:22: error: ")
+    assert "Traceback" not in p.err
 
 
 def test_subprocess_check_does_not_import_numba():

@@ -22,18 +22,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cnnc import checkpoint as ck
+from cnnc import atomic
 from cnnc import data as D
+from cnnc import runs
 from cnnc import train as T
 from cnnc.cli import main
 from cnnc.optim import Optimizer
-
-REPO = Path(__file__).resolve().parents[1]
-MODELS = REPO / "models"
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-MNIST = SHARED_DATA / "mnist"
-needs_mnist = pytest.mark.skipif(not (MNIST / "t10k-images-idx3-ubyte.gz").exists(),
-                                 reason="MNIST not found in ../shared/data")
+from conftest import (MNIST, MODELS_DIR, SHARED_DATA, assert_clean_failure, assert_same_params,
+                      needs_mnist, run_subprocess, tmp_files, write_model)
 
 TINY_DIGITS = """\
 input 1x8x8
@@ -69,75 +65,8 @@ conv3(8) - relu - pool - fc
 QUIET = ["--quiet"]
 
 
-class Result:
-    def __init__(self, code, out, err):
-        self.code, self.out, self.err = code, out, err
-
-    def json(self):
-        return json.loads(self.out)
-
-    def __repr__(self):
-        return f"exit {self.code}\nstdout: {self.out}\nstderr: {self.err}"
-
-
-@pytest.fixture
-def cli(capsys, monkeypatch, tmp_path):
-    """Run ``cnnc ARGS`` in-process (cwd tmp_path, downloads off): a Result."""
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("CNNC_OFFLINE", "1")
-
-    def run(*args):
-        capsys.readouterr()
-        try:
-            code = main([str(a) for a in args])
-        except SystemExit as exc:  # argparse errors
-            code = exc.code
-        out, err = capsys.readouterr()
-        return Result(code, out, err)
-
-    return run
-
-
-def run_subprocess(*args, cwd, timeout=300):
-    env = dict(os.environ, CNNC_OFFLINE="1")
-    p = subprocess.run([sys.executable, "-m", "cnnc.cli", *map(str, args)], cwd=cwd, env=env,
-                       capture_output=True, text=True, timeout=timeout)
-    return Result(p.returncode, p.stdout, p.stderr)
-
-
-def assert_clean_failure(r: Result, *patterns: str):
-    """Exit 1, one error message on stderr (no traceback), naming each pattern."""
-    assert r.code == 1, r
-    assert "Traceback" not in r.err, r
-    assert r.err.count("error:") == 1, r
-    for p in patterns:
-        assert p in r.err, (p, r)
-
-
-def params(path):
-    arrays, _ = ck.load_checkpoint(path)
-    return {k: v for k, v in arrays.items() if k.startswith("param.")}
-
-
-def assert_same_params(a, b):
-    a, b = params(a), params(b)
-    assert sorted(a) == sorted(b) and a
-    for k in a:
-        assert a[k].dtype == b[k].dtype and a[k].tobytes() == b[k].tobytes(), f"{k} differs"
-
-
-def tmp_files(folder):
-    return sorted(p.name for p in Path(folder).iterdir() if p.name.endswith(".tmp"))
-
-
 def snapshot(folder):
     return {p.name: p.read_bytes() for p in Path(folder).iterdir() if p.is_file()}
-
-
-def write_model(folder, text, name="tiny.cnn"):
-    path = Path(folder) / name
-    path.write_text(text)
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -164,7 +93,7 @@ def copy_run(digits_run, dest):
 
 
 def test_builtin_digits_model_trains_offline(cli, tmp_path):
-    r = cli("train", MODELS / "digits.cnn", "--epochs", 2, "--out", tmp_path / "d", "--json", *QUIET)
+    r = cli("train", MODELS_DIR / "digits.cnn", "--epochs", 2, "--out", tmp_path / "d", "--json", *QUIET)
     assert r.code == 0, r
     m = r.json()
     assert m["accuracy"] > 0.8 and m["test_images"] == 360 and m["epochs"] == 2
@@ -223,7 +152,7 @@ def test_mnist_subset_learns_and_eval_matches_train(cli, tmp_path):
 def test_lenet5_needs_fit_then_learns_with_it(cli, tmp_path):
     # LeNet-5 without its `fit true` line: MNIST's 28x28 does not match 32x32
     lenet = tmp_path / "lenet5_nofit.cnn"
-    lenet.write_text((MODELS / "lenet5.cnn").read_text().replace("fit true", ""))
+    lenet.write_text((MODELS_DIR / "lenet5.cnn").read_text().replace("fit true", ""))
     r = cli("train", lenet, "--data", "mnist", "--data-dir", SHARED_DATA, "--limit", 300,
             "--epochs", 1, "--out", tmp_path / "nofit", *QUIET)
     assert_clean_failure(r, "the model expects 1x32x32 but mnist images are 1x28x28", "--fit")
@@ -244,7 +173,7 @@ def test_lenet5_needs_fit_then_learns_with_it(cli, tmp_path):
 
 def test_eval_on_run_folder_uses_best_checkpoint(cli, digits_run):
     model, out = digits_run
-    _, meta = ck.load_checkpoint(out / "checkpoint.npz")
+    _, meta = runs.load_checkpoint(out / "checkpoint.npz")
     last = cli("eval", model, "--weights", out / "checkpoint.npz", "--json").json()
     best = cli("eval", model, "--weights", out / "best.npz", "--json").json()
     folder = cli("eval", model, "--weights", out, "--json").json()
@@ -253,7 +182,7 @@ def test_eval_on_run_folder_uses_best_checkpoint(cli, digits_run):
         {k: v for k, v in best.items() if k != "weights"}
     # the trainer's own test metrics are those of the last weights
     assert last["images"] == 360 and np.array(last["confusion"]).sum() == 360
-    _, best_meta = ck.load_checkpoint(out / "best.npz")
+    _, best_meta = runs.load_checkpoint(out / "best.npz")
     assert best_meta["best_val_accuracy"] == max(h["val_accuracy"] for h in meta["history"])
     # train split too
     tr = cli("eval", model, "--weights", out, "--split", "train", "--json").json()
@@ -376,7 +305,7 @@ def test_resume_after_interruption_equals_uninterrupted_run(cli, tmp_path, how):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    arrays, meta = ck.load_checkpoint(b / "checkpoint.npz")  # intact in either case
+    arrays, meta = runs.load_checkpoint(b / "checkpoint.npz")  # intact in either case
     pos = meta["position"]
     assert meta["finished"] is False and 1 <= pos["epoch"] < 3
     if how == "sigint":
@@ -482,12 +411,12 @@ def test_unknown_data_set_and_missing_named_data(cli, tmp_path):
 def test_checkpoint_for_another_model(cli, digits_run, tmp_path):
     model, out = copy_run(digits_run, tmp_path / "run")
     before = snapshot(out)
-    digits = MODELS / "digits.cnn"
+    digits = MODELS_DIR / "digits.cnn"
     assert_clean_failure(cli("eval", digits, "--weights", out), "another model")
     assert_clean_failure(cli("predict", digits, "--weights", out,
                              save_png(tmp_path / "d.png", D.load_digits("test").x[0, 0])), "another model")
     assert_clean_failure(cli("train", digits, "--resume", out, *QUIET), "does not match this model")
-    assert_clean_failure(cli("eval", MODELS / "lenet5.cnn", "--weights", out), "1x8x8", "1x32x32")
+    assert_clean_failure(cli("eval", MODELS_DIR / "lenet5.cnn", "--weights", out), "1x8x8", "1x32x32")
     assert snapshot(out) == before
 
 
@@ -552,7 +481,7 @@ def test_nan_after_first_epoch_keeps_its_checkpoint(cli, tmp_path, monkeypatch):
     monkeypatch.setattr(Optimizer, "step", poisoned)
     r = cli("train", model, "--out", out, *QUIET)
     assert_clean_failure(r, "the loss became nan at epoch 2, step 6", "last good checkpoint")
-    arrays, meta = ck.load_checkpoint(out / "checkpoint.npz")
+    arrays, meta = runs.load_checkpoint(out / "checkpoint.npz")
     assert meta["position"] == {**meta["position"], "epoch": 1, "iteration": 0}
     assert all(np.isfinite(v).all() for k, v in arrays.items() if k.startswith("param."))
     assert tmp_files(out) == []
@@ -580,13 +509,13 @@ def test_disk_full_during_epoch_save(cli, tmp_path, monkeypatch):
         return real_fsync(fd)
 
     monkeypatch.setattr(T.Trainer, "_end_epoch", end_epoch)
-    monkeypatch.setattr(ck.os, "fsync", fsync)
+    monkeypatch.setattr(atomic.os, "fsync", fsync)
     r = cli("train", model, "--out", out, *QUIET)
     monkeypatch.undo()
     assert_clean_failure(r, "checkpoint.npz", "No space left on device", "disk is full")
-    _, meta = ck.load_checkpoint(out / "checkpoint.npz")
+    _, meta = runs.load_checkpoint(out / "checkpoint.npz")
     assert meta["position"]["epoch"] == 1
-    ck.load_checkpoint(out / "best.npz")
+    runs.load_checkpoint(out / "best.npz")
     assert tmp_files(out) == []
 
 

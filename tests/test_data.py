@@ -19,19 +19,14 @@ import numpy as np
 import pytest
 
 from cnnc import data
+from cnnc.data import download
 from cnnc.data import (Augmentation, Batches, Dataset, augmentations_for, check_input_shape,
                        fit_to_shape, load_cifar10_dir, load_digits, load_idx, load_image_file,
                        load_image_folder, load_mnist_dir, load_npz, normalize_stats,
                        parse_augmentation, random_crop, random_flip, read_idx, resolve_dataset,
                        split_validation, to_float)
-from cnnc.errors import CnncError, DataError, UsageError
-
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
-MNIST = SHARED / "mnist"
-FASHION = SHARED / "fashion-mnist"
-needs_shared = pytest.mark.skipif(
-    not (MNIST.is_dir() and FASHION.is_dir()),
-    reason=f"the verified MNIST/Fashion-MNIST copies are not at {SHARED}")
+from cnnc.errors import DataError, UsageError
+from conftest import FASHION, MNIST, SHARED_DATA, needs_shared
 
 MNIST_TRAIN_COUNTS = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
 MNIST_TEST_COUNTS = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
@@ -43,7 +38,7 @@ def no_network(monkeypatch):
     def offline(url, timeout):
         raise urllib.error.URLError("network disabled in tests")
 
-    monkeypatch.setattr(data, "_open_url", offline)
+    monkeypatch.setattr(download, "open_url", offline)
     monkeypatch.delenv("CNNC_DATA", raising=False)
     monkeypatch.delenv("CNNC_OFFLINE", raising=False)
 
@@ -609,16 +604,16 @@ def test_resolve_named_from_data_dir(monkeypatch):
     def must_not_download(url, timeout):
         raise AssertionError("resolve_dataset tried to download " + url)
 
-    monkeypatch.setattr(data, "_open_url", must_not_download)
-    train, test = resolve_dataset("mnist", str(SHARED))
+    monkeypatch.setattr(download, "open_url", must_not_download)
+    train, test = resolve_dataset("mnist", str(SHARED_DATA))
     assert len(train) == 60000 and len(test) == 10000 and train.name == "mnist"
-    train, test = resolve_dataset("Fashion-MNIST", str(SHARED))
+    train, test = resolve_dataset("Fashion-MNIST", str(SHARED_DATA))
     assert train.name == "fashion-mnist" and train.class_names[1] == "Trouser"
     # --data-dir pointing straight at the mnist folder works too
     train, _ = resolve_dataset("mnist", str(MNIST))
     assert len(train) == 60000
     # and $CNNC_DATA is the fallback
-    monkeypatch.setenv("CNNC_DATA", str(SHARED))
+    monkeypatch.setenv("CNNC_DATA", str(SHARED_DATA))
     _, test = resolve_dataset("fashion_mnist", None)
     assert len(test) == 10000
 
@@ -651,7 +646,7 @@ def test_resolve_named_download_verified(tmp_path, monkeypatch, capsys):
         seen.append(url)
         return io.BytesIO((MNIST / url.rsplit("/", 1)[-1]).read_bytes())
 
-    monkeypatch.setattr(data, "_open_url", fake_open)
+    monkeypatch.setattr(download, "open_url", fake_open)
     train, test = resolve_dataset("mnist", str(tmp_path))
     assert len(train) == 60000 and test.class_counts().tolist() == MNIST_TEST_COUNTS
     assert len(seen) == 4 and all(u.startswith(data.DOWNLOADS["mnist"][0]) for u in seen)
@@ -660,7 +655,7 @@ def test_resolve_named_download_verified(tmp_path, monkeypatch, capsys):
 
 
 def test_download_checksum_mismatch_keeps_nothing(tmp_path, monkeypatch):
-    monkeypatch.setattr(data, "_open_url", lambda url, timeout: io.BytesIO(b"corrupted"))
+    monkeypatch.setattr(download, "open_url", lambda url, timeout: io.BytesIO(b"corrupted"))
     dest = tmp_path / "f.gz"
     _expect(DataError, data.download_file, "http://x/f.gz", dest, "0" * 32,
             needles=["checksum", "http://x/f.gz"])
@@ -678,7 +673,7 @@ def test_download_falls_back_to_next_mirror(tmp_path, monkeypatch):
             raise urllib.error.URLError("timed out")
         return io.BytesIO(payload)
 
-    monkeypatch.setattr(data, "_open_url", fake_open)
+    monkeypatch.setattr(download, "open_url", fake_open)
     data.download_dataset("mnist", tmp_path / "m")
     assert (tmp_path / "m" / "f.bin").read_bytes() == payload
 
@@ -695,7 +690,7 @@ def test_cifar_download_and_extract(tmp_path, monkeypatch):
     blob = buf.getvalue()
     monkeypatch.setitem(data.CHECKSUMS, "cifar10",
                         {"cifar-10-binary.tar.gz": (hashlib.md5(blob).hexdigest(), None)})
-    monkeypatch.setattr(data, "_open_url", lambda url, timeout: io.BytesIO(blob))
+    monkeypatch.setattr(download, "open_url", lambda url, timeout: io.BytesIO(blob))
     root = tmp_path / "root"
     train, test = resolve_dataset("cifar-10", str(root))
     np.testing.assert_array_equal(train.x, x)
@@ -839,6 +834,32 @@ def test_batches_normalize_like_to_float():
         Batches(ds, 4)  # shuffling needs a Generator
 
 
+def test_batches_load_a_given_order_into_given_buffers():
+    """The training loop's use: its own epoch order, resumable at any step, written
+    straight into the network's input buffers, augmentation drawn from its own generator."""
+    ds = _indexed(103)
+    order = np.random.default_rng(3).permutation(103)
+    xbuf, ybuf = np.full((10, 1, 3, 3), -1, np.float32), np.full(10, -1, np.int64)
+    b = Batches(ds, 10, shuffle=False, drop_last=True, out=(xbuf, ybuf),
+                augment=Augmentation(flip=True), augment_rng=np.random.default_rng(5))
+    xb, yb = b.load(order, 4)
+    assert xb is xbuf and yb is ybuf
+    np.testing.assert_array_equal(xbuf[:, 0, 0, 0], order[40:50])  # flips keep constant images
+    np.testing.assert_array_equal(ybuf, order[40:50] % 4)
+    with pytest.raises(UsageError, match="out must be"):
+        Batches(ds, 10, shuffle=False, out=(np.zeros((9, 1, 3, 3), np.float32), ybuf))
+    # the same draws as augmenting the gathered batch by hand
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 256, (12, 1, 4, 5), dtype=np.uint8).astype(np.float32)
+    ds2 = Dataset(img, np.zeros(12, np.int64), ("a",), "f32")
+    aug = Augmentation(crop_pad=1, flip=True)
+    got = Batches(ds2, 4, shuffle=False, augment=aug, augment_rng=np.random.default_rng(9))
+    xb, _ = got.load(np.arange(12)[::-1], 1)
+    want = img[[7, 6, 5, 4]].copy()
+    aug.apply(want, np.random.default_rng(9))
+    np.testing.assert_array_equal(xb, want)
+
+
 # ------------------------------------------------------------------ augmentation
 
 def _reference_crop(img, pad, dy, dx):
@@ -953,10 +974,6 @@ def test_dataset_validation_and_subset():
         Dataset(x, np.array([0, 1, 2, 5], np.int64), ("a", "b", "c"), "t")
     with pytest.raises(DataError):
         Dataset(x[:, 0], np.zeros(4, np.int64), ("a",), "t")
-
-
-def test_all_errors_are_cnnc_errors():
-    assert issubclass(DataError, CnncError) and issubclass(UsageError, CnncError)
 
 
 def test_default_data_dir(monkeypatch, tmp_path):

@@ -1,9 +1,8 @@
 """The Python-API example runs as documented (a short training run)."""
 import subprocess
 import sys
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from conftest import ROOT
 
 
 def test_quickstart_runs(tmp_path):

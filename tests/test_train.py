@@ -15,11 +15,13 @@ import numpy as np
 import pytest
 
 import cnnc
-from cnnc import checkpoint as ck
+from cnnc import atomic
 from cnnc import data as D
+from cnnc import runs
 from cnnc import train as T
-from cnnc.errors import CheckpointError, CnncError, DataError, TrainingError, UsageError
+from cnnc.errors import CheckpointError, DataError, TrainingError, UsageError
 from cnnc.optim import Optimizer
+from conftest import assert_same_params, tmp_files
 
 TINY = "conv3(8) - relu - pool - fc"
 # batch norm, dropout and (below) crop augmentation: every random stream a resume must restore
@@ -38,26 +40,10 @@ def _learned(history):
     return [{k: v for k, v in row.items() if k not in TIMING_KEYS} for row in history]
 
 
-def _params(path):
-    arrays, _ = ck.load_checkpoint(path)
-    return {k: v for k, v in arrays.items() if k.startswith("param.")}
-
-
-def _assert_same_params(a, b):
-    assert sorted(a) == sorted(b)
-    for k in a:
-        assert a[k].dtype == b[k].dtype and a[k].shape == b[k].shape, k
-        assert a[k].tobytes() == b[k].tobytes(), f"{k} differs"
-
-
 def _steps_per_epoch(batch, val_split=0.1):
     tr, te = D.load_digits("train"), D.load_digits("test")
     p = T.prepare_data((1, 8, 8), 10, T.TrainConfig(val_split=val_split), tr, te)
     return len(p.y_train) // batch
-
-
-def _tmp_files(folder):
-    return sorted(p.name for p in folder.iterdir() if p.name.endswith(".tmp"))
 
 
 @pytest.fixture(scope="module")
@@ -201,7 +187,7 @@ def test_history_files_and_checkpoints(tmp_path):
     assert r.out_dir == out
     names = {p.name for p in out.iterdir()}
     assert {"checkpoint.npz", "best.npz", "history.csv", "history.json", "curves.png"} <= names
-    assert _tmp_files(out) == [] and ".write-test" not in names
+    assert tmp_files(out) == [] and ".write-test" not in names
     rows = list(csv.DictReader((out / "history.csv").open()))
     assert len(rows) == 3 and [int(r_["epoch"]) for r_ in rows] == [1, 2, 3]
     assert {"epoch", "lr", "train_loss", "train_accuracy", "val_loss", "val_accuracy"} <= set(rows[0])
@@ -212,7 +198,7 @@ def test_history_files_and_checkpoints(tmp_path):
     assert _learned(hist) == _learned(r.history)
     png = (out / "curves.png").read_bytes()
     assert png.startswith(PNG_SIGNATURE) and len(png) > 1000
-    arrays, meta = ck.load_checkpoint(out / "checkpoint.npz")
+    arrays, meta = runs.load_checkpoint(out / "checkpoint.npz")
     assert meta["kind"] == "cnnc-training" and meta["finished"] is True
     assert meta["position"]["epoch"] == 3 and meta["position"]["iteration"] == 0
     assert meta["input_shape"] == [1, 8, 8] and meta["classes"] == 10
@@ -222,7 +208,7 @@ def test_history_files_and_checkpoints(tmp_path):
         assert arrays[f"param.{k}"].tobytes() == v.tobytes()
     assert "data.mean" in arrays and "data.std" in arrays and "optim.m" in arrays
     # best.npz holds the epoch with the best validation accuracy
-    _, best = ck.load_checkpoint(out / "best.npz")
+    _, best = runs.load_checkpoint(out / "best.npz")
     assert best["best_val_accuracy"] == max(h["val_accuracy"] for h in r.history)
     # a second run into the same folder is refused; nothing there changes
     before = (out / "checkpoint.npz").read_bytes()
@@ -233,14 +219,14 @@ def test_history_files_and_checkpoints(tmp_path):
 
 def test_new_run_dir_numbering(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    a = T.new_run_dir("models/x.cnn", None)
+    a = runs.new_run_dir("models/x.cnn", None)
     assert a.as_posix() == "runs/x" and a.is_dir()
     (a / "checkpoint.npz").write_bytes(b"")
-    b = T.new_run_dir("models/x.cnn", None)
+    b = runs.new_run_dir("models/x.cnn", None)
     assert b.name == "x-2"
     with pytest.raises(TrainingError, match="cannot write to the output folder"):
         (tmp_path / "file.txt").write_text("x")
-        T.new_run_dir("x.cnn", str(tmp_path / "file.txt" / "run"))
+        runs.new_run_dir("x.cnn", str(tmp_path / "file.txt" / "run"))
 
 
 # ---------------------------------------------------------------------------- resume
@@ -268,7 +254,7 @@ def test_ctrl_c_mid_epoch_then_resume_equals_uninterrupted(tmp_path, monkeypatch
         _interrupt_after(mp, stop_step)
         part = T.train(model, out=tmp_path / "B", **kw)
     assert part.interrupted
-    arrays, meta = ck.load_checkpoint(tmp_path / "B" / "checkpoint.npz")
+    arrays, meta = runs.load_checkpoint(tmp_path / "B" / "checkpoint.npz")
     pos = meta["position"]
     steps_per_epoch = _steps_per_epoch(32)
     assert (pos["epoch"], pos["iteration"]) == divmod(stop_step, steps_per_epoch)
@@ -280,10 +266,10 @@ def test_ctrl_c_mid_epoch_then_resume_equals_uninterrupted(tmp_path, monkeypatch
     assert not done.interrupted and done.out_dir == tmp_path / "B"
     assert done.network.theta.tobytes() == full.network.theta.tobytes()
     assert done.network.buffer_flat.tobytes() == full.network.buffer_flat.tobytes()
-    _assert_same_params(_params(tmp_path / "A" / "checkpoint.npz"), _params(tmp_path / "B" / "checkpoint.npz"))
+    assert_same_params(tmp_path / "A" / "checkpoint.npz", tmp_path / "B" / "checkpoint.npz")
     assert _learned(done.history) == _learned(full.history)
     assert done.test == full.test
-    _assert_same_params(_params(tmp_path / "A" / "best.npz"), _params(tmp_path / "B" / "best.npz"))
+    assert_same_params(tmp_path / "A" / "best.npz", tmp_path / "B" / "best.npz")
 
 
 def test_resume_of_a_finished_run_changes_nothing(tmp_path):
@@ -333,13 +319,13 @@ def test_loss_becomes_nan_in_epoch_two_keeps_epoch_one(tmp_path, monkeypatch, va
     assert "the loss became nan" in msg and "epoch 2, step 4" in msg
     assert "--lr" in msg and "last good checkpoint" in msg
     # the epoch-1 checkpoint is intact, loadable and equals a 1-epoch run
-    arrays, meta = ck.load_checkpoint(out / "checkpoint.npz")
+    arrays, meta = runs.load_checkpoint(out / "checkpoint.npz")
     assert meta["position"]["epoch"] == 1 and meta["position"]["iteration"] == 0
-    _assert_same_params(_params(out / "checkpoint.npz"), _params(tmp_path / "one" / "checkpoint.npz"))
+    assert_same_params(out / "checkpoint.npz", tmp_path / "one" / "checkpoint.npz")
     assert all(np.isfinite(v).all() for v in arrays.values())
-    ck.load_checkpoint(out / "best.npz")
+    runs.load_checkpoint(out / "best.npz")
     assert len(json.loads((out / "history.json").read_text())) == 1
-    assert _tmp_files(out) == []
+    assert tmp_files(out) == []
     assert one.network.theta.tobytes() != b""
 
 
@@ -364,29 +350,22 @@ def test_disk_full_at_epoch_end_keeps_previous_checkpoint(tmp_path, monkeypatch)
         return real_fsync(fd)
 
     monkeypatch.setattr(T.Trainer, "_end_epoch", end_epoch)
-    monkeypatch.setattr(ck.os, "fsync", fsync)
+    monkeypatch.setattr(atomic.os, "fsync", fsync)
     out = tmp_path / "run"
     with pytest.raises(CheckpointError) as info:
         T.train(model, data="digits", epochs=3, out=out, **FAST)
     assert "No space left on device" in str(info.value) and "disk is full" in str(info.value)
     monkeypatch.undo()
-    arrays, meta = ck.load_checkpoint(out / "checkpoint.npz")
+    arrays, meta = runs.load_checkpoint(out / "checkpoint.npz")
     assert meta["position"]["epoch"] == 1
-    assert _tmp_files(out) == []
+    assert tmp_files(out) == []
     # and the run can go on from there
     done = T.train(model, resume=out)
     assert len(done.history) == 3 and not done.interrupted
 
 
-def test_errors_are_cnnc_errors():
-    for cls in (TrainingError, CheckpointError, DataError, UsageError):
-        assert issubclass(cls, CnncError)
-
-
 def test_top_level_fit_and_evaluate(digits):
-    fit, evaluate = getattr(cnnc, "fit", None), getattr(cnnc, "evaluate", None)
-    if fit is None or evaluate is None:
-        pytest.skip("cnnc.fit / cnnc.evaluate not exported")
+    fit, evaluate = cnnc.fit, cnnc.evaluate
     tr, te = digits
     r = fit(_model(), x=tr.x, y=tr.y, x_test=te.x, y_test=te.y, epochs=2, **FAST)
     assert isinstance(r, T.TrainResult) and r.test["accuracy"] > 0.7
