@@ -103,9 +103,18 @@ def _default_text(default) -> str:
     return {"None": "auto", "default": "auto", "True": "true", "False": "false"}.get(str(default), str(default))
 
 
+def _rank_prefix() -> str:
+    """``rank N: `` for the messages of an MPI rank other than 0 (from its launcher's variables)."""
+    import os
+
+    rank = os.environ.get("PMI_RANK") or os.environ.get("OMPI_COMM_WORLD_RANK")
+    return f"rank {rank}: " if rank not in (None, "", "0") else ""
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     if args.command is None:
         parser.print_help()
         return 1
@@ -115,7 +124,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_command(args)
         return handler(args)
     except CnncError as err:
-        sys.stderr.write(f"{err}\n")
+        sys.stderr.write(f"{_rank_prefix()}{err}\n")
         return 1
     except KeyboardInterrupt:
         sys.stderr.write("interrupted\n")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 
 from .errors import CheckpointError, UsageError
 from .settings import TRAINING, add_training_flags
@@ -55,6 +56,13 @@ def _train_args(p: argparse.ArgumentParser) -> None:
     r.add_argument("--resume", metavar="RUN", help="continue the run in this folder (or checkpoint file)")
     r.add_argument("--json", action="store_true", help="print the final metrics as JSON")
     r.add_argument("--quiet", action="store_true", help="no progress bar or per-epoch lines")
+    x = p.add_argument_group("parallelism")
+    x.add_argument("--threads", type=int, metavar="N",
+                   help="kernel threads (default: $CNNC_THREADS, else the cores; per rank: cores / ranks)")
+    x.add_argument("--workers", type=int, metavar="N",
+                   help="data-parallel training on N processes of this machine over MPI "
+                        "(needs the mpi extra); across machines run "
+                        "`mpiexec -f hosts -n N python -m mpi4py -m cnnc.cli train ...` instead")
 
 
 def add_runtime_commands(sub) -> None:
@@ -68,7 +76,8 @@ def add_runtime_commands(sub) -> None:
                     "history.csv/json and curves.png; Ctrl-C saves and stops, --resume continues.",
         epilog="examples:\n  cnnc train models/digits.cnn\n"
                "  cnnc train models/lenet5.cnn --data mnist --data-dir ../shared/data --fit\n"
-               "  cnnc train models/lenet5.cnn --resume runs/lenet5")
+               "  cnnc train models/lenet5.cnn --resume runs/lenet5\n"
+               "  cnnc train models/lenet5.cnn --workers 2          # 2 MPI ranks, 1 thread each")
     model_args(p)
     _train_args(p)
 
@@ -124,8 +133,18 @@ def _compile(args, classes=None):
 
 
 def cmd_train(args) -> int:
+    from .distributed import launch, world
+
+    if args.threads is not None and args.threads < 1:
+        raise UsageError(f"--threads must be at least 1, got {args.threads}")
+    if args.workers is not None and world().size == 1:
+        return launch(args.workers, _argv_without_workers(args.argv), checkpoint_hint=args.resume or args.out)
+    from .kernels.threads import configure
     from .train import train
 
+    if args.threads is not None:
+        os.environ["CNNC_THREADS"] = str(args.threads)  # also the ranks' count under MPI
+        configure(args.threads)
     settings = {spec.key: getattr(args, spec.key) for spec in TRAINING}
     if args.batch is not None and args.batch < 1:
         raise UsageError(f"--batch must be at least 1, got {args.batch}")
@@ -136,6 +155,8 @@ def cmd_train(args) -> int:
     result = train(model, out=args.out, new_run=args.out is None and args.resume is None,
                    resume=args.resume, progress=not args.quiet, **settings)
     metrics = result.metrics()
+    if not world().is_root:
+        return 130 if result.interrupted else 0
     if args.json:
         print(json.dumps(metrics, indent=2))
     else:
@@ -145,6 +166,19 @@ def cmd_train(args) -> int:
         print(f"trained {metrics['epochs']} epochs in {metrics['seconds']:.1f}s; run folder "
               f"{result.out_dir}")
     return 130 if result.interrupted else 0
+
+
+def _argv_without_workers(argv) -> list[str]:
+    """This command line without its --workers option (the ranks must not launch again)."""
+    out, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a == "--workers":
+            skip = True
+        elif not a.startswith("--workers="):
+            out.append(a)
+    return out
 
 
 def _load_weights(args):

@@ -233,7 +233,9 @@ def launch(workers: int, argv: Sequence[str], checkpoint_hint: str | None = None
     env = dict(os.environ, NUMBA_NUM_THREADS=str(threads), CNNC_THREADS=str(threads),
                **{RANK_PID_DIR: pid_dir})
     cmd = [mpiexec, "-n", str(workers), sys.executable, "-m", "mpi4py", "-m", "cnnc.cli", *argv]
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE)
+    # its own session: a Ctrl-C reaches only this process, which passes one on per press
+    # (mpiexec forwards it to every rank; a second one aborts the job at once)
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, start_new_session=True)
     captured = bytearray()
     previous = signal.signal(signal.SIGINT, lambda *_: proc.send_signal(signal.SIGINT))
     try:
@@ -244,10 +246,19 @@ def launch(workers: int, argv: Sequence[str], checkpoint_hint: str | None = None
     if code not in (0, 130):
         message = _failure_message(captured.decode("utf-8", "replace"), _rank_pids(pid_dir), code)
         if message:
-            hint = f"; the last checkpoint ({checkpoint_hint}) is intact" if checkpoint_hint else ""
+            saved = _last_checkpoint(checkpoint_hint)
+            hint = f"; the last checkpoint ({saved}) is intact" if saved else ""
             sys.stderr.write(f"error: {message}{hint}\n")
     shutil.rmtree(pid_dir, ignore_errors=True)
     return 130 if code == 130 else (0 if code == 0 else 1)
+
+
+def _last_checkpoint(run: str | None) -> str | None:
+    if not run:
+        return None
+    p = Path(run)
+    p = p / "checkpoint.npz" if p.is_dir() else p
+    return str(p) if p.is_file() else None
 
 
 def _forward(proc: subprocess.Popen, captured: bytearray) -> None:

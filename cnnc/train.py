@@ -13,6 +13,7 @@ checkpoint ends with exactly the weights of an uninterrupted one.
 from __future__ import annotations
 
 import math
+import os
 import signal
 import sys
 import time
@@ -23,7 +24,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from . import data as D
+from .distributed import World, threads_per_rank, world
 from .errors import CheckpointError, DataError, TrainingError, UsageError
+from .kernels.threads import configure as configure_threads
 from .optim import Optimizer, Schedule
 from .runs import (BEST, CHECKPOINT, find_checkpoint, load_training_checkpoint, new_run_dir,
                    params_of, save_checkpoint, training_arrays, training_meta, write_history)
@@ -96,6 +99,8 @@ class TrainResult:
     seconds: float = 0.0
     mean: np.ndarray | None = None  # the input normalization the network was trained with
     std: np.ndarray | None = None
+    ranks: int = 1  # data-parallel processes (MPI)
+    allreduce_seconds: float = 0.0  # time spent summing gradients over the ranks
 
     def normalize(self, x) -> np.ndarray:
         """Images (uint8 or float, as given to training) normalized as in training."""
@@ -112,7 +117,8 @@ class TrainResult:
                 "val_accuracy": last.get("val_accuracy"), "best_val_accuracy": self.best_val_accuracy,
                 "train_loss": last.get("train_loss"), "train_accuracy": last.get("train_accuracy"),
                 "seconds": round(self.seconds, 3), "interrupted": self.interrupted,
-                "out_dir": str(self.out_dir) if self.out_dir else None}
+                "out_dir": str(self.out_dir) if self.out_dir else None, "ranks": self.ranks,
+                "allreduce_seconds": round(self.allreduce_seconds, 3)}
 
 
 # ---------------------------------------------------------------------------
@@ -225,22 +231,34 @@ class Trainer:
     """One training run: network, optimizer, data, generators, outputs."""
 
     def __init__(self, model: "Model", cfg: TrainConfig, data: Prepared, out_dir: Path | None,
-                 progress: bool = True, log=None):
+                 progress: bool = True, log=None, world: World | None = None):
         self.model, self.cfg, self.data = model, cfg, data
+        self.world = world or World()
         self.out_dir = out_dir
-        self.progress = progress
+        self.progress = progress and self.world.is_root
         self.log = log or (lambda msg: print(msg, file=sys.stderr))
+        n = data.x_train.shape[0]
+        self.batch = min(cfg.batch, n)  # the global batch, split over the ranks
+        ranks = self.world.size
+        if self.batch % ranks:
+            raise UsageError(f"the batch of {self.batch} images cannot be split evenly over {ranks} ranks",
+                             hint=f"use a batch that is a multiple of {ranks}, e.g. --batch "
+                                  f"{max(ranks, self.batch // ranks * ranks)}")
+        self.local_batch = self.batch // ranks
+        if ranks > 1 and not (os.environ.get("CNNC_THREADS") or os.environ.get("NUMBA_NUM_THREADS")):
+            configure_threads(threads_per_rank())  # launched by hand: cores / ranks here
         self.net = model.network(seed=cfg.seed)
         self.optimizer = Optimizer(cfg.optimizer, self.net.theta, self.net.grad, momentum=cfg.momentum,
                                    nesterov=cfg.nesterov, weight_decay=cfg.weight_decay)
-        n = data.x_train.shape[0]
-        self.batch = min(cfg.batch, n)
         self.steps_per_epoch = n // self.batch
         self.schedule = Schedule(cfg.learning_rate, cfg.schedule, cfg.epochs, self.steps_per_epoch,
                                  cfg.warmup, cfg.step_size, cfg.gamma)
         seeds = np.random.SeedSequence(cfg.seed).spawn(2)
-        self.shuffle_rng = np.random.default_rng(seeds[0])
+        self.shuffle_rng = np.random.default_rng(seeds[0])  # the same on every rank
         self.aug_rng = np.random.default_rng(seeds[1])
+        if ranks > 1:  # each rank augments and drops out with its own draws
+            self._rank_generators(0, 0)
+        self.comm_seconds = 0.0
         self.epoch_start_state = _rng_state(self.shuffle_rng)
         self.pos = _Position()
         self.history: list[dict] = []
@@ -270,8 +288,16 @@ class Trainer:
             finished=self.pos.epoch >= self.cfg.epochs,
         )
 
+    def _rank_generators(self, epoch: int, iteration: int) -> None:
+        """Rank-specific augmentation and dropout generators, derived from the seed, the rank
+        and the position (so a resumed multi-rank run draws afresh, whatever N it had)."""
+        key = [self.cfg.seed, self.world.rank, epoch, iteration]
+        aug, drop = np.random.SeedSequence(key).spawn(2)
+        _set_rng_state(self.aug_rng, np.random.default_rng(aug).bit_generator.state)
+        _set_rng_state(self.net.rng, np.random.default_rng(drop).bit_generator.state)
+
     def save(self, name: str = CHECKPOINT) -> Path | None:
-        if self.out_dir is None:
+        if self.out_dir is None or not self.world.is_root:
             return None
         path = self.out_dir / name
         save_checkpoint(path, self._arrays(), self._meta())
@@ -289,25 +315,33 @@ class Trainer:
         _set_rng_state(self.shuffle_rng, rng["shuffle"])
         _set_rng_state(self.aug_rng, rng["augment"])
         _set_rng_state(self.net.rng, rng["dropout"])
+        if self.world.size > 1:
+            self._rank_generators(self.pos.epoch, self.pos.iteration)
         self.history = list(meta.get("history", []))
         self.best_val = meta.get("best_val_accuracy")
         self.best_score = tuple(meta["best_score"]) if meta.get("best_score") else None
 
     # ---- outputs
     def write_history(self) -> None:
-        if self.out_dir is not None and self.history:
+        if self.out_dir is not None and self.history and self.world.is_root:
             write_history(self.out_dir, self.history, self.model.filename)
 
     # ---- loop
     def run(self) -> TrainResult:
         from tqdm import tqdm
 
-        cfg, data, net = self.cfg, self.data, self.net
-        prog = net.executor(self.batch)
+        cfg, data, net, world = self.cfg, self.data, self.net, self.world
+        prog = net.executor(self.local_batch)
+        # every rank starts from rank 0's parameters and batch-norm statistics
+        world.broadcast(net.theta)
+        world.broadcast(net.buffer_flat)
+        for op in prog.ops.values():
+            op.join(world)
         train_set = D.Dataset(data.x_train, data.y_train, data.class_names, data.name)
-        batches = D.Batches(train_set, self.batch, shuffle=False, drop_last=True,
+        batches = D.Batches(train_set, self.local_batch, shuffle=False, drop_last=True,
                             augment=data.augment, augment_rng=self.aug_rng,
                             out=(prog.input, prog.labels))
+        stats = np.zeros(2, np.float64)  # loss sum and correct predictions of a global batch
         start = time.perf_counter() - self.pos.seconds
         interrupted = False
         with _Interrupt() as stop:
@@ -317,6 +351,8 @@ class Trainer:
                 _set_rng_state(self.shuffle_rng, self.epoch_start_state)
                 perm = self.shuffle_rng.permutation(data.x_train.shape[0])
                 after_perm = _rng_state(self.shuffle_rng)
+                # rank r's share of global batch k: its images r, r + N, r + 2N, ...
+                order = self._shard(perm)
                 if self.pos.iteration == 0:
                     self.pos.loss_sum, self.pos.correct, self.pos.seen = 0.0, 0, 0
                 bar = tqdm(total=self.steps_per_epoch, initial=self.pos.iteration, leave=False,
@@ -326,10 +362,13 @@ class Trainer:
                 images_epoch = 0
                 with bar:
                     for it in range(self.pos.iteration, self.steps_per_epoch):
-                        if stop.requested:
+                        if world.any(stop.requested):  # every rank stops at the same step
+                            stop.requested = True
                             break
-                        batches.load(perm, it)
+                        batches.load(order, it)
                         loss, correct = net.step(prog, training=True)
+                        if world.size > 1:
+                            loss, correct = self._reduce(loss, correct, stats)
                         if not math.isfinite(loss):
                             raise TrainingError(
                                 f"the loss became {loss} at epoch {epoch + 1}, step {it + 1} "
@@ -362,7 +401,25 @@ class Trainer:
                      + (f"; saved {path}" if path else ""))
         test = evaluate(net, data.x_test, data.y_test) if len(data.y_test) else {}
         return TrainResult(net, self.history, test, self.out_dir, interrupted, self.best_val, self.pos.seconds,
-                           data.mean, data.std)
+                           data.mean, data.std, world.size, self.comm_seconds)
+
+    def _shard(self, perm: np.ndarray) -> np.ndarray:
+        """The order this rank visits: of each global batch, the images rank, rank + N, ..."""
+        if self.world.size == 1:
+            return perm
+        used = perm[:self.steps_per_epoch * self.batch].reshape(self.steps_per_epoch, self.batch)
+        return np.ascontiguousarray(used[:, self.world.rank::self.world.size]).reshape(-1)
+
+    def _reduce(self, loss: float, correct: int, stats: np.ndarray) -> tuple[float, int]:
+        """Sum the gradients over the ranks (one Allreduce of the flat array) and average
+        them; the global batch's mean loss and correct count."""
+        t = time.perf_counter()
+        self.world.allreduce_sum(self.net.grad)
+        self.net.grad *= 1.0 / self.world.size
+        stats[0], stats[1] = loss * self.local_batch, correct
+        self.world.allreduce_sum(stats)
+        self.comm_seconds += time.perf_counter() - t
+        return float(stats[0]) / self.batch, int(stats[1])
 
     def _end_epoch(self, epoch: int, seconds: float, images: int) -> None:
         cfg, data = self.cfg, self.data
@@ -441,11 +498,16 @@ def train(model: "Model", *, x=None, y=None, x_test=None, y_test=None, out: str 
                              classes=train_ds.num_classes, width=model.header.width)
     data = prepare_data(model.input_shape, model.classes, cfg, train_ds, test_ds)
     out_dir = Path(out) if out is not None else None
+    the_world = world()
     if resume is not None:
         out_dir = find_checkpoint(resume).parent
     elif out_dir is not None or new_run:
-        out_dir = new_run_dir(model.filename, str(out_dir) if out_dir is not None else None)
-    trainer = Trainer(model, cfg, data, out_dir, progress=progress)
+        # rank 0 makes (and numbers) the folder; the others learn its name
+        if the_world.is_root:
+            out_dir = new_run_dir(model.filename, str(out_dir) if out_dir is not None else None)
+        name = the_world.broadcast_text(str(out_dir) if the_world.is_root else None)
+        out_dir = Path(name) if name else None
+    trainer = Trainer(model, cfg, data, out_dir, progress=progress, world=the_world)
     if arrays is not None:
         trainer.restore(arrays, meta)
     return trainer.run()

@@ -18,12 +18,14 @@ _state: dict = {"configured": False, "limiter": None, "threads": None}
 
 
 def _default_threads() -> int:
-    env = os.environ.get("NUMBA_NUM_THREADS")
-    if env:
-        try:
-            return max(1, int(env))
-        except ValueError:
-            pass
+    """``$CNNC_THREADS``, else ``$NUMBA_NUM_THREADS``, else the cores."""
+    for var in ("CNNC_THREADS", "NUMBA_NUM_THREADS"):
+        env = os.environ.get(var)
+        if env:
+            try:
+                return max(1, int(env))
+            except ValueError:
+                pass
     return max(1, os.cpu_count() or 1)
 
 
@@ -32,17 +34,17 @@ def configure(num_threads: int | None = None, force: bool = False) -> int:
 
     ``num_threads`` overrides the default (env ``NUMBA_NUM_THREADS``, else ``os.cpu_count()``);
     it is clipped to Numba's launch-time maximum.  Returns the Numba thread count in use.
-    Idempotent: later calls only re-apply the thread count when it changes (or ``force``).
+    Idempotent: a later call changes the thread count only when it gives one (or ``force``).
     """
     import numba
 
     want = _default_threads() if num_threads is None else max(1, int(num_threads))
     want = min(want, numba.config.NUMBA_NUM_THREADS)
     if _state["configured"] and not force:
-        if want != _state["threads"]:
+        if num_threads is not None and want != _state["threads"]:
             numba.set_num_threads(want)
             _state["threads"] = want
-        return want
+        return _state["threads"]
 
     # 1. make sure the BLAS that Numba calls is loaded before threadpoolctl looks
     import numpy  # noqa: F401  (NumPy's own OpenBLAS)
