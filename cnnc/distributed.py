@@ -201,9 +201,10 @@ def bn_backward_sync(world_: World, x4, gamma, dy4, mean, invstd, dx4, dgamma, d
 # the launcher: cnnc train --workers N
 # ---------------------------------------------------------------------------------------
 
-# MPICH's Hydra prints a banner on stdout when a rank dies: cnnc replaces it with one line
+# MPICH's Hydra prints a banner on stdout when a rank dies, and a line on stderr for each rank
+# that aborts: cnnc replaces them with one line of its own
 _BANNER = re.compile(r"^(=+\s*$|=\s{2,}|YOUR APPLICATION TERMINATED|This typically refers to a problem"
-                     r"|Please see the FAQ page)")
+                     r"|Please see the FAQ page|Abort\(\d+\) on node \d+|\[mpiexec@)")
 _PID_EXIT = re.compile(r"PID\s+(\d+)\s+RUNNING AT\s+(\S+)\s*\n=\s+EXIT CODE:\s*(\d+)")
 _EXIT_STRING = re.compile(r"EXIT STRING:\s*(.+?)\s*$", re.M)
 
@@ -229,27 +230,37 @@ def launch(workers: int, argv: Sequence[str], checkpoint_hint: str | None = None
     if mpiexec is None:
         raise UsageError("--workers needs mpiexec, which was not found", hint=INSTALL_HINT)
     threads = max(1, (os.cpu_count() or 1) // workers)
-    pid_dir = tempfile.mkdtemp(prefix="cnnc-ranks-")
+    given = os.environ.get(RANK_PID_DIR)  # a caller (a test) that wants to find the ranks
+    pid_dir = given or tempfile.mkdtemp(prefix="cnnc-ranks-")
     env = dict(os.environ, NUMBA_NUM_THREADS=str(threads), CNNC_THREADS=str(threads),
                **{RANK_PID_DIR: pid_dir})
     cmd = [mpiexec, "-n", str(workers), sys.executable, "-m", "mpi4py", "-m", "cnnc.cli", *argv]
     # its own session: a Ctrl-C reaches only this process, which passes one on per press
     # (mpiexec forwards it to every rank; a second one aborts the job at once)
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, start_new_session=True)
-    captured = bytearray()
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            start_new_session=True)
+    captured, captured_err = bytearray(), bytearray()
     previous = signal.signal(signal.SIGINT, lambda *_: proc.send_signal(signal.SIGINT))
     try:
-        _forward(proc, captured)
+        import threading
+
+        errors = threading.Thread(target=_forward, args=(proc.stderr, sys.stderr.buffer, captured_err),
+                                  daemon=True)
+        errors.start()
+        _forward(proc.stdout, sys.stdout.buffer, captured)
         code = proc.wait()
+        errors.join(timeout=5)
     finally:
         signal.signal(signal.SIGINT, previous)
     if code not in (0, 130):
-        message = _failure_message(captured.decode("utf-8", "replace"), _rank_pids(pid_dir), code)
+        message = _failure_message((captured + captured_err).decode("utf-8", "replace"),
+                                   _rank_pids(pid_dir), code)
         if message:
             saved = _last_checkpoint(checkpoint_hint)
             hint = f"; the last checkpoint ({saved}) is intact" if saved else ""
             sys.stderr.write(f"error: {message}{hint}\n")
-    shutil.rmtree(pid_dir, ignore_errors=True)
+    if not given:
+        shutil.rmtree(pid_dir, ignore_errors=True)
     return 130 if code == 130 else (0 if code == 0 else 1)
 
 
@@ -261,12 +272,10 @@ def _last_checkpoint(run: str | None) -> str | None:
     return str(p) if p.is_file() else None
 
 
-def _forward(proc: subprocess.Popen, captured: bytearray) -> None:
-    """Copy the job's stdout to ours as it comes, leaving out the launcher's termination
-    banner, which :func:`_failure_message` replaces (stderr, with the progress bars and
-    error messages, goes straight through)."""
-    fd = proc.stdout.fileno()
-    out = sys.stdout.buffer
+def _forward(stream, out, captured: bytearray) -> None:
+    """Copy one of the job's streams to ours as it comes (progress bars included), leaving
+    out the launcher's termination lines, which :func:`_failure_message` replaces."""
+    fd = stream.fileno()
     pending = b""
     while True:
         chunk = os.read(fd, 65536)
@@ -278,6 +287,10 @@ def _forward(proc: subprocess.Popen, captured: bytearray) -> None:
         for line in lines:
             if not _BANNER.match(line.decode("utf-8", "replace")):
                 out.write(line + b"\n")
+        if pending and not _BANNER.match(pending.decode("utf-8", "replace")[:12]) \
+                and not pending.startswith((b"=", b"A", b"[")):
+            out.write(pending)  # a progress bar's \r-line: show it now
+            pending = b""
         out.flush()
     if pending and not _BANNER.match(pending.decode("utf-8", "replace")):
         out.write(pending)

@@ -397,8 +397,9 @@ class Trainer:
         self.pos.seconds = time.perf_counter() - start
         if interrupted:
             path = self.save()
-            self.log(f"interrupted at epoch {self.pos.epoch + 1}, step {self.pos.iteration}"
-                     + (f"; saved {path}" if path else ""))
+            if self.world.is_root:
+                self.log(f"interrupted at epoch {self.pos.epoch + 1}, step {self.pos.iteration}"
+                         + (f"; saved {path}" if path else ""))
         test = evaluate(net, data.x_test, data.y_test) if len(data.y_test) else {}
         return TrainResult(net, self.history, test, self.out_dir, interrupted, self.best_val, self.pos.seconds,
                            data.mean, data.std, world.size, self.comm_seconds)

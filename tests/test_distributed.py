@@ -107,3 +107,147 @@ def test_launcher_message_names_the_rank():
     msg = D._failure_message(banner, {4242: 1}, 9)
     assert msg.startswith("rank 1 (pid 4242 on host1)") and "signal 9" in msg
     assert D._failure_message("Abort(1) on node 1 (rank 1 in comm 0)", {}, 1) is None
+
+
+# ---------------------------------------------------------------------------------------
+# real jobs: cnnc train --workers 2 (mpiexec, 2 ranks)
+# ---------------------------------------------------------------------------------------
+
+import os  # noqa: E402
+import shutil  # noqa: E402
+import signal  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+from conftest import MODELS_DIR  # noqa: E402
+
+try:
+    import mpi4py  # noqa: F401
+
+    HAVE_MPI = D.find_mpiexec() is not None
+except ImportError:
+    HAVE_MPI = False
+needs_mpi = pytest.mark.skipif(not HAVE_MPI, reason='the MPI extra is not installed (pip install ".[mpi]")')
+
+BN_NET = """input 1x8x8
+classes 10
+conv3(8, bias=false) - bn - relu - pool - conv3(16) - bn - relu - gap - fc(32) - bn - relu - fc
+"""
+COMMON = ["--data", "digits", "--batch", "32", "--limit", "320", "--quiet", "--json"]
+
+
+def cnnc(*args, cwd, env=None, timeout=240):
+    return subprocess.run([sys.executable, "-m", "cnnc.cli", *map(str, args)], cwd=cwd,
+                          env=dict(os.environ, **(env or {})), capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def params(run: Path) -> dict:
+    from cnnc.runs import load_checkpoint
+
+    arrays, meta = load_checkpoint(run / "checkpoint.npz")
+    return {k: v for k, v in arrays.items() if k.startswith("param.")}, meta
+
+
+def assert_same_weights(a: Path, b: Path, tol=2e-5):
+    pa, ma = params(a)
+    pb, mb = params(b)
+    assert pa.keys() == pb.keys()
+    for k in pa:
+        np.testing.assert_allclose(pb[k], pa[k], rtol=tol, atol=tol, err_msg=k)
+    assert ma["position"]["epoch"] == mb["position"]["epoch"]
+
+
+@pytest.fixture
+def models(tmp_path):
+    shutil.copy(MODELS_DIR / "lenet5.cnn", tmp_path / "lenet5.cnn")
+    (tmp_path / "bn.cnn").write_text(BN_NET)
+    return tmp_path
+
+
+@needs_mpi
+@pytest.mark.parametrize("model, extra", [("lenet5.cnn", ["--fit"]), ("bn.cnn", [])])
+def test_two_ranks_end_where_one_process_ends(models, model, extra):
+    """Same seed, same global batch: 2 ranks (half the batch each, gradients summed, batch
+    norm synchronized) end with the weights of 1 process, within float tolerance."""
+    one = cnnc("train", model, *COMMON, *extra, "--epochs", 2, "--out", "one", cwd=models)
+    assert one.returncode == 0, one.stderr
+    two = cnnc("train", model, *COMMON, *extra, "--epochs", 2, "--out", "two", "--workers", 2, cwd=models)
+    assert two.returncode == 0, two.stderr
+    assert "Traceback" not in two.stderr
+    import json
+
+    metrics = json.loads(two.stdout)  # printed once, by rank 0
+    assert metrics["ranks"] == 2 and metrics["epochs"] == 2
+    assert_same_weights(models / "one", models / "two")
+
+
+@needs_mpi
+def test_resume_across_rank_counts(models):
+    """A 2-rank run resumed by 1 process, and a 1-process run resumed by 2 ranks, both end
+    where an uninterrupted run ends."""
+    full = cnnc("train", "bn.cnn", *COMMON, "--epochs", 2, "--out", "full", cwd=models)
+    assert full.returncode == 0, full.stderr
+    for first, second, name in ((2, 1, "a"), (1, 2, "b")):
+        w1 = ["--workers", 2] if first == 2 else []
+        w2 = ["--workers", 2] if second == 2 else []
+        r = cnnc("train", "bn.cnn", *COMMON, "--epochs", 1, "--out", name, *w1, cwd=models)
+        assert r.returncode == 0, r.stderr
+        r = cnnc("train", "bn.cnn", "--epochs", 2, "--resume", name, "--quiet", *w2, cwd=models)
+        assert r.returncode == 0, r.stderr
+        assert_same_weights(models / "full", models / name)
+
+
+def _wait_for(path: Path, proc, timeout=120):
+    t = time.monotonic()
+    while not path.exists():
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() - t < timeout, f"{path} did not appear"
+        time.sleep(0.1)
+
+
+@needs_mpi
+def test_a_killed_rank_ends_the_job_and_the_checkpoint_survives(models):
+    pid_dir = models / "pids"
+    pid_dir.mkdir()
+    proc = subprocess.Popen([sys.executable, "-m", "cnnc.cli", "train", "bn.cnn", "--data", "digits",
+                             "--batch", "32", "--epochs", "500", "--out", "run", "--quiet",
+                             "--workers", "2"], cwd=models, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True,
+                            env=dict(os.environ, **{D.RANK_PID_DIR: str(pid_dir)}))
+    try:
+        _wait_for(models / "run" / "checkpoint.npz", proc)
+        victim = int((pid_dir / "rank1").read_text())
+        os.kill(victim, signal.SIGKILL)
+        t = time.monotonic()
+        out, err = proc.communicate(timeout=30)
+        assert time.monotonic() - t < 15, "the job did not end within seconds"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode not in (0, None)
+    assert "rank 1" in err and "Traceback" not in err, err
+    assert "BAD TERMINATION" not in out + err
+    p, meta = params(models / "run")  # loadable
+    assert meta["position"]["epoch"] >= 1 and p
+
+
+@needs_mpi
+def test_ctrl_c_saves_once_and_every_rank_exits_130(models):
+    proc = subprocess.Popen([sys.executable, "-m", "cnnc.cli", "train", "bn.cnn", "--data", "digits",
+                             "--batch", "32", "--epochs", "500", "--out", "run", "--quiet",
+                             "--workers", "2"], cwd=models, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        _wait_for(models / "run" / "checkpoint.npz", proc)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, (out, err)
+    assert err.count("interrupted at epoch") == 1, err  # rank 0 saves and says so, once
+    _, meta = params(models / "run")
+    assert meta["finished"] is False
