@@ -18,11 +18,11 @@ import numpy as np
 FIRST_STEP_SCRIPT = """
 import sys, time
 t0 = time.perf_counter()
-from cnnc.cli import build_parser, _compile_from_args
+from cnnc.cli import build_parser
+from cnnc.commands import compile_from_args
 from cnnc.bench import first_step
 args = build_parser().parse_args(["check", *sys.argv[2:]])
-args.batch = 1
-model = _compile_from_args(args)
+model = compile_from_args(args)
 print(first_step(model, int(sys.argv[1]), t0))
 """
 
@@ -134,4 +134,71 @@ def format_bench(r: dict) -> str:
             lines.append(f"compile    {key.split('_')[0]} run failed: {r[key]}")
     lines.append(f"memory     peak resident {r['peak_rss_mib']:.0f} MiB")
     lines.append(f"({r['timing']}; {r['flop_convention']}; {r['threads']} threads)")
+    return "\n".join(lines)
+
+
+def layer_profile(model, batch: int = 64, steps: int = 20) -> list[dict]:
+    """Per scheduled layer: median forward and backward time of a training step and the
+    GFLOP/s they reach (forward 2 x MACs, backward 4 x MACs: input and weight gradients).
+    A ReLU fused into its conv or fc is timed with it."""
+    net, prog, train_step = training_setup(model, batch)
+    times: dict[str, tuple[list, list]] = {n: ([], []) for n in prog.ops}
+    for n, op in prog.ops.items():
+        fwd, bwd = op.forward, op.backward
+
+        def timed_forward(xs, y, training, fwd=fwd, acc=times[n][0]):
+            t = time.perf_counter()
+            fwd(xs, y, training)
+            acc.append(time.perf_counter() - t)
+
+        def timed_backward(xs, y, dy, dxs, bwd=bwd, acc=times[n][1]):
+            t = time.perf_counter()
+            bwd(xs, y, dy, dxs)
+            acc.append(time.perf_counter() - t)
+
+        op.forward, op.backward = timed_forward, timed_backward  # instance attributes shadow
+    try:
+        for _ in range(3):
+            train_step()
+        for f, b in times.values():
+            f.clear()
+            b.clear()
+        t = time.perf_counter()
+        for _ in range(steps):
+            train_step()
+        step_s = (time.perf_counter() - t) / steps
+    finally:
+        for op in prog.ops.values():
+            del op.forward, op.backward
+    rows = []
+    for s in net.plan.steps:
+        f, b = times[s.node]
+        fwd_s, bwd_s = statistics.median(f), statistics.median(b)
+        macs = s.info.macs * batch
+        rows.append({
+            "layer": s.node, "type": s.layer.type.name + ("+relu" if s.fused_relu else ""),
+            "output": list(s.info.out_shape), "forward_ms": round(fwd_s * 1e3, 4),
+            "backward_ms": round(bwd_s * 1e3, 4),
+            "forward_gflops": round(2 * macs / fwd_s / 1e9, 2) if macs and fwd_s > 0 else None,
+            "backward_gflops": round(4 * macs / bwd_s / 1e9, 2) if macs and bwd_s > 0 else None,
+            "share": round((fwd_s + bwd_s) / step_s, 4),
+        })
+    return rows
+
+
+def format_layer_profile(rows: list[dict], batch: int) -> str:
+    head = ("layer", "type", "output", "fwd ms", "fwd GFLOP/s", "bwd ms", "bwd GFLOP/s", "share")
+    table = [head]
+    for r in rows:
+        table.append((r["layer"], r["type"], "x".join(map(str, r["output"])), f"{r['forward_ms']:.3f}",
+                      f"{r['forward_gflops']:.1f}" if r["forward_gflops"] else "-",
+                      f"{r['backward_ms']:.3f}",
+                      f"{r['backward_gflops']:.1f}" if r["backward_gflops"] else "-", f"{r['share']:.1%}"))
+    widths = [max(len(row[i]) for row in table) for i in range(len(head))]
+    lines = [f"per layer, training step at batch {batch} (median; the rest of the step is the loss, "
+             "the optimizer and gradient sums)"]
+    for k, row in enumerate(table):
+        lines.append("  ".join(c.ljust(w) if i < 3 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths))))
+        if k == 0:
+            lines.append("  ".join("-" * w for w in widths))
     return "\n".join(lines)

@@ -116,6 +116,10 @@ def add_runtime_commands(sub) -> None:
     p.add_argument("--repeats", type=int, default=5, metavar="N", help="timing runs; the median is shown")
     p.add_argument("--no-compile-times", action="store_true",
                    help="skip the cold/warm compile measurements (they run two subprocesses)")
+    p.add_argument("--layers", action="store_true",
+                   help="also profile each layer: forward and backward ms and GFLOP/s in a training step")
+    p.add_argument("--threads", type=int, metavar="N",
+                   help="kernel threads (default: $CNNC_THREADS, else the cores)")
     p.add_argument("--json", action="store_true", help="print the results as JSON")
 
 
@@ -261,19 +265,30 @@ def cmd_predict(args) -> int:
 
 
 def cmd_bench(args) -> int:
-    from .bench import bench, format_bench
+    from .bench import bench, format_bench, format_layer_profile, layer_profile
 
     if args.batch < 1 or args.steps < 1 or args.repeats < 1:
         raise UsageError("--batch, --steps and --repeats must be at least 1")
+    if args.threads is not None:
+        if args.threads < 1:
+            raise UsageError(f"--threads must be at least 1, got {args.threads}")
+        from .kernels.threads import configure
+
+        os.environ["CNNC_THREADS"] = str(args.threads)  # the compile-time subprocesses too
+        configure(args.threads)
     batch = args.batch
-    args.batch = 1
     model = _compile(args)
     result = bench(model, batch=batch, steps=args.steps, repeats=args.repeats,
                    compile_times=not args.no_compile_times, model_args=_model_argv(args))
+    if args.layers:
+        result["layers"] = layer_profile(model, batch=batch, steps=args.steps)
     if args.json:
         print(json.dumps(result, indent=2))
     else:
         print(format_bench(result))
+        if args.layers:
+            print()
+            print(format_layer_profile(result["layers"], batch))
     return 0
 
 

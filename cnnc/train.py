@@ -26,6 +26,7 @@ import numpy as np
 from . import data as D
 from .distributed import World, threads_per_rank, world
 from .errors import CheckpointError, DataError, TrainingError, UsageError
+from .kernels.threads import adapt as adapt_threads
 from .kernels.threads import configure as configure_threads
 from .optim import Optimizer, Schedule
 from .runs import (BEST, CHECKPOINT, find_checkpoint, load_training_checkpoint, new_run_dir,
@@ -343,6 +344,7 @@ class Trainer:
                             out=(prog.input, prog.labels))
         stats = np.zeros(2, np.float64)  # loss sum and correct predictions of a global batch
         start = time.perf_counter() - self.pos.seconds
+        next_adapt = time.perf_counter() + 2.0
         interrupted = False
         with _Interrupt() as stop:
             while self.pos.epoch < cfg.epochs:
@@ -377,6 +379,9 @@ class Trainer:
                                      "good checkpoint is kept" if self.out_dir else
                                      "lower the learning rate (--lr) or add batch norm")
                         self.optimizer.step(self.schedule.lr(epoch, it))
+                        if time.perf_counter() > next_adapt:  # follow the machine's idle cores
+                            adapt_threads()
+                            next_adapt = time.perf_counter() + 2.0
                         self.pos.iteration = it + 1
                         self.pos.loss_sum += loss * self.batch
                         self.pos.correct += correct

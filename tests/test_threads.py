@@ -1,0 +1,45 @@
+"""The kernel thread count: explicit (--threads, CNNC_THREADS) or the idle cores."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+
+from cnnc.kernels import threads
+
+
+def test_busy_cores_counts_other_processes_not_our_own_threads():
+    spin = "import time\nt = time.time()\nwhile time.time() - t < 20: pass\n"
+    procs = [subprocess.Popen([sys.executable, "-c", spin]) for _ in range(threads.cores())]
+    try:
+        time.sleep(0.5)
+        assert threads.busy_cores() >= threads.cores()  # a spinner on every core
+        assert threads.auto_threads() == 1
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()
+
+
+def test_explicit_thread_counts_win(monkeypatch):
+    monkeypatch.setenv("CNNC_THREADS", "1")
+    assert threads._default_threads() == 1
+    assert not threads._is_auto()
+    monkeypatch.delenv("CNNC_THREADS")
+    monkeypatch.delenv("NUMBA_NUM_THREADS", raising=False)
+    assert threads._is_auto()
+    assert 1 <= threads._default_threads() <= threads.cores()
+
+
+def test_cli_threads_flag_reaches_the_kernels(tmp_path):
+    (tmp_path / "m.cnn").write_text("input 1x8x8\nclasses 3\nconv3(4) - relu - fc\n")
+    code = ("import sys\nfrom cnnc.cli import main\n"
+            f"main(['bench', {str(tmp_path / 'm.cnn')!r}, '--batch', '4', '--steps', '1', "
+            "'--repeats', '1', '--no-compile-times', '--threads', '1', '--json'])\n")
+    env = {k: v for k, v in os.environ.items() if k not in ("CNNC_THREADS", "NUMBA_NUM_THREADS")}
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode == 0, r.stderr
+    import json
+
+    assert json.loads(r.stdout)["threads"] == 1
