@@ -219,9 +219,9 @@ def test_conv_no_dx_and_small_workspace():
     cfg = (5, 4, 9, 9, 8, 3, 3, (1, 1), (1, 1), (1, 1), 1, True, True)
     N, C, H, W, F, KH, KW, s, p, d, G, bias, relu = cfg
     x, w, b, dy = _make(cfg, np.float64)
-    # workspace for a single thread only: still correct (fewer threads)
+    # workspace for a single chunk only: still correct (fewer chunks)
     per_thread = conv.conv2d_workspace_size(N, C, H, W, F, KH, KW, 9, 9, G) // min(
-        N, conv.numba.get_num_threads())
+        N, runtime.work_chunks())
     n_full = conv.conv2d_workspace_size(N, C, H, W, F, KH, KW, 9, 9, G)
     y, dx, dwt, db = run_conv(x, w, b, s, p, d, G, bias, relu, dy, need_dx=False,
                               ws_scale=per_thread / n_full)

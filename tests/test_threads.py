@@ -43,3 +43,34 @@ def test_cli_threads_flag_reaches_the_kernels(tmp_path):
     import json
 
     assert json.loads(r.stdout)["threads"] == 1
+
+
+def test_results_do_not_depend_on_how_many_threads_run():
+    """The kernels split a batch into a fixed number of chunks: one thread or all of them
+    give bitwise the same training step (so following the idle cores changes no number)."""
+    import numba
+    import numpy as np
+
+    import cnnc
+
+    if numba.config.NUMBA_NUM_THREADS < 2:
+        import pytest
+
+        pytest.skip("one core: a single thread count exists")
+    m = cnnc.compile("conv3(32) - bn - relu - conv3(32) - relu - pool - conv3(8, stride=2, pad=1) - fc(10) - fc",
+                     input="3x12x12", classes=4)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((9, 3, 12, 12)).astype(np.float32)
+    y = rng.integers(0, 4, 9)
+    threads.configure()
+    results = []
+    for n in (1, numba.config.NUMBA_NUM_THREADS):
+        numba.set_num_threads(n)
+        net = m.network(seed=0)
+        loss, _ = net.loss_and_grads(x, y, input_grad=True)
+        results.append((loss, net.grad.copy(), net.forward(x)))
+    numba.set_num_threads(threads._state["threads"])
+    (l1, g1, f1), (l2, g2, f2) = results
+    assert l1 == l2
+    np.testing.assert_array_equal(g1, g2)
+    np.testing.assert_array_equal(f1, f2)

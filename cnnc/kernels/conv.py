@@ -27,7 +27,6 @@ workspace sized for both).  ``CNNC_CONV_PATH`` / :data:`FORCE_PATH` force one pa
 
 from __future__ import annotations
 
-import numba
 import numpy as np
 from numba import njit, prange
 
@@ -36,6 +35,7 @@ from cnnc.kernels.blas import TRANS_T as _T
 from cnnc.kernels.blas import gemm
 from cnnc.kernels.blas import uidx as _u
 from cnnc.kernels import winograd as _wino
+from cnnc.kernels.threads import work_chunks
 
 # ---------------------------------------------------------------------------------------
 # im2col / col2im on flat arrays
@@ -197,15 +197,14 @@ def _choose_wide(path, sh, sw, dh, dw, ph, pw, KH, KW, OW):
 def conv2d_workspace_size(N, C, H, W, F, KH, KW, OH, OW, groups):
     """Elements of the 1-D workspace (same dtype as the data) for forward and backward.
 
-    ``threads x per-thread(...)`` with threads = Numba's current thread count (call
-    :func:`cnnc.kernels.threads.configure` first); bounded independently of N beyond one
-    block of images.  A smaller workspace still works (fewer threads are used) as long as
+    ``chunks x per-chunk(...)`` with chunks = :func:`cnnc.kernels.threads.work_chunks`;
+    bounded independently of N beyond one block of images.  A smaller workspace still works (fewer threads are used) as long as
     it holds one thread's share.
     """
     per = _sizes(int(N), int(C), int(F), int(KH), int(KW),
                  (int(C) // int(groups)) * int(KH) * int(KW), int(OH), int(OW),
                  _FWD_TARGET_COLS, _BWD_TARGET_COLS)[0]
-    T = max(1, min(numba.get_num_threads(), int(N)))
+    T = max(1, min(work_chunks(), int(N)))
     size = T * per
     H, W = int(H), int(W)
     dph, dpw = int(OH) - H + 2, int(OW) - W + 2  # 2 * padding if stride 1, dilation 1
@@ -557,7 +556,7 @@ def _conv_bwd(x, w, y, dy, dx, dwt, db, ws, sh, sw, ph, pw, dh, dw, G, has_bias,
 # ---------------------------------------------------------------------------------------
 
 _dummies: dict = {}
-_get_num_threads = numba.get_num_threads
+_chunks = work_chunks  # fixed per process: the same partial sums whatever runs them
 
 
 def _dummy(dtype, ndim):
@@ -581,10 +580,10 @@ def conv2d_forward(x, w, b, y, ws, sh, sw, ph, pw, dh, dw, groups, has_bias, rel
     if (_wino_ok(C, F, KH, KW, sh, sw, ph, pw, dh, dw, groups, FORCE_PATH)
             and _wino_fits(ws, N, C, F, H, W, y.shape[2], y.shape[3])):
         _wino.wino_conv(x, x, False, w, False, b, bool(has_bias), bool(relu), y, ws, ph, pw,
-                        _get_num_threads(), _WINO_TILES)
+                        _chunks(), _WINO_TILES)
         return
     _conv_fwd(x, w, b, y, ws, sh, sw, ph, pw, dh, dw, groups, bool(has_bias), bool(relu),
-              _get_num_threads(), _FWD_TARGET_COLS, _BWD_TARGET_COLS, FORCE_PATH)
+              _chunks(), _FWD_TARGET_COLS, _BWD_TARGET_COLS, FORCE_PATH)
 
 
 def conv2d_backward(x, w, y, dy, dx, dwt, db, ws, sh, sw, ph, pw, dh, dw, groups, has_bias,
@@ -611,12 +610,12 @@ def conv2d_backward(x, w, y, dy, dx, dwt, db, ws, sh, sw, ph, pw, dh, dw, groups
             and _wino_dw_ok(C, F, KH, KW, sh, sw, ph, pw, dh, dw, groups, FORCE_PATH)
             and ws.size >= _wino.wino_dw_sizes(N, C, F, H, W, OH, OW, _WINO_TILES)[0]):
         _wino.wino_dw(x, dy, y, bool(relu), dwt, db, bool(has_bias), ws, ph, pw,
-                      _get_num_threads(), _WINO_TILES)
+                      _chunks(), _WINO_TILES)
     else:
         _conv_bwd(x, w, y, dy, dx, dwt, db, ws, sh, sw, ph, pw, dh, dw, groups,
                   bool(has_bias), bool(relu), bool(need_dx) and not wino_dx,
-                  _get_num_threads(), _FWD_TARGET_COLS, _BWD_TARGET_COLS, FORCE_PATH)
+                  _chunks(), _FWD_TARGET_COLS, _BWD_TARGET_COLS, FORCE_PATH)
     if wino_dx:
         # dx = conv(dy * (y > 0), flipped transposed w) with padding K - 1 - p
         _wino.wino_conv(dy, y, bool(relu), w, True, db, False, False, dx, ws, 2 - ph, 2 - pw,
-                        _get_num_threads(), _WINO_TILES)
+                        _chunks(), _WINO_TILES)

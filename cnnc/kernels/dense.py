@@ -8,10 +8,14 @@ writes disjoint memory and no partial sums are needed.
 
 from __future__ import annotations
 
-import numba
 from numba import njit, prange
 
-from .conv import _N, _T, _dummy, _u, gemm
+from .blas import TRANS_N as _N
+from .blas import TRANS_T as _T
+from .blas import gemm
+from .blas import uidx as _u
+from .conv import _dummy
+from .threads import work_chunks
 
 
 @njit(parallel=True, cache=True, fastmath=True)
@@ -76,14 +80,14 @@ def _fc_bwd(x, w, y, dy, dx, dwt, db, has_bias, relu, need_dx, nthreads):
                         db[m] += dyf[r + _u(m)]
 
 
-_get_num_threads = numba.get_num_threads
+_chunks = work_chunks  # fixed per process: the same partial sums whatever runs them
 
 
 def fc_forward(x, w, b, y, has_bias, relu):
     """y[N,M] = x[N,K] . w[M,K]^T (+ b) (then ReLU).  C-contiguous, one float dtype."""
     if b is None:
         b = _dummy(y.dtype, 1)
-    _fc_fwd(x, w, b, y, bool(has_bias), bool(relu), _get_num_threads())
+    _fc_fwd(x, w, b, y, bool(has_bias), bool(relu), _chunks())
 
 
 def fc_backward(x, w, y, dy, dx, dwt, db, has_bias, relu, need_dx):
@@ -101,4 +105,4 @@ def fc_backward(x, w, y, dy, dx, dwt, db, has_bias, relu, need_dx):
         y = dy
         relu = False
     _fc_bwd(x, w, y, dy, dx, dwt, db, bool(has_bias), bool(relu), bool(need_dx),
-            _get_num_threads())
+            _chunks())

@@ -59,6 +59,15 @@ def busy_cores() -> int:
     return sorted(samples)[len(samples) // 2]
 
 
+def work_chunks() -> int:
+    """How many pieces the kernels split a batch into (each with its own partial sums):
+    Numba's pool size, fixed for the process. Results then do not depend on how many
+    threads happen to run the pieces, so :func:`adapt` changes speed, never numbers."""
+    import numba
+
+    return max(1, int(numba.config.NUMBA_NUM_THREADS))
+
+
 def auto_threads() -> int:
     """The idle cores, at least 1. On a shared machine a kernel that waits at every
     parallel region for a thread the scheduler has put aside is many times slower than one
