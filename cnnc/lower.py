@@ -39,8 +39,9 @@ class Plan:
     alias: dict  # graph node -> the value key that holds its output
 
 
-def plan(graph: nx.DiGraph) -> Plan:
-    """Schedule and fuse; no arrays yet."""
+def plan(graph: nx.DiGraph, fuse_relu: bool = True) -> Plan:
+    """Schedule and fuse; no arrays yet. ``fuse_relu=False`` (viz hook) keeps every ReLU
+    a step of its own, so each layer's output has its own buffer (cnnc.viz)."""
     order = [n for n in graph.nodes if n != INPUT]
     output = graph.graph["output"]
     consumers: dict[str, list[str]] = {n: [] for n in graph.nodes}
@@ -61,7 +62,7 @@ def plan(graph: nx.DiGraph) -> Plan:
             continue
         if kind == "relu":
             (src,) = graph.nodes[n]["inputs"]
-            if (src != INPUT and graph.nodes[src]["layer"].type.name in RELU_FUSABLE
+            if (fuse_relu and src != INPUT and graph.nodes[src]["layer"].type.name in RELU_FUSABLE
                     and consumers[src] == [n] and alias[src] == src and src not in fused):
                 fused.add(src)
                 alias[n] = src
@@ -163,6 +164,53 @@ class Program:
                                          grads[step.output], targets)
             for g, buf in pending:
                 self._accumulate(g.reshape(-1), buf.reshape(-1))
+
+    # ---- viz hooks: intermediate values, backward from any layer, guided ReLU (cnnc.viz)
+    def value(self, node: str) -> np.ndarray:  # viz hook
+        """The buffer holding graph node ``node``'s output after :meth:`forward`. In a plan
+        with fused ReLUs a conv/fc followed by its ReLU holds the ReLU's output."""
+        return self.values[self.plan.alias[node]]
+
+    def backward_from(self, node: str, dy: np.ndarray) -> None:  # viz hook
+        """Backward from ``node``'s output with output gradient ``dy`` (after a forward):
+        only the steps ``node`` depends on run; the input gradient lands in
+        ``grads[INPUT]`` (when the program was made with ``need_input_grad``)."""
+        key = self.plan.alias[node]
+        if key == INPUT:
+            raise UsageError("the backward pass must start at a layer, not at the input")
+        self.grads[key][...] = dy
+        live = {key}
+        written: dict[str, int] = {}
+        values, grads = self.values, self.grads
+        for step in reversed(self.plan.steps):
+            if step.output not in live:
+                continue
+            live.update(step.inputs)
+            targets, pending = [], []
+            for slot, s in enumerate(step.inputs):
+                g = grads.get(s)
+                if g is None:
+                    targets.append(None)
+                elif written.get(s, 0) == 0 and s not in step.inputs[:slot]:
+                    targets.append(g)
+                    written[s] = 1
+                else:
+                    buf = self.scratch[(g.shape, slot)]
+                    targets.append(buf)
+                    pending.append((g, buf))
+            self.ops[step.node].backward([values[s] for s in step.inputs], values[step.output],
+                                         grads[step.output], targets)
+            for g, buf in pending:
+                self._accumulate(g.reshape(-1), buf.reshape(-1))
+
+    def set_guided(self, on: bool) -> None:  # viz hook
+        """Guided backpropagation (Springenberg et al. 2015): every ReLU's backward also drops
+        negative output gradients. Needs a plan without fused ReLUs."""
+        if on and self.plan.fused_relu:
+            raise UsageError("guided backpropagation needs a plan without fused ReLUs (plan(graph, fuse_relu=False))")
+        for op in self.ops.values():
+            if hasattr(op, "guided"):
+                op.guided = on
 
 
 def require_classifier(graph: nx.DiGraph, classes: int | None) -> int:

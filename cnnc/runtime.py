@@ -227,3 +227,51 @@ class Network:
         loss = prog.loss()
         prog.backward()
         return loss, int(count_correct(logits, prog.labels))
+
+    # ---- viz hooks (cnnc.viz): a program without ReLU fusion, so every layer's output has
+    # its own buffer and ReLUs can run guided; its parameter gradients go to a scratch array,
+    # so the training gradients in self.grad are never touched.
+    def viz_program(self, batch: int) -> Program:  # viz hook
+        """A program for one batch size with ReLUs unfused and the input gradient on."""
+        cache = self.__dict__.setdefault("_viz_programs", {})
+        prog = cache.get(batch)
+        if prog is None:
+            if "_viz_grads" not in self.__dict__:
+                self._viz_plan = plan(self.graph, fuse_relu=False)
+                self._viz_grads = self._views(np.zeros_like(self.grad), self.param_specs)
+            prog = Program(self.graph, self._viz_plan, batch, self.dtype, self.params, self._viz_grads,
+                           self.buffers, self.rng, need_input_grad=True)
+            cache[batch] = prog
+        return prog
+
+    def layer_outputs(self, x, layers, batch: int = 128) -> dict[str, np.ndarray]:  # viz hook
+        """The inference-mode outputs of graph nodes ``layers`` for inputs ``x`` (copies)."""
+        x = self._check_x(x)
+        out = {n: [] for n in layers}
+        for i in range(0, x.shape[0], batch):
+            chunk = x[i: i + batch]
+            prog = self.viz_program(chunk.shape[0])
+            prog.input[...] = chunk
+            prog.forward(False)
+            for n in layers:
+                out[n].append(prog.value(n).copy())
+        return {n: np.concatenate(v) for n, v in out.items()}
+
+    def input_gradient(self, x, layer: str, dy, guided: bool = False):  # viz hook
+        """Inference-mode forward of ``x``, then backward from ``layer``'s output with output
+        gradient ``dy`` (same shape as that output): returns (the layer's output,
+        d <dy, output> / d x). ``guided`` applies the guided-ReLU rule."""
+        x = self._check_x(x)
+        prog = self.viz_program(x.shape[0])
+        prog.input[...] = x
+        prog.forward(False)
+        value = prog.value(layer).copy()
+        dy = np.asarray(dy, self.dtype)
+        if dy.shape != value.shape:
+            raise UsageError(f"the output gradient has shape {dy.shape}; {layer}'s output is {value.shape}")
+        prog.set_guided(guided)
+        try:
+            prog.backward_from(layer, dy)
+        finally:
+            prog.set_guided(False)
+        return value, prog.grads[INPUT].copy()

@@ -32,6 +32,20 @@ class PointwiseOp(Op):
             self.bwd(dy.reshape(-1), ref, dxs[0].reshape(-1), self.alpha)
 
 
+class ReluOp(PointwiseOp):
+    """ReLU; with ``guided`` set (viz hook, cnnc.viz) the backward is guided backpropagation's
+    dx = dy * (y > 0) * (dy > 0)."""
+
+    guided = False  # viz hook
+
+    def backward(self, xs, y, dy, dxs):
+        if not self.guided or dxs[0] is None:
+            return super().backward(xs, y, dy, dxs)
+        import numpy as np  # viz hook
+
+        np.multiply(dy, (y > 0) & (dy > 0), out=dxs[0])
+
+
 class _Pointwise(LayerType):
     config_class = NoConfig
     kernel = ""
@@ -48,6 +62,9 @@ class Relu(_Pointwise):
     name = "relu"
     summary = "max(x, 0)"
     kernel = "relu"
+
+    def make_op(self, cfg, info, in_shapes):
+        return ReluOp(cfg, info, in_shapes, "relu_forward", "relu_backward")
 
 
 @dataclass(frozen=True)
