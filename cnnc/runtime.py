@@ -259,14 +259,15 @@ class Network:
 
     def input_gradient(self, x, layer: str, dy, guided: bool = False):  # viz hook
         """Inference-mode forward of ``x``, then backward from ``layer``'s output with output
-        gradient ``dy`` (same shape as that output): returns (the layer's output,
+        gradient ``dy`` (same shape as that output, or a function of the output giving it):
+        returns (the layer's output,
         d <dy, output> / d x). ``guided`` applies the guided-ReLU rule."""
         x = self._check_x(x)
         prog = self.viz_program(x.shape[0])
         prog.input[...] = x
         prog.forward(False)
         value = prog.value(layer).copy()
-        dy = np.asarray(dy, self.dtype)
+        dy = np.asarray(dy(value) if callable(dy) else dy, self.dtype)
         if dy.shape != value.shape:
             raise UsageError(f"the output gradient has shape {dy.shape}; {layer}'s output is {value.shape}")
         prog.set_guided(guided)

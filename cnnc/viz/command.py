@@ -85,10 +85,11 @@ def add_commands(sub, model_args) -> None:
     g.add_argument("--patch", type=int, metavar="P", help="occlusion patch size (default: 1/4 of the image)")
     g.add_argument("--stride", type=int, metavar="S", help="occlusion stride (default: patch/2)")
     g.add_argument("--steps", type=int, metavar="N", help="maximize/invert: gradient steps (default 200/300)")
-    g.add_argument("--lr", type=float, default=0.05, metavar="LR", help="maximize/invert: Adam step (default 0.05)")
+    g.add_argument("--lr", type=float, metavar="LR", help="maximize/invert: Adam step (default 0.1/0.05)")
     g.add_argument("--l2", type=float, default=1e-3, metavar="W", help="maximize/invert: L2 weight (default 1e-3)")
-    g.add_argument("--tv", type=float, metavar="W", help="maximize/invert: total-variation weight (0.05/0.02)")
-    g.add_argument("--jitter", type=int, metavar="PX", help="maximize/invert: random shift each step (1/0)")
+    g.add_argument("--tv", type=float, metavar="W", help="maximize/invert: total-variation weight (default 0.01/0.02)")
+    g.add_argument("--jitter", type=int, metavar="PX", help="maximize/invert: random shift each step (default: maximize 1 px for "
+                        "inputs >= 16 px, else 0; invert 0)")
     g.add_argument("--seed", type=int, default=0, metavar="N", help="random seed (default 0)")
     g.add_argument("-k", type=int, default=8, metavar="K", help="neighbours per query (default 8)")
     g.add_argument("--reference", type=int, default=10000, metavar="N",
@@ -241,9 +242,10 @@ def cmd_viz(args) -> int:
             chans = list(range(net.classes))
         if layer is None and args.channel:
             raise UsageError("--channel needs --layer; for class scores give --class K (or nothing: every class)")
-        res = viz.maximize(net, layer, chans, steps=args.steps or 200, lr=args.lr, l2=args.l2,
-                           tv=0.05 if args.tv is None else args.tv, jitter=1 if args.jitter is None else args.jitter,
-                           bounds=ctx.bounds(), seed=args.seed)
+        tv = 0.01 if args.tv is None else args.tv
+        jitter = (1 if min(net.model.input_shape[1:]) >= 16 else 0) if args.jitter is None else args.jitter
+        res = viz.maximize(net, layer, chans, steps=args.steps or 200, lr=args.lr or 0.1, l2=args.l2,
+                           tv=tv, jitter=jitter, bounds=ctx.bounds(), seed=args.seed)
         chans = list(range(len(res.images))) if chans is None else chans
         shown = plot.display(res.images, ctx.mean, ctx.std)
         name = layer or "class"
@@ -251,14 +253,13 @@ def cmd_viz(args) -> int:
         what_text = f"mean activation of {layer} channels" if layer else "class scores (pre-softmax)"
         files[f"maximize-{name}.png"] = plot.synthesis_png(
             shown, titles, f"Activation maximization: inputs that maximize the {what_text}; Adam, "
-                           f"{args.steps or 200} steps, L2 {args.l2:g}, TV {0.05 if args.tv is None else args.tv:g}, "
-                           f"jitter {1 if args.jitter is None else args.jitter}px, seed {args.seed}")
+                           f"{args.steps or 200} steps, L2 {args.l2:g}, TV {tv:g}, jitter {jitter}px, seed {args.seed}")
         info.update(layer=layer, channels=[int(c) for c in chans], activation=[float(v) for v in res.objective])
     elif what == "invert":
         layer = args.layer or core.last_fc_input(net)
         core.resolve_layer(net, layer, view="invert")
         x, _, _ = ctx.images(default_count=4)
-        res = viz.invert(net, x, layer, steps=args.steps or 300, lr=args.lr, l2=args.l2,
+        res = viz.invert(net, x, layer, steps=args.steps or 300, lr=args.lr or 0.05, l2=args.l2,
                          tv=0.02 if args.tv is None else args.tv, jitter=args.jitter or 0,
                          bounds=ctx.bounds(), seed=args.seed)
         files[f"invert-{layer}.png"] = plot.invert_png(plot.display(x, ctx.mean, ctx.std),

@@ -60,10 +60,15 @@ def _shift(x: np.ndarray, dy: int, dx: int) -> np.ndarray:
     return np.roll(x, (dy, dx), axis=(2, 3))
 
 
-def maximize(net, layer: str | None = None, channels=None, *, steps: int = 200, lr: float = 0.05,
-             l2: float = 1e-3, tv: float = 0.05, jitter: int = 1, bounds=None, seed: int = 0) -> Synthesis:
+def maximize(net, layer: str | None = None, channels=None, *, steps: int = 200, lr: float = 0.1,
+             l2: float = 1e-3, tv: float = 0.01, jitter: int | None = None, bounds=None,
+             seed: int = 0) -> Synthesis:
     """One image per entry of ``channels`` maximizing the mean of that channel of ``layer``
-    (a class score when ``layer`` is None: ``channels`` are then classes)."""
+    (a class score when ``layer`` is None: ``channels`` are then classes). ``jitter=None``:
+    1 pixel for inputs at least 16 pixels wide, none for smaller ones (a pixel of an 8x8
+    digit is an eighth of it)."""
+    if jitter is None:
+        jitter = 1 if min(net.model.input_shape[1:]) >= 16 else 0
     node = logits_node(net) if layer is None else resolve_layer(net, layer, view="maximize")
     shape = out_shape(net, node)
     channels = np.atleast_1d(np.asarray(list(range(min(shape[0], 16))) if channels is None else channels))
@@ -126,10 +131,8 @@ def invert(net, x, layer: str, *, steps: int = 300, lr: float = 0.05, l2: float 
     for t in range(steps):
         oy, ox = (rng.integers(-jitter, jitter + 1, 2) if jitter else (0, 0))
         zs = _shift(z, oy, ox)
-        value = net.layer_outputs(zs, [node])[node]
-        diff = value - target
-        history[t] = (diff.reshape(len(z), -1) ** 2).sum(axis=1) / norm
-        _, g = net.input_gradient(zs, node, (2 * diff / scale).astype(net.dtype))
+        value, g = net.input_gradient(zs, node, lambda v: 2 * (v - target) / scale)
+        history[t] = ((value - target).reshape(len(z), -1) ** 2).sum(axis=1) / norm
         g = _shift(g, -oy, -ox)
         _, gtv = tv_grad(z)
         opt.step(z, g + l2 * z + tv * gtv)
