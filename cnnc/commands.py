@@ -49,6 +49,9 @@ def _train_args(p: argparse.ArgumentParser) -> None:
     r.add_argument("--resume", metavar="RUN", help="continue the run in this folder (or checkpoint file)")
     r.add_argument("--json", action="store_true", help="print the final metrics as JSON")
     r.add_argument("--quiet", action="store_true", help="no progress bar or per-epoch lines")
+    r.add_argument("--viz", action="store_true",
+                   help="after each epoch write the first conv's filters and a few activation maps "
+                        "to <run>/viz/ (see `cnnc viz` for more views)")
 
 
 def add_runtime_commands(sub, model_args) -> None:
@@ -139,8 +142,13 @@ def cmd_train(args) -> int:
     args.batch = 1  # the summary's memory figure; the training batch is in `settings`
     model = _compile(args)
     args.batch = saved_batch
+    callback = None
+    if getattr(args, "viz", False):
+        from .viz.training import EpochViz
+
+        callback = EpochViz.for_model(model)
     result = train(model, out=args.out, new_run=args.out is None and args.resume is None,
-                   resume=args.resume, progress=not args.quiet, **settings)
+                   resume=args.resume, progress=not args.quiet, epoch_callback=callback, **settings)
     metrics = result.metrics()
     if args.json:
         print(json.dumps(metrics, indent=2))

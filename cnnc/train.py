@@ -276,8 +276,9 @@ class Trainer:
     """One training run: network, optimizer, data, generators, outputs."""
 
     def __init__(self, model: "Model", cfg: TrainConfig, data: Prepared, out_dir: Path | None,
-                 progress: bool = True, log=None):
+                 progress: bool = True, log=None, epoch_callback=None):
         self.model, self.cfg, self.data = model, cfg, data
+        self.epoch_callback = epoch_callback  # (net, data, out_dir, epoch) after each epoch (cnnc train --viz)
         self.out_dir = out_dir
         self.progress = progress
         self.log = log or (lambda msg: print(msg, file=sys.stderr))
@@ -456,6 +457,8 @@ class Trainer:
         if improved or (val is None and epoch + 1 == cfg.epochs):
             self.save(BEST)
         self.write_history()
+        if self.epoch_callback is not None:
+            self.epoch_callback(self.net, data, self.out_dir, epoch + 1)
         msg = (f"epoch {epoch + 1}/{cfg.epochs}  loss {row['train_loss']:.4f}  acc {row['train_accuracy']:.4f}")
         if val:
             msg += f"  val_loss {val['loss']:.4f}  val_acc {val['accuracy']:.4f}"
@@ -536,7 +539,7 @@ def find_checkpoint(path: str | Path) -> Path:
 
 def train(model: "Model", *, x=None, y=None, x_test=None, y_test=None, out: str | Path | None = None,
           resume: str | Path | None = None, progress: bool = False, new_run: bool = False,
-          **settings: Any) -> TrainResult:
+          epoch_callback=None, **settings: Any) -> TrainResult:
     """Train a compiled model.
 
     Data: the file's/``data=`` data set (name or path), or NumPy arrays ``x``, ``y`` (and
@@ -544,7 +547,8 @@ def train(model: "Model", *, x=None, y=None, x_test=None, y_test=None, out: str 
     :class:`TrainConfig` fields (``epochs``, ``batch``, ``lr``, ``optimizer``...) and override
     the model file's. ``out``: a folder for checkpoints and history (None: keep nothing on
     disk; ``new_run=True``: a new numbered ``runs/<model>`` folder, made once the data is
-    ready). ``resume``: a run folder or checkpoint to continue.
+    ready). ``resume``: a run folder or checkpoint to continue. ``epoch_callback(net, data,
+    out_dir, epoch)`` runs after each epoch's checkpoint (``cnnc train --viz``).
     """
     unknown = set(settings) - {f.name for f in fields(TrainConfig)}
     if unknown:
@@ -577,7 +581,7 @@ def train(model: "Model", *, x=None, y=None, x_test=None, y_test=None, out: str 
         out_dir = find_checkpoint(resume).parent
     elif out_dir is not None or new_run:
         out_dir = new_run_dir(model.filename, str(out_dir) if out_dir is not None else None)
-    trainer = Trainer(model, cfg, data, out_dir, progress=progress)
+    trainer = Trainer(model, cfg, data, out_dir, progress=progress, epoch_callback=epoch_callback)
     if arrays is not None:
         trainer.restore(arrays, meta)
     return trainer.run()

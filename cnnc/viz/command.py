@@ -87,7 +87,7 @@ def add_commands(sub, model_args) -> None:
     g.add_argument("--steps", type=int, metavar="N", help="maximize/invert: gradient steps (default 200/300)")
     g.add_argument("--lr", type=float, metavar="LR", help="maximize/invert: Adam step (default 0.1/0.05)")
     g.add_argument("--l2", type=float, default=1e-3, metavar="W", help="maximize/invert: L2 weight (default 1e-3)")
-    g.add_argument("--tv", type=float, metavar="W", help="maximize/invert: total-variation weight (default 0.01/0.02)")
+    g.add_argument("--tv", type=float, metavar="W", help="maximize/invert: total-variation weight (default 0.05/0.02)")
     g.add_argument("--jitter", type=int, metavar="PX", help="maximize/invert: random shift each step (default: maximize 1 px for "
                         "inputs >= 16 px, else 0; invert 0)")
     g.add_argument("--seed", type=int, default=0, metavar="N", help="random seed (default 0)")
@@ -96,6 +96,25 @@ def add_commands(sub, model_args) -> None:
                    help="neighbours: training images searched (default 10000)")
     g.add_argument("--method", choices=["tsne", "pca"], default="tsne", help="embedding method (default tsne)")
     p.add_argument("--json", action="store_true", help="print the files written (and key numbers) as JSON")
+    p.__class__ = _intermixed(type(p))  # IMAGE files may follow the options
+
+
+def _intermixed(base):
+    """``base`` parsing positionals mixed with options (``viz FILE --what x IMAGE -o DIR``);
+    plain argparse gives the IMAGE list up once FILE has been read."""
+    class Intermixed(base):
+        _inner = False
+
+        def parse_known_args(self, args=None, namespace=None):
+            if self._inner:
+                return super().parse_known_args(args, namespace)
+            self._inner = True
+            try:
+                return self.parse_known_intermixed_args(args, namespace)
+            finally:
+                self._inner = False
+
+    return Intermixed
 
 
 # ---------------------------------------------------------------------------
@@ -242,7 +261,7 @@ def cmd_viz(args) -> int:
             chans = list(range(net.classes))
         if layer is None and args.channel:
             raise UsageError("--channel needs --layer; for class scores give --class K (or nothing: every class)")
-        tv = 0.01 if args.tv is None else args.tv
+        tv = 0.05 if args.tv is None else args.tv
         jitter = (1 if min(net.model.input_shape[1:]) >= 16 else 0) if args.jitter is None else args.jitter
         res = viz.maximize(net, layer, chans, steps=args.steps or 200, lr=args.lr or 0.1, l2=args.l2,
                            tv=tv, jitter=jitter, bounds=ctx.bounds(), seed=args.seed)

@@ -20,6 +20,16 @@ def _plt():
     return plt
 
 
+def _suptitle(fig, text: str, fontsize: float = 9) -> None:
+    """A title wrapped to the figure's width (about 13 characters per inch at 9 points)."""
+    import textwrap
+
+    width = max(30, int(fig.get_figwidth() * 13 * 9 / fontsize))
+    lines = textwrap.wrap(text, width)
+    fig.suptitle("\n".join(lines), fontsize=fontsize)
+    top = 1 - (0.2 + len(lines) * fontsize / 72 * 1.25) / fig.get_figheight()
+
+
 def _png(fig) -> bytes:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=100)
@@ -82,9 +92,8 @@ def filters_png(w: np.ndarray, layer: str) -> bytes:
         for j in range(cs):
             axes[0, j].set_title(f"in {j}", fontsize=6)
     what = "RGB" if rgb else "grey" if c == 1 else f"rows: filters{' (first 32)' if f > 32 else ''}, columns: input channels{' (first 16)' if c > 16 else ''}"
-    fig.suptitle(f"{layer} filters: {f} x {c}x{kh}x{kw} weights ({what}; each filter scaled to its own range)",
+    _suptitle(fig, f"{layer} filters: {f} x {c}x{kh}x{kw} weights ({what}; each filter scaled to its own range)",
                  fontsize=9)
-    fig.tight_layout(rect=(0, 0, 1, 0.94))
     return _png(fig)
 
 
@@ -105,16 +114,15 @@ def activations_png(image: np.ndarray, acts: np.ndarray, layer: str, caption: st
         else:
             ax.axis("off")
     more = f" (first {c} of {acts.shape[0]})" if acts.shape[0] > c else ""
-    fig.suptitle(f"{layer} activations, {acts.shape[0]} channels of {acts.shape[1]}x{acts.shape[2]}{more}, "
+    _suptitle(fig, f"{layer} activations, {acts.shape[0]} channels of {acts.shape[1]}x{acts.shape[2]}{more}, "
                  f"one colour scale [{lo:.2g}, {hi:.2g}]; {caption}", fontsize=8)
-    fig.tight_layout(rect=(0, 0, 1, 0.93))
     return _png(fig)
 
 
 def _overlay(ax, image, heat, title):
     base = image if image.ndim == 2 else _scaled(image).mean(axis=2)
     ax.imshow(_scaled(base), cmap="gray", interpolation="nearest")
-    ax.imshow(_scaled(heat), cmap="jet", alpha=0.5, interpolation="nearest")
+    ax.imshow(_scaled(heat), cmap="hot", alpha=0.6, interpolation="nearest")
     ax.set_xticks([])
     ax.set_yticks([])
     ax.set_title(title, fontsize=8)
@@ -123,22 +131,21 @@ def _overlay(ax, image, heat, title):
 def saliency_png(images, sal, smooth, captions, samples: int, noise: float) -> bytes:
     plt = _plt()
     n = len(images)
-    fig, axes = plt.subplots(n, 4, figsize=(8.4, 2.2 * n + 0.7), squeeze=False)
+    fig, axes = plt.subplots(n, 4, figsize=(8.4, 2.6 * n + 0.8), squeeze=False)
     for i in range(n):
         _show(axes[i, 0], images[i], title=captions[i])
         _show(axes[i, 1], sal[i], cmap="hot", title="saliency |d score/d x|")
         _show(axes[i, 2], smooth[i], cmap="hot", title=f"SmoothGrad ({samples} x, noise {noise:g})")
         _overlay(axes[i, 3], images[i], smooth[i], "SmoothGrad on the image")
-    fig.suptitle("Saliency: gradient of the class score (pre-softmax) w.r.t. the pixels, max over channels",
+    _suptitle(fig, "Saliency: gradient of the class score (pre-softmax) w.r.t. the pixels, max over channels",
                  fontsize=9)
-    fig.tight_layout(rect=(0, 0, 1, 1 - 0.5 / (2.2 * n + 0.7)))
     return _png(fig)
 
 
 def guided_png(images, guided, captions) -> bytes:
     plt = _plt()
     n = len(images)
-    fig, axes = plt.subplots(n, 3, figsize=(6.6, 2.2 * n + 0.7), squeeze=False)
+    fig, axes = plt.subplots(n, 3, figsize=(6.6, 2.6 * n + 0.8), squeeze=False)
     for i in range(n):
         _show(axes[i, 0], images[i], title=captions[i])
         g = guided[i]
@@ -152,16 +159,15 @@ def guided_png(images, guided, captions) -> bytes:
         else:
             _show(axes[i, 1], signed, title="guided backprop (RGB)")
         _overlay(axes[i, 2], images[i], np.abs(g).max(axis=0), "|guided| on the image")
-    fig.suptitle("Guided backpropagation: score gradient with only positive signals passed back through ReLUs",
+    _suptitle(fig, "Guided backpropagation: score gradient with only positive signals passed back through ReLUs",
                  fontsize=9)
-    fig.tight_layout(rect=(0, 0, 1, 1 - 0.5 / (2.2 * n + 0.7)))
     return _png(fig)
 
 
 def occlusion_png(images, occ, captions) -> bytes:
     plt = _plt()
     n = len(images)
-    fig, axes = plt.subplots(n, 3, figsize=(7.2, 2.3 * n + 0.7), squeeze=False)
+    fig, axes = plt.subplots(n, 3, figsize=(7.4, 2.7 * n + 0.8), squeeze=False)
     for i in range(n):
         _show(axes[i, 0], images[i], title=captions[i])
         im = axes[i, 1].imshow(occ.scores[i], cmap="viridis", interpolation="nearest")
@@ -170,9 +176,8 @@ def occlusion_png(images, occ, captions) -> bytes:
         axes[i, 1].set_title(f"score with patch at each position\n(unoccluded {occ.base[i]:.2f})", fontsize=8)
         fig.colorbar(im, ax=axes[i, 1], fraction=0.046)
         _overlay(axes[i, 2], images[i], np.maximum(occ.drop[i], 0), "score drop per pixel")
-    fig.suptitle(f"Occlusion: a {occ.patch}x{occ.patch} gray patch slid with stride {occ.stride}; "
+    _suptitle(fig, f"Occlusion: a {occ.patch}x{occ.patch} gray patch slid with stride {occ.stride}; "
                  "where the class score falls, the network looks", fontsize=9)
-    fig.tight_layout(rect=(0, 0, 1, 1 - 0.5 / (2.3 * n + 0.7)))
     return _png(fig)
 
 
@@ -186,8 +191,7 @@ def synthesis_png(images, titles, suptitle, cols: int | None = None) -> bytes:
             _show(ax, _scaled(images[i]), title=titles[i], fontsize=7)
         else:
             ax.axis("off")
-    fig.suptitle(suptitle, fontsize=8)
-    fig.tight_layout(rect=(0, 0, 1, 1 - 0.6 / (rows * 1.6 + 0.8)))
+    _suptitle(fig, suptitle, fontsize=8)
     return _png(fig)
 
 
@@ -198,9 +202,8 @@ def invert_png(originals, recon, layer, errors) -> bytes:
     for i in range(n):
         _show(axes[0, i], originals[i], title="original")
         _show(axes[1, i], recon[i], title=f"from {layer}\ncode error {errors[i]:.3f}")
-    fig.suptitle(f"Inversion: images whose {layer} code matches the original's "
+    _suptitle(fig, f"Inversion: images whose {layer} code matches the original's "
                  "(gradient descent from noise, TV + L2 prior)", fontsize=8)
-    fig.tight_layout(rect=(0, 0, 1, 0.9))
     return _png(fig)
 
 
@@ -215,9 +218,8 @@ def neighbours_png(queries, refs, nb, q_labels, r_labels, names, layer) -> bytes
             _show(axes[i, j + 1], refs[r], title=f"#{r} {names(r_labels[r])}\nd={nb.distances[i, j]:.2f}",
                   fontsize=6)
         axes[i, 0].spines[:].set_color("red")
-    fig.suptitle(f"Nearest training images to each query (left) in the feature space of {layer} "
+    _suptitle(fig, f"Nearest training images to each query (left) in the feature space of {layer} "
                  f"(Euclidean), nearest first", fontsize=8)
-    fig.tight_layout(rect=(0, 0, 1, 1 - 0.55 / (1.35 * q + 0.8)))
     return _png(fig)
 
 

@@ -61,7 +61,7 @@ def _shift(x: np.ndarray, dy: int, dx: int) -> np.ndarray:
 
 
 def maximize(net, layer: str | None = None, channels=None, *, steps: int = 200, lr: float = 0.1,
-             l2: float = 1e-3, tv: float = 0.01, jitter: int | None = None, bounds=None,
+             l2: float = 1e-3, tv: float = 0.05, jitter: int | None = None, bounds=None,
              seed: int = 0) -> Synthesis:
     """One image per entry of ``channels`` maximizing the mean of that channel of ``layer``
     (a class score when ``layer`` is None: ``channels`` are then classes). ``jitter=None``:
