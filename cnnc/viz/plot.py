@@ -76,7 +76,7 @@ def filters_png(w: np.ndarray, layer: str) -> bytes:
     rgb = c == 3
     if rgb or c == 1:
         rows, cols = _grid(f)
-        fig, axes = plt.subplots(rows, cols, figsize=(cols * 0.9 + 0.4, rows * 0.9 + 0.9), squeeze=False)
+        fig, axes = plt.subplots(rows, cols, figsize=(max(cols * 0.9 + 0.4, 4.5), rows * 0.95 + 1.2), squeeze=False, layout="constrained")
         for i, ax in enumerate(axes.ravel()):
             if i < f:
                 _show(ax, w[i].transpose(1, 2, 0) if rgb else _scaled(w[i, 0]), title=str(i), fontsize=7)
@@ -84,7 +84,7 @@ def filters_png(w: np.ndarray, layer: str) -> bytes:
                 ax.axis("off")
     else:
         fs, cs = min(f, 32), min(c, 16)
-        fig, axes = plt.subplots(fs, cs, figsize=(cs * 0.55 + 0.6, fs * 0.55 + 1.0), squeeze=False)
+        fig, axes = plt.subplots(fs, cs, figsize=(cs * 0.55 + 0.6, fs * 0.55 + 1.0), squeeze=False, layout="constrained")
         for i in range(fs):
             for j in range(cs):
                 _show(axes[i, j], _scaled(w[i, j]))
@@ -101,7 +101,7 @@ def activations_png(image: np.ndarray, acts: np.ndarray, layer: str, caption: st
     plt = _plt()
     c = min(acts.shape[0], limit)
     rows, cols = _grid(c + 1)
-    fig, axes = plt.subplots(rows, cols, figsize=(cols * 1.1 + 0.3, rows * 1.1 + 0.8), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(cols * 1.1 + 0.3, rows * 1.1 + 0.8), squeeze=False, layout="constrained")
     lo, hi = float(acts[:c].min()), float(acts[:c].max())
     for i, ax in enumerate(axes.ravel()):
         if i == 0:
@@ -131,7 +131,7 @@ def _overlay(ax, image, heat, title):
 def saliency_png(images, sal, smooth, captions, samples: int, noise: float) -> bytes:
     plt = _plt()
     n = len(images)
-    fig, axes = plt.subplots(n, 4, figsize=(8.4, 2.6 * n + 0.8), squeeze=False)
+    fig, axes = plt.subplots(n, 4, figsize=(8.4, 2.6 * n + 0.8), squeeze=False, layout="constrained")
     for i in range(n):
         _show(axes[i, 0], images[i], title=captions[i])
         _show(axes[i, 1], sal[i], cmap="hot", title="saliency |d score/d x|")
@@ -145,7 +145,7 @@ def saliency_png(images, sal, smooth, captions, samples: int, noise: float) -> b
 def guided_png(images, guided, captions) -> bytes:
     plt = _plt()
     n = len(images)
-    fig, axes = plt.subplots(n, 3, figsize=(6.6, 2.6 * n + 0.8), squeeze=False)
+    fig, axes = plt.subplots(n, 3, figsize=(6.6, 2.6 * n + 0.8), squeeze=False, layout="constrained")
     for i in range(n):
         _show(axes[i, 0], images[i], title=captions[i])
         g = guided[i]
@@ -167,7 +167,7 @@ def guided_png(images, guided, captions) -> bytes:
 def occlusion_png(images, occ, captions) -> bytes:
     plt = _plt()
     n = len(images)
-    fig, axes = plt.subplots(n, 3, figsize=(7.4, 2.7 * n + 0.8), squeeze=False)
+    fig, axes = plt.subplots(n, 3, figsize=(7.4, 2.7 * n + 0.8), squeeze=False, layout="constrained")
     for i in range(n):
         _show(axes[i, 0], images[i], title=captions[i])
         im = axes[i, 1].imshow(occ.scores[i], cmap="viridis", interpolation="nearest")
@@ -185,7 +185,7 @@ def synthesis_png(images, titles, suptitle, cols: int | None = None) -> bytes:
     plt = _plt()
     n = len(images)
     rows, cols = _grid(n, cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(cols * 1.5 + 0.3, rows * 1.6 + 0.8), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(cols * 1.5 + 0.3, rows * 1.6 + 0.8), squeeze=False, layout="constrained")
     for i, ax in enumerate(axes.ravel()):
         if i < n:
             _show(ax, _scaled(images[i]), title=titles[i], fontsize=7)
@@ -198,7 +198,7 @@ def synthesis_png(images, titles, suptitle, cols: int | None = None) -> bytes:
 def invert_png(originals, recon, layer, errors) -> bytes:
     plt = _plt()
     n = len(originals)
-    fig, axes = plt.subplots(2, n, figsize=(1.6 * n + 0.4, 4.0), squeeze=False)
+    fig, axes = plt.subplots(2, n, figsize=(1.6 * n + 0.4, 4.0), squeeze=False, layout="constrained")
     for i in range(n):
         _show(axes[0, i], originals[i], title="original")
         _show(axes[1, i], recon[i], title=f"from {layer}\ncode error {errors[i]:.3f}")
@@ -210,7 +210,7 @@ def invert_png(originals, recon, layer, errors) -> bytes:
 def neighbours_png(queries, refs, nb, q_labels, r_labels, names, layer) -> bytes:
     plt = _plt()
     q, k = nb.indices.shape
-    fig, axes = plt.subplots(q, k + 1, figsize=(1.2 * (k + 1) + 0.3, 1.35 * q + 0.8), squeeze=False)
+    fig, axes = plt.subplots(q, k + 1, figsize=(1.2 * (k + 1) + 0.3, 1.35 * q + 0.8), squeeze=False, layout="constrained")
     for i in range(q):
         _show(axes[i, 0], queries[i], title=f"query: {names(q_labels[i])}", fontsize=7)
         for j in range(k):
@@ -225,7 +225,7 @@ def neighbours_png(queries, refs, nb, q_labels, r_labels, names, layer) -> bytes
 
 def embedding_png(xy, labels, names, layer, method, data_name) -> bytes:
     plt = _plt()
-    fig, ax = plt.subplots(figsize=(7, 6))
+    fig, ax = plt.subplots(figsize=(7, 6), layout="constrained")
     classes = sorted(set(int(v) for v in labels))
     cmap = plt.get_cmap("tab10" if len(classes) <= 10 else "tab20")
     for j, c in enumerate(classes):
@@ -236,5 +236,4 @@ def embedding_png(xy, labels, names, layer, method, data_name) -> bytes:
     ax.set_yticks([])
     ax.set_title(f"{method.upper() if method == 'pca' else 't-SNE'} of {layer} features of "
                  f"{len(labels)} {data_name} test images, coloured by true class", fontsize=9)
-    fig.tight_layout()
     return _png(fig)

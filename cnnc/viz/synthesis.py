@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import UsageError
-from .core import check_images, logits_node, out_shape, resolve_layer
+from .core import check_images, layer_inputs, layer_kind, logits_node, out_shape, resolve_layer
 
 
 def tv_grad(x: np.ndarray) -> tuple[float, np.ndarray]:
@@ -64,7 +64,8 @@ def maximize(net, layer: str | None = None, channels=None, *, steps: int = 200, 
              l2: float = 1e-3, tv: float = 0.05, jitter: int | None = None, bounds=None,
              seed: int = 0) -> Synthesis:
     """One image per entry of ``channels`` maximizing the mean of that channel of ``layer``
-    (a class score when ``layer`` is None: ``channels`` are then classes). ``jitter=None``:
+    (a class score when ``layer`` is None: ``channels`` are then classes); for a ReLU the
+    ascent runs on its input with a leaky ReLU gradient (no dead start). ``jitter=None``:
     1 pixel for inputs at least 16 pixels wide, none for smaller ones (a pixel of an 8x8
     digit is an eighth of it)."""
     if jitter is None:
@@ -78,6 +79,11 @@ def maximize(net, layer: str | None = None, channels=None, *, steps: int = 200, 
                              f"{int(c)} is out of range 0..{shape[0] - 1}")
     if steps < 1:
         raise UsageError(f"--steps must be at least 1, got {steps}")
+    # a ReLU's output has no gradient where it is 0 (everywhere, for a channel the initial
+    # noise leaves off): ascend on its input with the ReLU's gradient made leaky (0.1 where off)
+    ascend = node
+    if layer_kind(net, node) == "relu" and layer_inputs(net, node)[0] != "input":
+        ascend = layer_inputs(net, node)[0]
     n = len(channels)
     rng = np.random.default_rng(seed)
     in_shape = tuple(net.model.input_shape)
@@ -90,8 +96,11 @@ def maximize(net, layer: str | None = None, channels=None, *, steps: int = 200, 
     for t in range(steps):
         oy, ox = (rng.integers(-jitter, jitter + 1, 2) if jitter else (0, 0))
         xs = _shift(x, oy, ox)
-        value, g = net.input_gradient(xs, node, dy)
-        history[t] = _channel_mean(value, channels)
+        if ascend != node:
+            value, g = net.input_gradient(xs, ascend, lambda v: dy * np.where(v > 0, 1.0, 0.1))
+        else:
+            value, g = net.input_gradient(xs, ascend, dy)
+        history[t] = _channel_mean(np.maximum(value, 0) if ascend != node else value, channels)
         g = _shift(g, -oy, -ox)
         _, gtv = tv_grad(x)
         # descend on -objective + l2 |x|^2 / 2 + tv TV(x)
