@@ -76,7 +76,7 @@ def add_commands(sub, model_args) -> None:
     p.add_argument("--data", metavar="NAME|PATH", help="data set for images (default: the one trained on)")
     p.add_argument("--data-dir", metavar="DIR", help="where named data sets live")
     p.add_argument("--count", type=int, metavar="N",
-                   help="test images to use (default 6; embedding 1000)")
+                   help="test images to use (default 6; neighbours 5, invert 4, embedding 1000)")
     p.add_argument("--resize", action="store_true", help="resize IMAGE files to the model's input size")
     g = p.add_argument_group("view settings")
     g.add_argument("--samples", type=int, default=25, metavar="N", help="SmoothGrad: noisy copies (default 25)")
