@@ -63,6 +63,9 @@ def _train_args(p: argparse.ArgumentParser) -> None:
                    help="data-parallel training on N processes of this machine over MPI "
                         "(needs the mpi extra); across machines run "
                         "`mpiexec -f hosts -n N python -m mpi4py -m cnnc.cli train ...` instead")
+    r.add_argument("--viz", action="store_true",
+                   help="after each epoch write the first conv's filters and a few activation maps "
+                        "to <run>/viz/ (see `cnnc viz` for more views)")
 
 
 def add_runtime_commands(sub) -> None:
@@ -122,8 +125,16 @@ def add_runtime_commands(sub) -> None:
                    help="kernel threads (default: $CNNC_THREADS, else the cores)")
     p.add_argument("--json", action="store_true", help="print the results as JSON")
 
+    from .viz.command import add_commands  # `cnnc draw` and `cnnc viz`
+
+    add_commands(sub, model_args)
+
 
 def run_command(args) -> int:
+    if args.command in ("draw", "viz"):
+        from .viz import command
+
+        return {"draw": command.cmd_draw, "viz": command.cmd_viz}[args.command](args)
     return {"train": cmd_train, "eval": cmd_eval, "predict": cmd_predict, "bench": cmd_bench}[args.command](args)
 
 
@@ -156,8 +167,13 @@ def cmd_train(args) -> int:
     args.batch = 1  # the summary's memory figure; the training batch is in `settings`
     model = _compile(args)
     args.batch = saved_batch
+    callback = None
+    if getattr(args, "viz", False):
+        from .viz.training import EpochViz
+
+        callback = EpochViz.for_model(model)
     result = train(model, out=args.out, new_run=args.out is None and args.resume is None,
-                   resume=args.resume, progress=not args.quiet, **settings)
+                   resume=args.resume, progress=not args.quiet, epoch_callback=callback, **settings)
     metrics = result.metrics()
     if not world().is_root:
         return 130 if result.interrupted else 0

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .errors import UsageError
 from .graph import INPUT
 from .lower import Plan
 
@@ -72,9 +73,45 @@ class Executor:
     def backward(self) -> None:
         """Gradients of the last :meth:`loss` w.r.t. every parameter (and the input)."""
         self._loss.softmax_xent_backward(self.probs, self.labels, self.grads[self.plan.logits])
+        self._run_backward(self.plan.steps)
+
+    def value(self, node: str) -> np.ndarray:
+        """The buffer holding layer ``node``'s output after :meth:`forward` (with fused
+        ReLUs, a conv or fc followed by its ReLU holds the ReLU's output)."""
+        return self.values[self.plan.alias[node]]
+
+    def backward_from(self, node: str, dy: np.ndarray) -> None:
+        """Backward from ``node``'s output with output gradient ``dy`` (after a forward):
+        only the steps ``node`` depends on run; the input gradient lands in
+        ``grads[INPUT]`` (when the executor was made with ``need_input_grad``)."""
+        key = self.plan.alias[node]
+        if key == INPUT:
+            raise UsageError("the backward pass must start at a layer, not at the input")
+        self.grads[key][...] = dy
+        live = {key}
+        steps = []
+        for step in reversed(self.plan.steps):
+            if step.output in live:
+                live.update(step.inputs)
+                steps.append(step)
+        self._run_backward(tuple(reversed(steps)))
+
+    def set_guided(self, on: bool) -> None:
+        """Guided backpropagation (Springenberg et al. 2015): every ReLU's backward also drops
+        negative output gradients. Needs a plan without fused ReLUs."""
+        if on and self.plan.fused_relu:
+            raise UsageError("guided backpropagation needs a plan without fused ReLUs "
+                             "(lower(analysis, fuse_relu=False))")
+        for op in self.ops.values():
+            if hasattr(op, "guided"):
+                op.guided = on
+
+    def _run_backward(self, steps) -> None:
+        """The backward of ``steps`` in reverse order, their output gradients already set;
+        a value read by several inputs gets the sum of their gradients."""
         written: dict[str, int] = {}
         values, grads = self.values, self.grads
-        for step in reversed(self.plan.steps):
+        for step in reversed(steps):
             targets = []
             pending = []
             for slot, s in enumerate(step.inputs):

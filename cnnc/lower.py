@@ -64,6 +64,7 @@ class Plan:
     params: tuple[ParamSlot, ...]
     buffers: tuple[ParamSlot, ...]
     layers: tuple[str, ...]  # every layer node in order
+    analysis: Analysis  # what the plan was lowered from
 
     @property
     def fused_relu(self) -> frozenset[str]:
@@ -80,9 +81,11 @@ class Plan:
         return count
 
 
-def lower(analysis: Analysis) -> Plan:
+def lower(analysis: Analysis, fuse_relu: bool = True) -> Plan:
     """Schedule, fuse and lay out parameters. Raises UsageError if the network is not a
-    classifier (training and inference need one score per class)."""
+    classifier (training and inference need one score per class). ``fuse_relu=False`` keeps
+    every ReLU a step of its own, with its own buffer (the visualizations read and guide
+    each layer's output)."""
     classes = _require_classifier(analysis)
     graph = analysis.graph
     consumers: dict[str, list[str]] = {n: [] for n in graph.nodes}
@@ -101,7 +104,7 @@ def lower(analysis: Analysis) -> Plan:
             continue
         if node.type.fuses_into_producer:
             (src,) = analysis.inputs(n)
-            if (src != INPUT and analysis.layer(src).type.absorbs_relu and consumers[src] == [n]
+            if (fuse_relu and src != INPUT and analysis.layer(src).type.absorbs_relu and consumers[src] == [n]
                     and alias[src] == src and src not in fused):
                 fused.add(src)
                 alias[n] = src
@@ -122,7 +125,8 @@ def lower(analysis: Analysis) -> Plan:
     return Plan(input_shape=analysis.input_shape, classes=classes, steps=steps,
                 logits=logits if logits is not None else alias[analysis.output],
                 alias=MappingProxyType(alias), value_shapes=MappingProxyType(values),
-                params=tuple(params), buffers=tuple(buffers), layers=analysis.order)
+                params=tuple(params), buffers=tuple(buffers), layers=analysis.order,
+                analysis=analysis)
 
 
 def _initializer(analysis: Analysis, node: str, spec: ParamSpec) -> str:

@@ -201,3 +201,54 @@ class Network:
         loss = ex.loss()
         ex.backward()
         return loss, int(count_correct(logits, ex.labels))
+
+    # ---- views inside the network (cnnc.viz): an executor without ReLU fusion, so every
+    # layer's output has its own buffer and ReLUs can run guided; its parameter gradients go
+    # to a scratch array, so the training gradients in self.grad are never touched.
+    def inspection_executor(self, batch: int) -> Executor:
+        """An executor for one batch size with ReLUs unfused and the input gradient on."""
+        ex = self._inspection.get(batch) if hasattr(self, "_inspection") else None
+        if ex is None:
+            if not hasattr(self, "_inspection"):
+                from .lower import lower
+
+                self._inspection: dict[int, Executor] = {}
+                self._unfused = lower(self.plan.analysis, fuse_relu=False)
+                self._scratch_grads = self._views(np.zeros_like(self.grad), self._unfused.params)
+            ex = Executor(self._unfused, batch, self.dtype, self.params, self._scratch_grads,
+                          self.buffers, self.rng, need_input_grad=True)
+            self._inspection[batch] = ex
+        return ex
+
+    def layer_outputs(self, x, layers, batch: int = 128) -> dict[str, np.ndarray]:
+        """The inference-mode outputs of the layers named ``layers`` for inputs ``x`` (copies)."""
+        x = self._check_x(x)
+        out: dict[str, list] = {n: [] for n in layers}
+        for i in range(0, x.shape[0], batch):
+            chunk = x[i: i + batch]
+            ex = self.inspection_executor(chunk.shape[0])
+            ex.input[...] = chunk
+            ex.forward(False)
+            for n in layers:
+                out[n].append(ex.value(n).copy())
+        return {n: np.concatenate(v) for n, v in out.items()}
+
+    def input_gradient(self, x, layer: str, dy, guided: bool = False):
+        """Inference-mode forward of ``x``, then backward from ``layer``'s output with output
+        gradient ``dy`` (its shape, or a function of the output giving it): returns (the
+        layer's output, d <dy, output> / d x). ``guided`` applies the guided-ReLU rule."""
+        x = self._check_x(x)
+        ex = self.inspection_executor(x.shape[0])
+        ex.input[...] = x
+        ex.forward(False)
+        value = ex.value(layer).copy()
+        dy = np.asarray(dy(value) if callable(dy) else dy, self.dtype)
+        if dy.shape != value.shape:
+            raise UsageError(f"the output gradient has shape {dy.shape}; {layer}'s output is {value.shape}")
+        ex.set_guided(guided)
+        try:
+            ex.backward_from(layer, dy)
+        finally:
+            ex.set_guided(False)
+        return value, ex.grads[INPUT].copy()
+

@@ -232,9 +232,10 @@ class Trainer:
     """One training run: network, optimizer, data, generators, outputs."""
 
     def __init__(self, model: "Model", cfg: TrainConfig, data: Prepared, out_dir: Path | None,
-                 progress: bool = True, log=None, world: World | None = None):
+                 progress: bool = True, log=None, world: World | None = None, epoch_callback=None):
         self.model, self.cfg, self.data = model, cfg, data
         self.world = world or World()
+        self.epoch_callback = epoch_callback  # (net, data, out_dir, epoch) after each epoch (cnnc train --viz)
         self.out_dir = out_dir
         self.progress = progress and self.world.is_root
         self.log = log or (lambda msg: print(msg, file=sys.stderr))
@@ -454,6 +455,8 @@ class Trainer:
         if improved or (val is None and epoch + 1 == cfg.epochs):
             self.save(BEST)
         self.write_history()
+        if self.epoch_callback is not None and self.world.is_root:
+            self.epoch_callback(self.net, data, self.out_dir, epoch + 1)
         msg = (f"epoch {epoch + 1}/{cfg.epochs}  loss {row['train_loss']:.4f}  acc {row['train_accuracy']:.4f}")
         if val:
             msg += f"  val_loss {val['loss']:.4f}  val_acc {val['accuracy']:.4f}"
@@ -469,7 +472,7 @@ class Trainer:
 
 def train(model: "Model", *, x=None, y=None, x_test=None, y_test=None, out: str | Path | None = None,
           resume: str | Path | None = None, progress: bool = False, new_run: bool = False,
-          **settings: Any) -> TrainResult:
+          epoch_callback=None, **settings: Any) -> TrainResult:
     """Train a compiled model.
 
     Data: the file's/``data=`` data set (name or path), or NumPy arrays ``x``, ``y`` (and
@@ -477,7 +480,8 @@ def train(model: "Model", *, x=None, y=None, x_test=None, y_test=None, out: str 
     :class:`TrainConfig` fields (``epochs``, ``batch``, ``lr``, ``optimizer``...) and override
     the model file's. ``out``: a folder for checkpoints and history (None: keep nothing on
     disk; ``new_run=True``: a new numbered ``runs/<model>`` folder, made once the data is
-    ready). ``resume``: a run folder or checkpoint to continue.
+    ready). ``resume``: a run folder or checkpoint to continue. ``epoch_callback(net, data,
+    out_dir, epoch)`` runs after each epoch's checkpoint (``cnnc train --viz``).
     """
     unknown = set(settings) - {f.name for f in fields(TrainConfig)}
     if unknown:
@@ -513,7 +517,8 @@ def train(model: "Model", *, x=None, y=None, x_test=None, y_test=None, out: str 
             out_dir = new_run_dir(model.filename, str(out_dir) if out_dir is not None else None)
         name = the_world.broadcast_text(str(out_dir) if the_world.is_root else None)
         out_dir = Path(name) if name else None
-    trainer = Trainer(model, cfg, data, out_dir, progress=progress, world=the_world)
+    trainer = Trainer(model, cfg, data, out_dir, progress=progress, world=the_world,
+                      epoch_callback=epoch_callback)
     if arrays is not None:
         trainer.restore(arrays, meta)
     return trainer.run()

@@ -44,6 +44,20 @@ class ActivationOp(Op):
         self.bwd(dy.reshape(-1), ref, dxs[0].reshape(-1), *self.extra)
 
 
+class ReluOp(ActivationOp):
+    """ReLU; with ``guided`` set (cnnc.viz) the backward is guided backpropagation's
+    dx = dy * (y > 0) * (dy > 0): only positive gradients through positive units."""
+
+    guided = False
+
+    def backward(self, xs, y, dy, dxs):
+        if not self.guided or dxs[0] is None:
+            return super().backward(xs, y, dy, dxs)
+        import numpy as np
+
+        np.multiply(dy, (y > 0) & (dy > 0), out=dxs[0])
+
+
 class Activation(LayerType):
     """Base of the elementwise activations: shape unchanged, no parameters."""
 
@@ -73,6 +87,9 @@ class Relu(Activation):
     kernel = "relu"
     fuses_into_producer = True
     init_gain = "he"
+
+    def make_op(self, cfg, info, in_shapes):
+        return ReluOp(cfg, info, in_shapes, self)
 
     def formula(self, x, cfg):
         import numpy as np

@@ -1,0 +1,96 @@
+"""`cnnc draw`: grouping into boxes, the layered layout's invariants, files and errors."""
+from __future__ import annotations
+
+import json
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import networkx as nx
+import pytest
+
+import cnnc
+from cnnc.cli import main
+from cnnc.draw import boxes_and_edges, layered_layout, render
+
+MODELS = Path(__file__).resolve().parent.parent / "models"
+
+
+def check_layout(boxes, edges):
+    lay = layered_layout([b.id for b in boxes], edges)
+    for a, b in edges:  # every edge points down, through one node per rank
+        chain = lay.paths[(a, b)]
+        assert [lay.rank[n] for n in chain] == list(range(lay.rank[a], lay.rank[b] + 1))
+    for layer in lay.order:  # in order, at least the gap apart (0.5 between two dummies)
+        xs = [lay.x[n] for n in layer]
+        for (n1, x1), (n2, x2) in zip(zip(layer, xs), zip(layer[1:], xs[1:])):
+            assert x2 - x1 >= (0.5 if n1[0] == n2[0] == "\0" else 1.0) - 1e-9
+    return lay
+
+
+@pytest.mark.parametrize("name", ["resnet18", "inception", "lenet5", "vgg16", "digits"])
+@pytest.mark.parametrize("expand", [False, True])
+def test_layout_invariants_and_no_crossings(name, expand):
+    m = cnnc.compile_file(MODELS / f"{name}.cnn")
+    boxes, edges = boxes_and_edges(m.analysis, expand)
+    lay = check_layout(boxes, edges)
+    assert lay.crossings() == 0  # these graphs are series-parallel: a drawing without crossings exists
+    if expand:
+        assert len(boxes) == m.graph.number_of_nodes()
+
+
+def test_resnet_boxes_per_call():
+    m = cnnc.compile_file(MODELS / "resnet18.cnn")
+    boxes, edges = boxes_and_edges(m.analysis)
+    titles = [b.title for b in boxes]
+    assert titles.count("basic(64)") == 2 and titles.count("down(128)") == 1
+    assert sum(b.params for b in boxes) == m.summary.total_params
+    down = boxes[titles.index("down(128)")]
+    assert down.shape == (128, 28, 28)
+    # a call is one box: the graph of boxes is a chain
+    assert all(len(set(a for a, b in edges if b == x.id)) <= 1 for x in boxes)
+
+
+def test_inception_branches_side_by_side():
+    m = cnnc.compile_file(MODELS / "inception.cnn")
+    boxes, edges = boxes_and_edges(m.analysis, expand=True)
+    lay = check_layout(boxes, edges)
+    # the four branches of the first module start on one rank, next to each other
+    relu1 = [b for b in boxes if b.id == "relu_1"][0]
+    heads = [b for a, b in edges if a == relu1.id]
+    assert len(heads) == 4 and len({lay.rank[h] for h in heads}) == 1
+    assert len({round(lay.x[h], 6) for h in heads}) == 4
+
+
+def test_crossing_minimization_on_a_crossed_input():
+    # two parallel chains whose first ranks are listed in crossing order
+    nodes = ["s", "a1", "b1", "b2", "a2", "t"]
+    edges = [("s", "a1"), ("s", "b1"), ("a1", "a2"), ("b1", "b2"), ("a2", "t"), ("b2", "t")]
+    lay = layered_layout(nodes, edges)
+    assert lay.crossings() == 0
+    g = nx.DiGraph(edges)
+    assert nx.is_directed_acyclic_graph(g)
+
+
+def test_svg_and_json(tmp_path, capsys):
+    out = tmp_path / "r.svg"
+    assert main(["draw", str(MODELS / "resnet18.cnn"), "-o", str(out), "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["file"] == str(out) and data["crossings"] == 0
+    text = out.read_text()
+    ET.fromstring(text)  # well-formed XML
+    assert "basic(64)" in text and "11.69 M params" in text
+    png = tmp_path / "i.png"
+    assert main(["draw", str(MODELS / "inception.cnn"), "--expand", "--direction", "LR", "-o", str(png)]) == 0
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_bad_output_suffix(tmp_path, capsys):
+    assert main(["draw", str(MODELS / "lenet5.cnn"), "-o", str(tmp_path / "x.gif")]) == 1
+    assert "must be .svg, .png or .pdf" in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())
+
+
+def test_render_without_file_returns_layout():
+    data = render(cnnc.compile_file(MODELS / "lenet5.cnn"), None)
+    assert [b["title"] for b in data["boxes"]][:3] == ["input", "conv 5x5, 6", "relu"]
+    assert [b["rank"] for b in data["boxes"]] == list(range(len(data["boxes"])))
