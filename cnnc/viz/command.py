@@ -245,7 +245,7 @@ def cmd_viz(args) -> int:
             caps = [c + f"\nscore of {ctx.name(u)}" for c, u in zip(caps, used)]
             files["guided.png"] = plot.guided_png(shown, g, caps)
         else:
-            h = net.model.input_shape[1]
+            h = net.input_shape[1]
             patch = args.patch or max(1, h // 4)
             stride = args.stride or max(1, patch // 2)
             occ = viz.occlusion(net, x, cls, patch=patch, stride=stride)
@@ -262,7 +262,7 @@ def cmd_viz(args) -> int:
         if layer is None and args.channel:
             raise UsageError("--channel needs --layer; for class scores give --class K (or nothing: every class)")
         tv = 0.05 if args.tv is None else args.tv
-        jitter = (1 if min(net.model.input_shape[1:]) >= 16 else 0) if args.jitter is None else args.jitter
+        jitter = (1 if min(net.input_shape[1:]) >= 16 else 0) if args.jitter is None else args.jitter
         res = viz.maximize(net, layer, chans, steps=args.steps or 200, lr=args.lr or 0.1, l2=args.l2,
                            tv=tv, jitter=jitter, bounds=ctx.bounds(), seed=args.seed)
         chans = list(range(len(res.images))) if chans is None else chans

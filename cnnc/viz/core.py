@@ -83,7 +83,7 @@ def last_fc_input(net) -> str:
 def check_images(net, x) -> np.ndarray:
     """A float batch (N, C, H, W) of the model's input shape; UsageError otherwise."""
     x = np.asarray(x)
-    want = tuple(net.model.input_shape)
+    want = tuple(net.input_shape)
     if x.ndim == len(want):
         x = x[None]
     if x.ndim != len(want) + 1 or tuple(x.shape[1:]) != want:

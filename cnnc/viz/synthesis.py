@@ -69,7 +69,7 @@ def maximize(net, layer: str | None = None, channels=None, *, steps: int = 200, 
     1 pixel for inputs at least 16 pixels wide, none for smaller ones (a pixel of an 8x8
     digit is an eighth of it)."""
     if jitter is None:
-        jitter = 1 if min(net.model.input_shape[1:]) >= 16 else 0
+        jitter = 1 if min(net.input_shape[1:]) >= 16 else 0
     node = logits_node(net) if layer is None else resolve_layer(net, layer, view="maximize")
     shape = out_shape(net, node)
     channels = np.atleast_1d(np.asarray(list(range(min(shape[0], 16))) if channels is None else channels))
@@ -86,7 +86,7 @@ def maximize(net, layer: str | None = None, channels=None, *, steps: int = 200, 
         ascend = layer_inputs(net, node)[0]
     n = len(channels)
     rng = np.random.default_rng(seed)
-    in_shape = tuple(net.model.input_shape)
+    in_shape = tuple(net.input_shape)
     x = (0.1 * rng.standard_normal((n, *in_shape))).astype(net.dtype)
     dy = np.zeros((n, *shape), net.dtype)
     area = shape[1] * shape[2] if len(shape) == 3 else 1
