@@ -24,6 +24,8 @@ examples:
   cnnc check models/lenet5.cnn
   cnnc check -e '[[conv3-relu]*2 - pool]*3 - fc' --input 3x32x32 --classes 10
   cnnc train models/digits.cnn
+  cnnc draw models/resnet18.cnn -o resnet18.svg
+  cnnc viz models/digits.cnn --weights runs/digits --what saliency -o viz/
   cnnc layers
 run 'cnnc COMMAND --help' for the options of a command."""
 

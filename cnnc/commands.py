@@ -58,7 +58,8 @@ def _train_args(p: argparse.ArgumentParser) -> None:
     r.add_argument("--quiet", action="store_true", help="no progress bar or per-epoch lines")
     x = p.add_argument_group("parallelism")
     x.add_argument("--threads", type=int, metavar="N",
-                   help="kernel threads (default: $CNNC_THREADS, else the cores; per rank: cores / ranks)")
+                   help="kernel threads (default: $CNNC_THREADS, else the cores nothing else keeps busy; "
+                        "under MPI: cores / ranks)")
     x.add_argument("--workers", type=int, metavar="N",
                    help="data-parallel training on N processes of this machine over MPI "
                         "(needs the mpi extra); across machines run "
@@ -122,7 +123,7 @@ def add_runtime_commands(sub) -> None:
     p.add_argument("--layers", action="store_true",
                    help="also profile each layer: forward and backward ms and GFLOP/s in a training step")
     p.add_argument("--threads", type=int, metavar="N",
-                   help="kernel threads (default: $CNNC_THREADS, else the cores)")
+                   help="kernel threads (default: $CNNC_THREADS, else the cores nothing else keeps busy)")
     p.add_argument("--json", action="store_true", help="print the results as JSON")
 
     from .viz.command import add_commands  # `cnnc draw` and `cnnc viz`
