@@ -61,6 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the list as JSON")
 
     add_runtime_commands(sub)
+    from .viz.command import add_commands as add_view_commands  # `cnnc draw` and `cnnc viz`
+
+    add_view_commands(sub, add_model_args)
     return parser
 
 
@@ -123,6 +126,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     handler = {"check": cmd_check, "layers": cmd_layers}.get(args.command)
     try:
         if handler is None:
+            if args.command in ("draw", "viz"):
+                from .viz import command
+
+                return {"draw": command.cmd_draw, "viz": command.cmd_viz}[args.command](args)
             return run_command(args)
         return handler(args)
     except CnncError as err:

@@ -126,16 +126,8 @@ def add_runtime_commands(sub) -> None:
                    help="kernel threads (default: $CNNC_THREADS, else the cores nothing else keeps busy)")
     p.add_argument("--json", action="store_true", help="print the results as JSON")
 
-    from .viz.command import add_commands  # `cnnc draw` and `cnnc viz`
-
-    add_commands(sub, model_args)
-
 
 def run_command(args) -> int:
-    if args.command in ("draw", "viz"):
-        from .viz import command
-
-        return {"draw": command.cmd_draw, "viz": command.cmd_viz}[args.command](args)
     return {"train": cmd_train, "eval": cmd_eval, "predict": cmd_predict, "bench": cmd_bench}[args.command](args)
 
 
