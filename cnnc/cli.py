@@ -61,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the list as JSON")
 
     add_runtime_commands(sub)
-    from .viz.command import add_commands as add_view_commands  # `cnnc draw` and `cnnc viz`
+    from .viz.args import add_commands as add_view_commands  # `cnnc draw` and `cnnc viz`
 
     add_view_commands(sub, add_model_args)
     return parser

@@ -8,11 +8,19 @@
 Inputs are batches in the network's normalized input space (as given to training).
 :mod:`cnnc.viz.plot` turns each result into a PNG; :mod:`cnnc.viz.command` is ``cnnc viz``.
 """
-from .features import embedding, features, neighbours
-from .gradients import guided_backprop, magnitude_map, saliency, smoothgrad
-from .maps import activations, filters
-from .occlusion import occlusion
-from .synthesis import channel_activation, invert, maximize
+_WHERE = {"embedding": "feature_space", "features": "feature_space", "neighbours": "feature_space",
+          "guided_backprop": "gradients", "magnitude_map": "gradients", "saliency": "gradients",
+          "smoothgrad": "gradients", "activations": "maps", "filters": "maps",
+          "occlusion": "occlude", "channel_activation": "synthesis", "invert": "synthesis",
+          "maximize": "synthesis"}
+__all__ = sorted(_WHERE)
 
-__all__ = ["activations", "channel_activation", "embedding", "features", "filters", "guided_backprop",
-           "invert", "magnitude_map", "maximize", "neighbours", "occlusion", "saliency", "smoothgrad"]
+
+def __getattr__(name: str):
+    # the views import NumPy and the compiled network: load a module when a view is asked for,
+    # so building the command-line parser (cnnc.viz.args) stays light
+    if name in _WHERE:
+        import importlib
+
+        return getattr(importlib.import_module(f"{__name__}.{_WHERE[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
