@@ -27,8 +27,9 @@ from .syntax import ModelAst, parse
 DEFAULT_WIDTH = 32
 
 
-def parse_shape(text: str | tuple | list) -> tuple[int, int, int]:
-    """``"3x32x32"`` or ``(3, 32, 32)`` -> a CxHxW tuple; UsageError otherwise."""
+def parse_shape(text: str | tuple | list) -> tuple[int, ...]:
+    """``"3x32x32"`` or ``(3, 32, 32)`` -> a CxHxW tuple, ``"1x100"`` -> a CxL tuple (a 1-D
+    network); UsageError otherwise."""
     if isinstance(text, (tuple, list)):
         parts = list(text)
     else:
@@ -36,10 +37,11 @@ def parse_shape(text: str | tuple | list) -> tuple[int, int, int]:
     try:
         dims = tuple(int(p) for p in parts)
     except (TypeError, ValueError):
-        raise UsageError(f"bad input shape {text!r}", hint="write it as CxHxW, e.g. 3x32x32") from None
-    if len(dims) != 3 or min(dims) < 1:
-        raise UsageError(f"bad input shape {text!r}: it needs 3 positive sizes",
-                         hint="write it as CxHxW, e.g. 1x28x28 or 3x32x32")
+        raise UsageError(f"bad input shape {text!r}",
+                         hint="write it as CxHxW, e.g. 3x32x32, or CxL for a sequence, e.g. 1x100") from None
+    if len(dims) not in (2, 3) or min(dims) < 1:
+        raise UsageError(f"bad input shape {text!r}: it needs 3 positive sizes (CxHxW) or 2 (CxL)",
+                         hint="write it as CxHxW, e.g. 1x28x28 or 3x32x32, or CxL, e.g. 1x100")
     return dims  # type: ignore[return-value]
 
 
@@ -61,7 +63,7 @@ class Model:
         return self.ast.filename
 
     @property
-    def input_shape(self) -> tuple[int, int, int]:
+    def input_shape(self) -> tuple[int, ...]:
         return self.analysis.input_shape  # type: ignore[return-value]
 
     @property

@@ -36,6 +36,11 @@ Formats and rules
   download). Values 0..16 are scaled to ``uint8`` by ``round(v * 255 / 16)``. Split: the
   first 1437 images are train and the last 360 are test (as in scikit-learn's classic
   example; every class has 33..37 test images).
+* **waveforms** (:mod:`cnnc.waveforms`): synthetic noisy signals of four classes, 1x128
+  sequences (1600 train, 400 test, fixed seeds), for 1-D networks.
+* **Sequences** (1-D networks, ``input CxL``) are stored as one-row images ``(N, C, 1, L)``.
+  An ``.npz`` array ``(N, C, L)`` is read by the 3-D rule above as ``(N, 1, C, L)``; for a
+  1-D model this is the same memory seen as ``(N, C, 1, L)`` (:func:`_as_sequences`).
 
 Named data sets (:func:`resolve_dataset`) live in ``DATA_DIR/<name>/`` where ``DATA_DIR`` is
 ``--data-dir``, else ``$CNNC_DATA``, else ``~/.cache/cnnc/data``. When the files are
@@ -91,9 +96,9 @@ CIFAR10_CLASSES: tuple[str, ...] = (
 )
 
 #: Names :func:`resolve_dataset` knows (aliases map to these).
-KNOWN_DATASETS: tuple[str, ...] = ("digits", "mnist", "fashion-mnist", "cifar10")
+KNOWN_DATASETS: tuple[str, ...] = ("digits", "mnist", "fashion-mnist", "cifar10", "waveforms")
 _ALIASES = {
-    "digits": "digits", "sklearn-digits": "digits",
+    "digits": "digits", "sklearn-digits": "digits", "waveforms": "waveforms",
     "mnist": "mnist",
     "fashion-mnist": "fashion-mnist", "fashion_mnist": "fashion-mnist",
     "fashionmnist": "fashion-mnist", "fashion": "fashion-mnist",
@@ -926,6 +931,10 @@ def _resolve_named(name: str, data_dir: str | os.PathLike[str] | None,
                    download: bool | None) -> tuple[Dataset, Dataset]:
     if name == "digits":
         return load_digits("train"), load_digits("test")
+    if name == "waveforms":  # issue 11: synthetic sequences, built in
+        from .waveforms import load_waveforms
+
+        return load_waveforms("train"), load_waveforms("test")
     root = default_data_dir(data_dir)
     candidates = [root / name]
     if _ALIASES.get(root.name.lower()) == name:
@@ -1319,11 +1328,30 @@ def _fmt(shape: Sequence[int]) -> str:
     return "x".join(str(int(v)) for v in shape)
 
 
+def _as_sequences(ds: Dataset, model_shape: Sequence[int]) -> tuple[Dataset, tuple[int, ...]]:
+    """For a 1-D model (``model_shape`` ``(C, L)``): ``ds`` as sequences ``(N, C', 1, L')`` and
+    the model's shape as ``(C, 1, L)``. Data that is ``(N, 1, C', L')`` (a 3-D array
+    ``(N, C', L')`` read by the .npz rule) is reinterpreted without a copy; images with
+    several channels and rows are refused."""
+    want = (int(model_shape[0]), 1, int(model_shape[1]))
+    c, h, w = ds.shape
+    if h != 1 and c == 1:
+        ds = Dataset(ds.x.reshape(len(ds), h, 1, w), ds.y, ds.class_names, ds.name)
+    elif h != 1:
+        raise DataError(f"the model is 1-D (input {_fmt(model_shape)}, channels x length) but "
+                        f"{ds.name} holds {_fmt(ds.shape)} images",
+                        hint="give sequences as an .npz array x of shape (N, C, L)")
+    return ds, want
+
+
 def check_input_shape(model_shape: Sequence[int], ds: Dataset, *,
                       fit_flag: str = "--fit") -> None:
-    """DataError when ``ds`` images are not ``model_shape`` ``(C, H, W)``; the hint says how
-    to fix it (change the model's ``input`` header, or pass ``fit_flag`` when
-    :func:`fit_to_shape` can convert the images)."""
+    """DataError when ``ds`` images are not ``model_shape`` ``(C, H, W)`` (or, for a 1-D
+    model ``(C, L)``, sequences of that shape); the hint says how to fix it (change the
+    model's ``input`` header, or pass ``fit_flag`` when :func:`fit_to_shape` can convert
+    the images)."""
+    if len(model_shape) == 2:
+        ds, model_shape = _as_sequences(ds, model_shape)
     want = tuple(int(v) for v in model_shape)
     have = ds.shape
     if want == have:
@@ -1370,6 +1398,8 @@ def fit_to_shape(ds: Dataset, shape: Sequence[int]) -> Dataset:
     center-cropped when it must shrink; the difference must be even. Returns ``ds``
     itself when the shape already matches.
     """
+    if len(shape) == 2:  # a 1-D model: sequences (N, C, 1, L), fitted along L
+        ds, shape = _as_sequences(ds, shape)
     want = tuple(int(v) for v in shape)
     have = ds.shape
     if want == have:

@@ -175,7 +175,7 @@ class _Builder:
 
     # ---- argument binding
     def bind(self, layer: LayerType, call: Call, env: dict[str, Any],
-             suffix: tuple[int, int] | None) -> tuple[dict[str, Any], dict[str, Span]]:
+             suffix: tuple[int, ...] | None) -> tuple[dict[str, Any], dict[str, Span]]:
         """Arguments by name (defaults filled in) and where each given one was written."""
         specs = {a.name: a for a in layer.args}
         positional = [a for a in layer.args if a.positional]
@@ -273,7 +273,7 @@ class _Builder:
             raise bad(spec.describe())
         if spec.kind == "size":
             if isinstance(v, int) and not isinstance(v, bool) and v >= 1:
-                return (v, v)
+                return (v,)  # one size: square on images, the window length on sequences
             raise bad("a window size >= 1")
         raise AssertionError(spec.kind)
 

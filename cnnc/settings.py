@@ -19,7 +19,8 @@ class SettingSpec:
 
 
 SETTINGS: tuple[SettingSpec, ...] = (
-    SettingSpec("input", "shape", "input shape CxHxW, e.g. input 3x32x32"),
+    SettingSpec("input", "shape", "input shape CxHxW (an image) or CxL (a sequence: a 1-D network), "
+                                  "e.g. input 3x32x32, input 1x100"),
     SettingSpec("classes", "int", "number of classes (outputs of the last fc)", minimum=1),
     SettingSpec("width", "int", "filters of the first conv without a count (default 32)", minimum=1),
     SettingSpec("data", "str", "data set: a name (digits, mnist, fashion-mnist, cifar10) or a path"),
@@ -47,7 +48,7 @@ SETTING_KEYS = {s.key: s for s in SETTINGS}
 class Header:
     """The header values of a model file (None where not given)."""
 
-    input: tuple[int, int, int] | None = None
+    input: tuple[int, ...] | None = None  # (C, H, W), or (C, L) for a 1-D network
     classes: int | None = None
     width: int | None = None
     data: str | None = None
@@ -81,13 +82,11 @@ def _bad(setting: Setting, message: str, hint: str | None = None) -> SourceError
 def _convert(spec: SettingSpec, s: Setting) -> Any:
     v = s.value
     if spec.kind == "shape":
-        if isinstance(v, tuple) and len(v) == 3 and all(d > 0 for d in v):
-            return v
-        if isinstance(v, tuple) and len(v) == 2:
-            raise _bad(s, f"input needs channels, height and width, got {'x'.join(map(str, v))}",
-                       hint=f"for one channel write input 1x{v[0]}x{v[1]}")
-        raise _bad(s, f"input must be a shape CxHxW with positive sizes, got {v!r}",
-                   hint="e.g. input 3x32x32")
+        if isinstance(v, tuple) and len(v) in (2, 3) and all(d > 0 for d in v):
+            return v  # CxL (issue 11: 1-D networks) or CxHxW
+        raise _bad(s, f"input must be a shape CxHxW (an image) or CxL (a sequence) with positive "
+                      f"sizes, got {'x'.join(map(str, v)) if isinstance(v, tuple) else repr(v)}",
+                   hint="e.g. input 3x32x32, or input 1x100 for a 1-D network")
     if spec.kind == "int":
         if not isinstance(v, int) or isinstance(v, bool):
             raise _bad(s, f"{spec.key} must be an integer, got {v!r}")
