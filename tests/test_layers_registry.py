@@ -167,6 +167,14 @@ CASES: dict[str, list[Case]] = {
         Case("bn", "3x6", training=True),
         Case("bn", "3x6"),
     ],
+    "lrn": [
+        Case("lrn", "7x3x3"),
+        Case("lrn(3, alpha=0.5, beta=0.75, k=1)", "4x3x3"),
+        Case("lrn(5, alpha=2, beta=0.5, k=1)", "3x4x4"),
+        Case("lrn(1, alpha=1, k=1)", "3x2x2"),
+        Case("lrn(3, alpha=1, k=0.5)", "6x9"),
+        Case("fc(6) - lrn(3, alpha=1, beta=1.5)", "2x2x2"),
+    ],
     "dropout": [
         Case("dropout", "3x4x4"),
         Case("dropout(0.3)", "3x4x4"),
