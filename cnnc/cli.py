@@ -46,6 +46,9 @@ def _model_args(p: argparse.ArgumentParser, file_required: bool = True) -> None:
     src.add_argument("--classes", type=int, metavar="N", help="number of classes, overrides `classes`")
     src.add_argument("--width", type=int, metavar="N",
                      help="filters of the first conv without a count (default 32), overrides `width`")
+    src.add_argument("--set", metavar="NAME=V,...", dest="set",
+                     help="design variables and optional layers, e.g. N=2,M=3,pool=off "
+                          "(overrides the file's `let` lines)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -66,6 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch", type=int, default=1, metavar="N",
                    help="batch size for the memory figures (default 1)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.add_argument("--sweep", metavar="NAME=A..B,...",
+                   help="check every design: N=1..3,M=1..4 (ranges), K=1|2|4 or pool=on|off (lists); "
+                        "one row per design with parameters, MACs, output, training memory or its error")
 
     p = sub.add_parser("layers", help="list the layers the language knows",
                        description="List every layer with its arguments and defaults.")
@@ -84,7 +90,8 @@ def _compile_from_args(args):
         raise UsageError("give a model file or -e EXPR, not both")
     if getattr(args, "expr", None) is None and args.file is None:
         raise UsageError("no model given", hint="usage: cnnc check FILE  or  cnnc check -e 'EXPR' --input CxHxW")
-    kwargs = dict(input=args.input, classes=args.classes, width=args.width)
+    kwargs = dict(input=args.input, classes=args.classes, width=args.width,
+                  variables=getattr(args, "set", None))
     if args.width is not None and args.width < 1:
         raise UsageError(f"--width must be at least 1, got {args.width}")
     if getattr(args, "expr", None) is not None:
@@ -95,11 +102,39 @@ def _compile_from_args(args):
 def cmd_check(args) -> int:
     if args.batch < 1:
         raise UsageError(f"--batch must be at least 1, got {args.batch}")
+    if args.sweep is not None:
+        return _cmd_sweep(args)
     model = _compile_from_args(args)
     if args.json:
         print(model.to_json(batch=args.batch))
     else:
         print(model.summary_text(batch=args.batch))
+    return 0
+
+
+def _cmd_sweep(args) -> int:
+    """``cnnc check ... --sweep N=1..3,M=1..4``: one row per design (issue 11)."""
+    from pathlib import Path
+
+    from .design import sweep, sweep_text
+
+    if getattr(args, "expr", None) is not None and args.file is not None:
+        raise UsageError("give a model file or -e EXPR, not both")
+    if args.expr is None and args.file is None:
+        raise UsageError("no model given", hint="usage: cnnc check FILE --sweep N=1..3")
+    if args.expr is not None:
+        source, filename = args.expr, "<expr>"
+    else:
+        try:
+            source, filename = Path(args.file).read_text(encoding="utf-8"), args.file
+        except (OSError, UnicodeDecodeError):
+            import cnnc
+
+            cnnc.compile_file(args.file)  # raises the usual UsageError for the file
+            raise
+    result = sweep(source, args.sweep, filename=filename, given=args.set, batch=args.batch,
+                   input=args.input, classes=args.classes, width=args.width)
+    print(json.dumps(result.to_dict(), indent=2) if args.json else sweep_text(result))
     return 0
 
 

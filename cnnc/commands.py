@@ -251,7 +251,7 @@ def cmd_bench(args) -> int:
 
 def _model_argv(args) -> list[str]:
     argv = [args.file] if args.file else ["-e", args.expr]
-    for flag in ("input", "classes", "width"):
+    for flag in ("input", "classes", "width", "set"):
         v = getattr(args, flag)
         if v is not None:
             argv += [f"--{flag}", str(v)]

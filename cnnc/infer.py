@@ -14,7 +14,7 @@ from typing import Mapping
 
 import networkx as nx
 
-from .errors import SourceError
+from .errors import OptionalDoesNotFit, SourceError
 from .graph import INPUT, LayerNode
 from .layers import InferContext, LayerError, LayerInfo, Shape
 from .layers.merge import MergeError
@@ -179,6 +179,11 @@ def _infer(graph: nx.DiGraph, input_shape: Shape, classes: int | None, width: in
             raise SourceError(_merge_message(node, err, in_shapes, source), node.span, "merge",
                               hint=err.hint, notes=node.notes()) from None
         except LayerError as err:
+            key = graph.nodes[n].get("optional")
+            if key is not None and err.kind in ("fit", "empty"):  # pool? that does not fit: left out
+                e = node.error(err)
+                raise OptionalDoesNotFit(e.message, e.span, e.kind, hint=e.hint, notes=e.notes,
+                                         key=key) from None
             raise node.error(err) from None
         downs[n] = d
         shapes[n] = info.out_shape

@@ -91,7 +91,15 @@ class Branches:
     span: Span
 
 
-Node = Union[Call, Seq, Repeat, Branches]
+@dataclass(frozen=True)
+class Optional:
+    """``pool?``: a layer (or definition call) that a design may leave out (issue 11)."""
+
+    body: Call
+    span: Span
+
+
+Node = Union[Call, Seq, Repeat, Branches, Optional]
 
 
 @dataclass(frozen=True)
@@ -113,6 +121,16 @@ class Definition:
 
 
 @dataclass(frozen=True)
+class Variable:
+    """``let N = 2``: a design variable's default value (an expression of earlier ones)."""
+
+    name: str
+    value: ArgExpr
+    span: Span
+    name_span: Span
+
+
+@dataclass(frozen=True)
 class ModelAst:
     """A parsed model file: header settings, definitions and the network expression."""
 
@@ -121,6 +139,7 @@ class ModelAst:
     network: Node | None
     source: str
     filename: str
+    variables: tuple[Variable, ...] = ()  # `let` lines, in order
 
 
 # ---------------------------------------------------------------------------
@@ -294,6 +313,15 @@ class _ToAst(Transformer):
     def count_name(self, meta, c):
         return Ref(str(c[0]), _span(c[0]))
 
+    @v_args(meta=True)
+    def optional(self, meta, c):
+        return Optional(c[0], _span(meta))
+
+    @v_args(meta=True)
+    def variable(self, meta, c):
+        name, value = c
+        return Variable(str(name), value, _span(meta), _span(name))
+
     def bracket(self, c):
         return c[0]
 
@@ -359,7 +387,7 @@ _TOKEN_WORDS = {
     "SLASH": "'/'", "LPAR": "'('", "RPAR": "')'", "LSQB": "'['", "RSQB": "']'",
     "COMMA": "','", "EQUAL": "'='", "NAME": "a name", "INT": "an integer",
     "FLOAT": "a number", "SHAPE": "a shape like 3x32x32", "STRING": "a quoted string",
-    "_NL": "a new line", "$END": "the end of the text",
+    "_NL": "a new line", "$END": "the end of the text", "QMARK": "'?'", "LET": "'let'",
 }
 
 
@@ -584,9 +612,15 @@ def parse(text: str, filename: str = "<string>") -> ModelAst:
         except RecursionError:  # e.g. an argument like 1+1+1+... with thousands of terms
             raise SourceError("the model text is nested too deeply to parse", None, "syntax",
                               hint="split long expressions; use definitions for deep nesting") from None
-        settings, definitions, networks = [], [], []
+        settings, definitions, networks, variables = [], [], [], []
         for item in items:
-            if isinstance(item, Setting):
+            if isinstance(item, Variable):
+                if any(v.name == item.name for v in variables):
+                    first = next(v for v in variables if v.name == item.name)
+                    raise SourceError(f"variable '{item.name}' is set twice (first on line {first.span.line})",
+                                      item.name_span, "variable")
+                variables.append(item)
+            elif isinstance(item, Setting):
                 settings.append(item)
             elif isinstance(item, Definition):
                 definitions.append(item)
@@ -599,6 +633,6 @@ def parse(text: str, filename: str = "<string>") -> ModelAst:
                 second.span, "syntax",
                 hint="join the lines with '-' at the end of the first line (or the start of the next)")
         network = networks[0].node if networks else None
-        return ModelAst(tuple(settings), tuple(definitions), network, text, filename)
+        return ModelAst(tuple(settings), tuple(definitions), network, text, filename, tuple(variables))
     except SourceError as err:
         raise err.with_source(text, filename)

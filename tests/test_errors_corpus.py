@@ -73,7 +73,8 @@ CASES = [
     ("unknown-keyword-pool", "conv3 - maxpool3(sride=2)", 1, 18, "argument", "has no argument 'sride'",
      "'stride'"),
     ("wrong-type-float-filters", "conv3(16.5)", 1, 7, "argument", "must be an integer", None),
-    ("wrong-type-name", "conv3(sixteen)", 1, 7, "argument", "got 'sixteen'", None),
+    # a bare name where a number goes is a design variable (issue 11): unset here
+    ("wrong-type-name", "conv3(sixteen)", 1, 7, "variable", "variable 'sixteen' is not set", "--set sixteen="),
     ("dropout-out-of-range", "conv3 - dropout(1.5)", 1, 17, "argument", "must be a number in [0, 0.99], got 1.5", None),
     ("negative-stride", "conv3(16, stride=-1)", 1, 11, "argument", "'stride' of conv must be an integer >= 1, got -1", None),
     ("pad-foo", "conv3(16, pad=foo)", 1, 11, "argument", "'pad' of conv must be an integer >= 0, same or valid, got 'foo'", None),
