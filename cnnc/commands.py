@@ -216,6 +216,11 @@ def cmd_predict(args) -> int:
     if args.top < 1:
         raise UsageError(f"--top must be at least 1, got {args.top}")
     model, net, arrays, meta, _ = _load_weights(args)
+    if len(model.input_shape) == 2:  # issue 11: a 1-D network takes sequences, not images
+        raise UsageError("predict reads image files, but this is a 1-D network (its input is a sequence "
+                         f"{'x'.join(map(str, model.input_shape))})",
+                         hint="use cnnc eval --data FILE.npz with an array x of shape (N, C, L), "
+                              "or Network.predict_proba in Python")
     names = meta.get("class_names") or [str(i) for i in range(net.classes)]
     images = np.stack([D.load_image_file(f, model.input_shape, resize=args.resize) for f in args.images])
     probs = net.predict_proba(D.to_float(images, arrays["data.mean"], arrays["data.std"]))

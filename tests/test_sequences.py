@@ -256,3 +256,25 @@ def test_waveforms_model_learns():
     assert m.input_shape == (1, 128)
     result = cnnc.fit(m, epochs=3, progress=False, limit=800)
     assert result.test["accuracy"] >= 0.6, result.test
+
+
+def test_cli_trains_and_evaluates_a_1d_model_on_an_npz(tmp_path, capsys):
+    rng = np.random.default_rng(2)
+    _write_npz(tmp_path / "seq.npz", 96, 1, 24, rng)
+    model = tmp_path / "seq.cnn"
+    model.write_text("input 1x24\nclasses 2\nconv5(8) - relu - pool - conv3(8) - relu - gap - fc\n")
+    run = tmp_path / "run"
+    rc = main(["train", str(model), "--data", str(tmp_path / "seq.npz"), "--epochs", "6", "--batch", "16",
+               "--lr", "0.05", "--out", str(run), "--quiet", "--json"])
+    assert rc == 0
+    metrics = json.loads(capsys.readouterr().out)
+    assert metrics["accuracy"] >= 0.85, metrics
+    assert main(["eval", str(model), "--weights", str(run), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["accuracy"] == pytest.approx(metrics["accuracy"])
+    png = tmp_path / "x.png"
+    png.write_bytes(b"not an image")
+    assert main(["predict", str(model), "--weights", str(run), str(png)]) == 1
+    assert "1-D network" in capsys.readouterr().err
+    rc = main(["train", str(model), "--data", str(tmp_path / "seq.npz"), "--epochs", "1", "--augment", "flip",
+               "--out", str(tmp_path / "run2"), "--quiet"])
+    assert rc == 1 and "not on sequences" in capsys.readouterr().err
