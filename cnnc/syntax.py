@@ -541,6 +541,10 @@ def _syntax_error(err: UnexpectedInput, text: str) -> SourceError:
         return SourceError(f"unexpected {what}", span, "syntax", hint=hint or None)
     shown = str(tok)
     hint = _describe_expected(expected)
+    if tok.type == "QMARK":  # issue 11: `[a - b]?`, `pool??`, `pool*2?`
+        return SourceError("only a layer or a definition call can be optional", span, "syntax",
+                           hint="write name? right after the layer, e.g. pool?; for a group, give it a "
+                                "name with a definition: blk = conv3 - pool, then blk?")
     in_args = "COMMA" in expected  # '+' is also arithmetic inside a call's arguments
     if not in_args and ((tok.type == "PLUS" and "VBAR" in expected)
                         or (tok.type == "VBAR" and "PLUS" in expected)):

@@ -203,3 +203,17 @@ def test_a_design_trains_its_network():
     m = cnnc.compile(RULE, input="1x8x8", classes=3, variables="N=1,M=2,K=1")
     net = m.network(seed=0)
     assert net.forward(np.zeros((2, 1, 8, 8), np.float32)).shape == (2, 3)
+
+
+@pytest.mark.parametrize("text, col", [("[conv3 - pool]? - fc", 15), ("pool?? - fc", 6), ("pool*2? - fc", 7)])
+def test_only_layers_and_calls_can_be_optional(text, col):
+    with pytest.raises(SourceError) as info:
+        cnnc.compile(text, input="3x8x8", classes=2)
+    assert info.value.message == "only a layer or a definition call can be optional"
+    assert (info.value.line, info.value.column) == (1, col)
+
+
+def test_an_optional_definition_call_is_dropped_whole():
+    m = cnnc.compile("b(c) = conv3(c) - pool\n[b(8)?]*4 - fc", input="3x8x8", classes=2)
+    assert sum(r.type == "conv" for r in m.summary.rows) == 3  # 8 -> 4 -> 2 -> 1, the 4th block left out
+    assert len(m.dropped) == 1 and "repetition 4" in m.dropped[0].describe()
