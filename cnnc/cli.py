@@ -157,7 +157,7 @@ def cmd_layers(args) -> int:
     for it in items:
         sig = it["name"] + ("N" if it["size_suffix"] else "")
         parts = [a["name"] if a["positional"] else f"{a['name']}={_default_text(a['default'])}"
-                 for a in it["args"] if a["name"] != "size"]
+                 for a in it["args"] if not (it["size_suffix"] and a["name"] == "size")]
         if parts:
             sig += "(" + ", ".join(parts) + ")"
         alias = f"  (also: {', '.join(it['aliases'])})" if it["aliases"] else ""
