@@ -75,7 +75,7 @@ def window_fit_error(layer: str, in_hw: tuple[int, ...], window: tuple[int, ...]
 class Conv(LayerType):
     name = "conv"
     suffix = "size"
-    summary = "2-D convolution (size suffix: conv3, conv5, conv1x7)"
+    summary = "convolution (size suffix: conv3, conv5, conv1x7; on sequences conv3 is a window of 3)"
     args = (
         ArgSpec("filters", "int", None, positional=True, minimum=1,
                 help="number of filters (default: the current width)"),
