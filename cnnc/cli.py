@@ -12,7 +12,7 @@ from typing import Sequence
 
 from . import __version__
 from .commands import add_model_args, add_runtime_commands, compile_from_args, run_command
-from .errors import CnncError
+from .errors import CnncError, UsageError
 
 DESCRIPTION = """\
 cnnc compiles convolutional networks written the way lectures write them,
@@ -55,6 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch", type=int, default=1, metavar="N",
                    help="batch size for the memory figures (default 1)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.add_argument("--sweep", metavar="NAME=A..B,...",
+                   help="check every design: N=1..3,M=1..4 (ranges), K=1|2|4 or pool=on|off (lists); "
+                        "one row per design with parameters, MACs, output, training memory or its error")
 
     p = sub.add_parser("layers", help="list the layers the language knows",
                        description="List every layer with its arguments and defaults.")
@@ -68,11 +71,41 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_check(args) -> int:
+    if args.batch < 1:
+        raise UsageError(f"--batch must be at least 1, got {args.batch}")
+    if args.sweep is not None:
+        return _cmd_sweep(args)
     model = compile_from_args(args)
     if args.json:
         print(model.to_json(batch=args.batch))
     else:
         print(model.summary_text(batch=args.batch))
+    return 0
+
+
+def _cmd_sweep(args) -> int:
+    """``cnnc check ... --sweep N=1..3,M=1..4``: one row per design (issue 11)."""
+    from pathlib import Path
+
+    from .design import sweep, sweep_text
+
+    if getattr(args, "expr", None) is not None and args.file is not None:
+        raise UsageError("give a model file or -e EXPR, not both")
+    if args.expr is None and args.file is None:
+        raise UsageError("no model given", hint="usage: cnnc check FILE --sweep N=1..3")
+    if args.expr is not None:
+        source, filename = args.expr, "<expr>"
+    else:
+        try:
+            source, filename = Path(args.file).read_text(encoding="utf-8"), args.file
+        except (OSError, UnicodeDecodeError):
+            import cnnc
+
+            cnnc.compile_file(args.file)  # raises the usual UsageError for the file
+            raise
+    result = sweep(source, args.sweep, filename=filename, given=args.set, batch=args.batch,
+                   input=args.input, classes=args.classes, width=args.width)
+    print(json.dumps(result.to_dict(), indent=2) if args.json else sweep_text(result))
     return 0
 
 
@@ -95,7 +128,7 @@ def cmd_layers(args) -> int:
     for it in items:
         sig = it["name"] + ("N" if it["size_suffix"] else "")
         parts = [a["name"] if a["positional"] else f"{a['name']}={_default_text(a['default'])}"
-                 for a in it["args"] if a["name"] != "size"]
+                 for a in it["args"] if not (it["size_suffix"] and a["name"] == "size")]
         if parts:
             sig += "(" + ", ".join(parts) + ")"
         alias = f"  (also: {', '.join(it['aliases'])})" if it["aliases"] else ""

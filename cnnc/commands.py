@@ -27,6 +27,9 @@ def add_model_args(p: argparse.ArgumentParser, file_required: bool = True) -> No
     src.add_argument("--classes", type=int, metavar="N", help="number of classes, overrides `classes`")
     src.add_argument("--width", type=int, metavar="N",
                      help="filters of the first conv without a count (default 32), overrides `width`")
+    src.add_argument("--set", metavar="NAME=V,...", dest="set",
+                     help="design variables and optional layers, e.g. N=2,M=3,pool=off "
+                          "(overrides the file's `let` lines)")
 
 
 def compile_from_args(args):
@@ -37,7 +40,8 @@ def compile_from_args(args):
         raise UsageError("give a model file or -e EXPR, not both")
     if getattr(args, "expr", None) is None and args.file is None:
         raise UsageError("no model given", hint="usage: cnnc check FILE  or  cnnc check -e 'EXPR' --input CxHxW")
-    kwargs = dict(input=args.input, classes=args.classes, width=args.width)
+    kwargs = dict(input=args.input, classes=args.classes, width=args.width,
+                  variables=getattr(args, "set", None))
     if getattr(args, "batch", None) is not None and args.batch < 1:
         raise UsageError(f"--batch must be at least 1, got {args.batch}")
     if args.width is not None and args.width < 1:
@@ -257,6 +261,11 @@ def cmd_predict(args) -> int:
     if args.top < 1:
         raise UsageError(f"--top must be at least 1, got {args.top}")
     model, net, arrays, meta, _ = _load_weights(args)
+    if len(model.input_shape) == 2:  # issue 11: a 1-D network takes sequences, not images
+        raise UsageError("predict reads image files, but this is a 1-D network (its input is a sequence "
+                         f"{'x'.join(map(str, model.input_shape))})",
+                         hint="use cnnc eval --data FILE.npz with an array x of shape (N, C, L), "
+                              "or Network.predict_proba in Python")
     names = meta.get("class_names") or [str(i) for i in range(net.classes)]
     images = np.stack([D.load_image_file(f, model.input_shape, resize=args.resize) for f in args.images])
     probs = net.predict_proba(D.to_float(images, arrays["data.mean"], arrays["data.std"]))
@@ -303,7 +312,7 @@ def cmd_bench(args) -> int:
 
 def _model_argv(args) -> list[str]:
     argv = [args.file] if args.file else ["-e", args.expr]
-    for flag in ("input", "classes", "width"):
+    for flag in ("input", "classes", "width", "set"):
         v = getattr(args, flag)
         if v is not None:
             argv += [f"--{flag}", str(v)]

@@ -12,13 +12,13 @@ import json
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import networkx as nx
 
 from .errors import SourceError, UsageError
-from .graph import build
-from .infer import Analysis, infer
+from .design import check_design, resolve_design
+from .infer import Analysis
 from .layers import resolve_name
 from .report import Summary, summarize, summary_text
 from .settings import Header, override, read_header
@@ -27,8 +27,9 @@ from .syntax import ModelAst, parse
 DEFAULT_WIDTH = 32
 
 
-def parse_shape(text: str | tuple | list) -> tuple[int, int, int]:
-    """``"3x32x32"`` or ``(3, 32, 32)`` -> a CxHxW tuple; UsageError otherwise."""
+def parse_shape(text: str | tuple | list) -> tuple[int, ...]:
+    """``"3x32x32"`` or ``(3, 32, 32)`` -> a CxHxW tuple, ``"1x100"`` -> a CxL tuple (a 1-D
+    network); UsageError otherwise."""
     if isinstance(text, (tuple, list)):
         parts = list(text)
     else:
@@ -36,10 +37,11 @@ def parse_shape(text: str | tuple | list) -> tuple[int, int, int]:
     try:
         dims = tuple(int(p) for p in parts)
     except (TypeError, ValueError):
-        raise UsageError(f"bad input shape {text!r}", hint="write it as CxHxW, e.g. 3x32x32") from None
-    if len(dims) != 3 or min(dims) < 1:
-        raise UsageError(f"bad input shape {text!r}: it needs 3 positive sizes",
-                         hint="write it as CxHxW, e.g. 1x28x28 or 3x32x32")
+        raise UsageError(f"bad input shape {text!r}",
+                         hint="write it as CxHxW, e.g. 3x32x32, or CxL for a sequence, e.g. 1x100") from None
+    if len(dims) not in (2, 3) or min(dims) < 1:
+        raise UsageError(f"bad input shape {text!r}: it needs 3 positive sizes (CxHxW) or 2 (CxL)",
+                         hint="write it as CxHxW, e.g. 1x28x28 or 3x32x32, or CxL, e.g. 1x100")
     return dims  # type: ignore[return-value]
 
 
@@ -51,6 +53,8 @@ class Model:
     header: Header
     graph: nx.DiGraph
     analysis: Analysis
+    design: Any = None  # cnnc.design.Design: the variables and switches this design used
+    dropped: tuple = ()  # cnnc.design.Dropped: optional layers left out (they did not fit)
 
     @property
     def source(self) -> str:
@@ -61,7 +65,7 @@ class Model:
         return self.ast.filename
 
     @property
-    def input_shape(self) -> tuple[int, int, int]:
+    def input_shape(self) -> tuple[int, ...]:
         return self.analysis.input_shape  # type: ignore[return-value]
 
     @property
@@ -85,10 +89,18 @@ class Model:
         return summarize(self.analysis, self.filename, batch)
 
     def summary_text(self, batch: int = 1) -> str:
-        return summary_text(self.report(batch))
+        text = summary_text(self.report(batch))
+        if self.design is not None and self.design.as_dict():  # issue 11: the design's values
+            text += "\ndesign       " + ", ".join(f"{k}={v}" for k, v in self.design.as_dict().items())
+        for d in self.dropped:
+            text += f"\ndropped      {d.describe()}"
+        return text
 
     def summary_dict(self, batch: int = 1) -> dict[str, Any]:
-        return self.report(batch).to_dict()
+        d = self.report(batch).to_dict()
+        d["design"] = self.design.as_dict() if self.design is not None else {}
+        d["dropped_optional"] = [x.describe() for x in self.dropped]
+        return d
 
     def to_json(self, indent: int | None = 2, batch: int = 1) -> str:
         return json.dumps(self.summary_dict(batch), indent=indent)
@@ -108,10 +120,13 @@ def _is_layer_or_def(ast: ModelAst):
 
 
 def compile(source: str, *, input: str | tuple | None = None, classes: int | None = None,
-            width: int | None = None, filename: str = "<string>") -> Model:
+            width: int | None = None, filename: str = "<string>",
+            variables: Mapping[str, Any] | str | None = None) -> Model:
     """Compile model text: parse, build the graph, check it. Raises :class:`SourceError`.
 
     ``input`` (``"3x32x32"``), ``classes`` and ``width`` override the text's header lines.
+    ``variables`` (``{"N": 2, "pool": "off"}`` or ``"N=2,pool=off"``) set design variables
+    and optional layers over the text's ``let`` lines (see :mod:`cnnc.design`).
     """
     ast = parse(source, filename)
     try:
@@ -126,10 +141,10 @@ def compile(source: str, *, input: str | tuple | None = None, classes: int | Non
         raise SourceError("the model has no input shape", None, "header",
                           hint="add a header line `input 3x32x32` (or pass --input / input=)",
                           source=source, filename=filename)
-    graph = build(ast)
-    analysis = infer(graph, header.input, header.classes, header.width or DEFAULT_WIDTH,
-                     source=source, filename=filename)
-    return Model(ast, header, graph, analysis)
+    design = resolve_design(ast, variables)
+    graph, analysis, dropped = check_design(ast, design, header.input, header.classes,
+                                            header.width or DEFAULT_WIDTH)
+    return Model(ast, header, graph, analysis, design, dropped)
 
 
 def compile_file(path: str | Path, **kwargs: Any) -> Model:

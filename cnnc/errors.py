@@ -120,3 +120,12 @@ class SourceError(CnncError):
         for note in self.notes:
             lines.append(f"  ({note})")
         return "\n".join(lines)
+
+
+@dataclass
+class OptionalDoesNotFit(SourceError):
+    """An optional layer (``pool?``) that would not fit its input, raised by the checker so
+    that the design driver (:mod:`cnnc.design`) leaves that instance out and checks again.
+    ``key`` names the instance (:func:`cnnc.graph.optional_key`)."""
+
+    key: tuple = ()

@@ -3,6 +3,8 @@
 Every node is one layer instance (its own weights). Node attributes:
 
 * ``layer``: a :class:`LayerNode` (type, resolved configuration, source span, trace);
+* ``optional``: for a layer made by an optional ``pool?`` whose switch is not forced on,
+  the key of that optional instance (:func:`optional_key`), else None;
 
 Node attribute ``inputs`` is the ordered tuple of input nodes (the branch order of a
 merge; a node may appear twice, as in ``( id | id )``); edges carry ``slot``, the
@@ -14,14 +16,15 @@ from __future__ import annotations
 
 import difflib
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Mapping
 
 import networkx as nx
 
 from .errors import SourceError, Span
 from .layers import REQUIRED, LayerError, LayerType, registry, resolve_name, suffix_base
 from .layers.base import SUFFIX_RE, ArgSpec
-from .syntax import Arg, ArgExpr, BinOp, Branches, Call, Definition, ModelAst, Neg, Num, Ref, Repeat, Seq
+from .syntax import (Arg, ArgExpr, BinOp, Branches, Call, Definition, ModelAst, Neg, Num, Optional, Ref,
+                     Repeat, Seq)
 
 MAX_LAYERS = 20_000
 MAX_STEPS = 200_000  # expansion steps (layers, ids, calls, repetitions): `[[id*1000]*1000]*1000`
@@ -80,13 +83,29 @@ class LayerNode:
         return SourceError(err.message, span or self.span, err.kind, hint=err.hint, notes=self.notes())
 
 
+def optional_key(node: Optional, trace) -> tuple:
+    """Which instance of an optional layer this is: its place in the text and the
+    repetitions and calls it was expanded in (stable when other instances are dropped)."""
+    return (node.span.start, tuple((f.span.start, f.index) for f in trace))
+
+
+def unset_variable(name: str, span: Span) -> SourceError:
+    return SourceError(f"variable '{name}' is not set", span, "variable",
+                       hint=f"set it with --set {name}=2 or a header line `let {name} = 2`")
+
+
 def _snippet(source: str, span: Span, limit: int = 32) -> str:
     text = " ".join(source[span.start:span.end].split())
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 class _Builder:
-    def __init__(self, ast: ModelAst):
+    def __init__(self, ast: ModelAst, variables: Mapping[str, int | float] | None = None,
+                 switches: Mapping[str, bool] | None = None, dropped: frozenset = frozenset()):
+        self.variables = dict(variables or {})  # design variables (issue 11): N, M, ...
+        self.switches = dict(switches or {})  # optional layers by name: True on, False off
+        self.dropped = dropped  # optional instances left out because they did not fit
+        self.optional = None  # the key of the optional instance being expanded
         self.ast = ast
         self.source = ast.source
         self.graph = nx.DiGraph()
@@ -116,7 +135,7 @@ class _Builder:
             return [node]
         if isinstance(node, (Seq, Branches)):
             return [c for item in node.items for c in self._calls(item)]
-        if isinstance(node, Repeat):
+        if isinstance(node, (Repeat, Optional)):
             return self._calls(node.body)
         return []
 
@@ -143,7 +162,9 @@ class _Builder:
         if isinstance(expr, Num):
             return expr.value
         if isinstance(expr, Ref):
-            return env.get(expr.name, expr.name)
+            if expr.name in env:
+                return env[expr.name]
+            return self.variables.get(expr.name, expr.name)
         if isinstance(expr, Neg):
             v = self.evaluate(expr.operand, env)
             if not isinstance(v, (int, float)):
@@ -175,7 +196,7 @@ class _Builder:
 
     # ---- argument binding
     def bind(self, layer: LayerType, call: Call, env: dict[str, Any],
-             suffix: tuple[int, int] | None) -> tuple[dict[str, Any], dict[str, Span]]:
+             suffix: tuple[int, ...] | None) -> tuple[dict[str, Any], dict[str, Span]]:
         """Arguments by name (defaults filled in) and where each given one was written."""
         specs = {a.name: a for a in layer.args}
         positional = [a for a in layer.args if a.positional]
@@ -204,7 +225,11 @@ class _Builder:
             if spec.name in values:
                 raise SourceError(f"argument '{spec.name}' of {layer.name} is given twice", arg.span,
                                   "argument")
-            values[spec.name] = self._convert(spec, self.evaluate(arg.value, env), arg, layer, env)
+            value = self.evaluate(arg.value, env)
+            if (isinstance(value, str) and isinstance(arg.value, Ref) and spec.kind in ("int", "float", "size")
+                    and not env.get("__params__")):
+                raise unset_variable(value, arg.value.span)
+            values[spec.name] = self._convert(spec, value, arg, layer, env)
             where[spec.name] = arg.span
         if suffix is not None and layer.suffix:
             if layer.suffix in values:
@@ -273,7 +298,7 @@ class _Builder:
             raise bad(spec.describe())
         if spec.kind == "size":
             if isinstance(v, int) and not isinstance(v, bool) and v >= 1:
-                return (v, v)
+                return (v,)  # one size: square on images, the window length on sequences
             raise bad("a window size >= 1")
         raise AssertionError(spec.kind)
 
@@ -292,7 +317,7 @@ class _Builder:
         node_id = self.new_id(layer.name)
         self.graph.add_node(node_id, layer=LayerNode(node_id, layer, config, span, text, tuple(trace),
                                                      branch_spans, tuple(arg_spans)),
-                            inputs=tuple(inputs))
+                            inputs=tuple(inputs), optional=self.optional)
         for slot, src in enumerate(inputs):
             if not self.graph.has_edge(src, node_id):
                 self.graph.add_edge(src, node_id, slot=slot)
@@ -323,6 +348,8 @@ class _Builder:
             count = 1
             for c in node.counts:
                 v = self.evaluate(c, env)
+                if isinstance(v, str) and isinstance(c, Ref) and not env.get("__params__"):
+                    raise unset_variable(v, c.span)
                 if isinstance(v, bool) or not isinstance(v, int):
                     raise SourceError(f"a repetition count must be an integer, got {v!r}", c.span,
                                       "argument", hint=self._param_hint(env))
@@ -338,6 +365,8 @@ class _Builder:
                 frame = Frame("repeat", label, node.span, i + 1, count)
                 src = self.expand(body, src, env, trace + [frame], stack)
             return src
+        if isinstance(node, Optional):
+            return self.expand_optional(node, src, env, trace, stack)
         if isinstance(node, Branches):
             outs = [self.expand(b, src, env, trace, stack) for b in node.items]
             kind = "concat" if node.kind == "concat" else "add"
@@ -347,6 +376,21 @@ class _Builder:
                                   tuple(b.span for b in node.items))
         assert isinstance(node, Call)
         return self.expand_call(node, src, env, trace, stack)
+
+    def expand_optional(self, node: Optional, src: str, env, trace, stack) -> str:
+        """``pool?``: left out when its switch is off (``--set pool=off``) or when this
+        instance was dropped for not fitting; otherwise expanded with its layers marked
+        optional, unless the switch is forced on (then it must fit like any layer)."""
+        switch = self.switches.get(node.body.name)
+        key = optional_key(node, trace)
+        if switch is False or (switch is None and key in self.dropped):
+            return src
+        outer = self.optional
+        self.optional = None if switch else (outer or key)
+        try:
+            return self.expand(node.body, src, env, trace, stack)
+        finally:
+            self.optional = outer
 
     def expand_call(self, call: Call, src: str, env, trace, stack) -> str:
         d = self.defs.get(call.name)
@@ -366,6 +410,10 @@ class _Builder:
                     hint=f"{d.name} is defined on line {d.span.line} as "
                          f"{_snippet(self.source, d.head_span, 60)}")
             new_env = {p: self.evaluate(a.value, env) for p, a in zip(d.params, call.args)}
+            for p, a in zip(d.params, call.args):  # an unset design variable passed to a definition
+                if isinstance(new_env[p], str) and isinstance(a.value, Ref) and not env.get("__params__") \
+                        and a.value.name not in _SYMBOLS:
+                    raise unset_variable(a.value.name, a.value.span)
             new_env["__params__"] = d.params
             new_env["__def__"] = d.name
             label = _snippet(self.source, call.span, 40)
@@ -398,10 +446,18 @@ class _Builder:
                               arg_spans=tuple(where.items()))
 
 
-def build(ast: ModelAst) -> nx.DiGraph:
-    """Expand the model's network into a layer graph (frozen). Raises :class:`SourceError`."""
+_SYMBOLS = frozenset({"same", "valid", "default", "true", "false", "floor", "ceil", "on", "off"})
+
+
+def build(ast: ModelAst, variables: Mapping[str, int | float] | None = None,
+          switches: Mapping[str, bool] | None = None, dropped: frozenset = frozenset()) -> nx.DiGraph:
+    """Expand the model's network into a layer graph (frozen). Raises :class:`SourceError`.
+
+    ``variables``: design variables by name (N, M, ...); ``switches``: optional layers by
+    name, True (forced on) or False (left out); ``dropped``: keys of optional instances left
+    out (see :mod:`cnnc.design`, which chooses them)."""
     try:
-        b = _Builder(ast)
+        b = _Builder(ast, variables, switches, dropped)
         try:
             b.read_definitions()
         except RecursionError:

@@ -14,7 +14,7 @@ from typing import Mapping
 
 import networkx as nx
 
-from .errors import SourceError
+from .errors import OptionalDoesNotFit, SourceError
 from .graph import INPUT, LayerNode
 from .layers import InferContext, LayerError, LayerInfo, Shape
 from .layers.merge import MergeError
@@ -28,20 +28,20 @@ class ReceptiveField:
     neighbouring outputs) and start (centre of the first output's region, in input pixels,
     0-based)."""
 
-    size: tuple[int, int]
-    jump: tuple[int, int]
-    start: tuple[float, float]
+    size: tuple[int, ...]  # one entry per spatial axis: (H, W) for images, (L,) for sequences
+    jump: tuple[int, ...]
+    start: tuple[float, ...]
 
     def grow(self, window) -> "ReceptiveField":
         if window is None:
             return self
         size, jump, start = [], [], []
-        for a in (0, 1):
+        for a in range(len(self.size)):
             k, s, p = window.size[a], window.stride[a], window.pad[a]
             size.append(self.size[a] + (k - 1) * self.jump[a])
             start.append(self.start[a] + ((k - 1) / 2 - p) * self.jump[a])
             jump.append(self.jump[a] * s)
-        return ReceptiveField((size[0], size[1]), (jump[0], jump[1]), (start[0], start[1]))
+        return ReceptiveField(tuple(size), tuple(jump), tuple(start))
 
 
 @dataclass(frozen=True)
@@ -159,7 +159,8 @@ def _infer(graph: nx.DiGraph, input_shape: Shape, classes: int | None, width: in
     last_classifier = takes_classes[-1] if takes_classes else None
     output = graph.graph["output"]
     shapes: dict[str, Shape] = {INPUT: input_shape}
-    fields: dict[str, ReceptiveField] = {INPUT: ReceptiveField((1, 1), (1, 1), (0.0, 0.0))}
+    rank = max(len(input_shape) - 1, 1)  # spatial axes: 2 for images, 1 for sequences
+    fields: dict[str, ReceptiveField] = {INPUT: ReceptiveField((1,) * rank, (1,) * rank, (0.0,) * rank)}
     downs: dict[str, int] = {INPUT: 0}
     infos: dict[str, LayerInfo] = {}
     rows: list[LayerRow] = []
@@ -178,10 +179,15 @@ def _infer(graph: nx.DiGraph, input_shape: Shape, classes: int | None, width: in
             raise SourceError(_merge_message(node, err, in_shapes, source), node.span, "merge",
                               hint=err.hint, notes=node.notes()) from None
         except LayerError as err:
+            key = graph.nodes[n].get("optional")
+            if key is not None and err.kind in ("fit", "empty"):  # pool? that does not fit: left out
+                e = node.error(err)
+                raise OptionalDoesNotFit(e.message, e.span, e.kind, hint=e.hint, notes=e.notes,
+                                         key=key) from None
             raise node.error(err) from None
         downs[n] = d
         shapes[n] = info.out_shape
-        base_rf = max((fields[u] for u in srcs), key=lambda r: r.size[0] * r.size[1])
+        base_rf = max((fields[u] for u in srcs), key=lambda r: _prod(r.size))
         fields[n] = base_rf.grow(info.window)
         infos[n] = info
         rows.append(LayerRow(

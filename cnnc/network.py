@@ -142,6 +142,8 @@ class Network:
     def _check_x(self, x) -> np.ndarray:
         x = np.asarray(x)
         want = tuple(self.input_shape)
+        if len(want) == 2 and x.ndim == 4 and x.shape[2] == 1:  # sequences stored as (N, C, 1, L)
+            x = x.reshape(x.shape[0], x.shape[1], x.shape[3])
         if x.ndim == len(want):
             x = x[None]
         if x.ndim != len(want) + 1 or tuple(x.shape[1:]) != want:

@@ -79,15 +79,16 @@ def human_count(n: float) -> str:
 
 
 def _rf(row) -> str:
-    rf = row.receptive_field
-    size = f"{rf.size[0]}" if rf.size[0] == rf.size[1] else f"{rf.size[0]}x{rf.size[1]}"
-    jump = f"{rf.jump[0]}" if rf.jump[0] == rf.jump[1] else f"{rf.jump[0]}x{rf.jump[1]}"
+    rf = row.receptive_field  # (H, W) for images, (L,) for sequences
+    size = f"{rf.size[0]}" if len(set(rf.size)) == 1 else "x".join(map(str, rf.size))
+    jump = f"{rf.jump[0]}" if len(set(rf.jump)) == 1 else "x".join(map(str, rf.jump))
     return f"{size} /{jump}"
 
 
 def summary_text(s: Summary) -> str:
     shape = "x".join(map(str, s.input_shape))
-    head = f"{s.filename}: input {shape}" + (f", {s.classes} classes" if s.classes else "")
+    head = f"{s.filename}: input {shape}" + (" (1-D: channels x length)" if len(s.input_shape) == 2 else "")
+    head += f", {s.classes} classes" if s.classes else ""
     header = ("layer", "configuration", "output", "parameters", "MACs", "RF /jump", "memory/img")
     rows = [header]
     for r in s.rows:

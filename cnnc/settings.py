@@ -85,7 +85,8 @@ _DATA_HELP = ("digits (built in), mnist, fashion-mnist, cifar10, a folder of IDX
               "binary batches or class subfolders of images, or an .npz with x, y")
 
 SETTINGS: tuple[SettingSpec, ...] = (
-    SettingSpec("input", "shape", "input shape CxHxW, e.g. input 3x32x32", training=False),
+    SettingSpec("input", "shape", "input shape CxHxW (an image) or CxL (a sequence: a 1-D network), "
+                "e.g. input 3x32x32, input 1x100", training=False),
     SettingSpec("classes", "int", "number of classes (outputs of the last fc)", minimum=1,
                 training=False),
     SettingSpec("width", "int", "filters of the first conv without a count (default 32)",
@@ -153,13 +154,11 @@ def _bad(setting: "Setting", message: str, hint: str | None = None) -> SourceErr
 def _convert(spec: SettingSpec, s: "Setting") -> Any:
     v = s.value
     if spec.kind == "shape":
-        if isinstance(v, tuple) and len(v) == 3 and all(d > 0 for d in v):
-            return v
-        if isinstance(v, tuple) and len(v) == 2:
-            raise _bad(s, f"input needs channels, height and width, got {'x'.join(map(str, v))}",
-                       hint=f"for one channel write input 1x{v[0]}x{v[1]}")
-        raise _bad(s, f"input must be a shape CxHxW with positive sizes, got {v!r}",
-                   hint="e.g. input 3x32x32")
+        if isinstance(v, tuple) and len(v) in (2, 3) and all(d > 0 for d in v):
+            return v  # CxHxW, or CxL for a 1-D network
+        raise _bad(s, f"input must be a shape CxHxW (an image) or CxL (a sequence) with positive "
+                      f"sizes, got {'x'.join(map(str, v)) if isinstance(v, tuple) else repr(v)}",
+                   hint="e.g. input 3x32x32, or input 1x100 for a 1-D network")
     if spec.kind == "int" and (not isinstance(v, int) or isinstance(v, bool)):
         raise _bad(s, f"{spec.key} must be an integer, got {v!r}")
     if spec.kind == "float" and (not isinstance(v, (int, float)) or isinstance(v, bool)):

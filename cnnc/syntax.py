@@ -92,7 +92,15 @@ class Branches:
     span: Span
 
 
-Node = Union[Call, Seq, Repeat, Branches]
+@dataclass(frozen=True)
+class Optional:
+    """``pool?``: a layer (or definition call) that a design may leave out (issue 11)."""
+
+    body: Call
+    span: Span
+
+
+Node = Union[Call, Seq, Repeat, Branches, Optional]
 
 
 @dataclass(frozen=True)
@@ -114,6 +122,16 @@ class Definition:
 
 
 @dataclass(frozen=True)
+class Variable:
+    """``let N = 2``: a design variable's default value (an expression of earlier ones)."""
+
+    name: str
+    value: ArgExpr
+    span: Span
+    name_span: Span
+
+
+@dataclass(frozen=True)
 class ModelAst:
     """A parsed model file: header settings, definitions and the network expression."""
 
@@ -122,6 +140,7 @@ class ModelAst:
     network: Node | None
     source: str
     filename: str
+    variables: tuple[Variable, ...] = ()  # `let` lines, in order
 
 
 # ---------------------------------------------------------------------------
@@ -295,6 +314,15 @@ class _ToAst(Transformer):
     def count_name(self, meta, c):
         return Ref(str(c[0]), _span(c[0]))
 
+    @v_args(meta=True)
+    def optional(self, meta, c):
+        return Optional(c[0], _span(meta))
+
+    @v_args(meta=True)
+    def variable(self, meta, c):
+        name, value = c
+        return Variable(str(name), value, _span(meta), _span(name))
+
     def bracket(self, c):
         return c[0]
 
@@ -360,7 +388,7 @@ _TOKEN_WORDS = {
     "SLASH": "'/'", "LPAR": "'('", "RPAR": "')'", "LSQB": "'['", "RSQB": "']'",
     "COMMA": "','", "EQUAL": "'='", "NAME": "a name", "INT": "an integer",
     "FLOAT": "a number", "SHAPE": "a shape like 3x32x32", "STRING": "a quoted string",
-    "_NL": "a new line", "$END": "the end of the text",
+    "_NL": "a new line", "$END": "the end of the text", "QMARK": "'?'", "LET": "'let'",
 }
 
 
@@ -510,6 +538,10 @@ def _syntax_error(err: UnexpectedInput, text: str) -> SourceError:
         return SourceError(f"unexpected {what}", span, "syntax", hint=hint or None)
     shown = str(tok)
     hint = _describe_expected(expected)
+    if tok.type == "QMARK":  # issue 11: `[a - b]?`, `pool??`, `pool*2?`
+        return SourceError("only a layer or a definition call can be optional", span, "syntax",
+                           hint="write name? right after the layer, e.g. pool?; for a group, give it a "
+                                "name with a definition: blk = conv3 - pool, then blk?")
     in_args = "COMMA" in expected  # '+' is also arithmetic inside a call's arguments
     if not in_args and ((tok.type == "PLUS" and "VBAR" in expected)
                         or (tok.type == "VBAR" and "PLUS" in expected)):
@@ -581,9 +613,15 @@ def parse(text: str, filename: str = "<string>") -> ModelAst:
         except RecursionError:  # e.g. an argument like 1+1+1+... with thousands of terms
             raise SourceError("the model text is nested too deeply to parse", None, "syntax",
                               hint="split long expressions; use definitions for deep nesting") from None
-        settings, definitions, networks = [], [], []
+        settings, definitions, networks, variables = [], [], [], []
         for item in items:
-            if isinstance(item, Setting):
+            if isinstance(item, Variable):
+                if any(v.name == item.name for v in variables):
+                    first = next(v for v in variables if v.name == item.name)
+                    raise SourceError(f"variable '{item.name}' is set twice (first on line {first.span.line})",
+                                      item.name_span, "variable")
+                variables.append(item)
+            elif isinstance(item, Setting):
                 settings.append(item)
             elif isinstance(item, Definition):
                 definitions.append(item)
@@ -596,6 +634,6 @@ def parse(text: str, filename: str = "<string>") -> ModelAst:
                 second.span, "syntax",
                 hint="join the lines with '-' at the end of the first line (or the start of the next)")
         network = networks[0].node if networks else None
-        return ModelAst(tuple(settings), tuple(definitions), network, text, filename)
+        return ModelAst(tuple(settings), tuple(definitions), network, text, filename, tuple(variables))
     except SourceError as err:
         raise err.with_source(text, filename)

@@ -146,8 +146,16 @@ def prepare_data(model_shape, classes: int | None, cfg: TrainConfig, train_ds: D
     mean, std = D.normalize_stats(train)
     augment = (D.augmentations_for(train_ds.name) if cfg.augment == "auto"
                else D.parse_augmentation(cfg.augment))
-    return Prepared(D.to_float(train.x, mean, std), train.y, D.to_float(val.x, mean, std), val.y,
-                    D.to_float(test_ds.x, mean, std), test_ds.y, mean, std, train_ds.class_names,
+    # issue 11: a 1-D model takes (N, C, L); sequences are stored as (N, C, 1, L)
+    if len(model_shape) == 2 and augment:
+        raise DataError(f"augmentation {augment.describe()} works on images, not on sequences",
+                        hint="use --augment none for a 1-D network")
+
+    def as_input(x):
+        return D.to_float(x, mean, std).reshape(len(x), *model_shape)
+
+    return Prepared(as_input(train.x), train.y, as_input(val.x), val.y,
+                    as_input(test_ds.x), test_ds.y, mean, std, train_ds.class_names,
                     train_ds.name, augment)
 
 
@@ -162,7 +170,10 @@ def evaluate(net: "Network", x, y, batch: int = 500, *, mean=None, std=None) -> 
     unless ``mean``/``std`` (``TrainResult.mean``/``.std``) are given: then raw images are
     normalized as in training first."""
     if mean is not None or std is not None:
-        x = D.to_float(np.asarray(x), mean, std)
+        x = np.asarray(x)
+        if len(net.input_shape) == 2 and x.ndim == 3:  # raw sequences (N, C, L): channels on axis 1
+            x = x[:, :, None, :]
+        x = D.to_float(x, mean, std)
     x = net._check_x(x)
     y = net._check_y(y, x.shape[0])
     k = net.classes

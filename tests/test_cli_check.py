@@ -102,7 +102,7 @@ def test_check_bad_expression_reports_position(cli):
 @pytest.mark.parametrize("argv,needle", [
     (["check", "no/such/model.cnn"], "no such file"),
     (["check", str(ROOT / "models")], "directory"),
-    (["check", "-e", "conv3", "--input", "3x32"], "bad input shape"),
+    (["check", "-e", "conv3", "--input", "3x32x32x2"], "bad input shape"),
     (["check", "-e", "conv3", "--input", "3x32x32", "--batch", "0"], "--batch must be at least 1"),
     (["check", str(ROOT / "models" / "lenet5.cnn"), "-e", "conv3"], "not both"),
     (["check"], "no model given"),

@@ -73,7 +73,8 @@ CASES = [
     ("unknown-keyword-pool", "conv3 - maxpool3(sride=2)", 1, 18, "argument", "has no argument 'sride'",
      "'stride'"),
     ("wrong-type-float-filters", "conv3(16.5)", 1, 7, "argument", "must be an integer", None),
-    ("wrong-type-name", "conv3(sixteen)", 1, 7, "argument", "got 'sixteen'", None),
+    # a bare name where a number goes is a design variable (issue 11): unset here
+    ("wrong-type-name", "conv3(sixteen)", 1, 7, "variable", "variable 'sixteen' is not set", "--set sixteen="),
     ("dropout-out-of-range", "conv3 - dropout(1.5)", 1, 17, "argument", "must be a number in [0, 0.99], got 1.5", None),
     ("negative-stride", "conv3(16, stride=-1)", 1, 11, "argument", "'stride' of conv must be an integer >= 1, got -1", None),
     ("pad-foo", "conv3(16, pad=foo)", 1, 11, "argument", "'pad' of conv must be an integer >= 0, same or valid, got 'foo'", None),
@@ -95,8 +96,13 @@ CASES = [
      "did you mean 'classes'?"),
     ("unknown-setting-no-match", IN + "frobnicate 3\nconv3", 2, 1, "header", "unknown setting 'frobnicate'",
      "settings: input"),
-    ("input-two-dims", "input 3x32\nconv3", 1, 7, "header", "input needs channels, height and width, got 3x32",
-     "1x3x32", {}),
+    ("input-four-dims", "input 3x32x32x2\nconv3", 1, 7, "header",
+     "input must be a shape CxHxW (an image) or CxL (a sequence) with positive sizes, got 3x32x32x2",
+     "input 1x100", {}),
+    ("conv3x3-in-1d-network", "input 1x100\nconv3 - conv3x3", 2, 9, "shape",
+     "conv3x3 has a 2-D window, but the network is 1-D", "write conv3", {}),
+    ("1d-doesnt-fit", "input 1x7\nconv3(stride=3)", 2, 1, "fit", "does not fit its length-7 input",
+     "position 7 of the input is never covered", {}),
     ("input-twice", "input 3x32x32\ninput 1x28x28\nconv3", 2, 1, "header", "'input' is set twice (first on line 1)",
      None, {}),
     ("input-zero", "input 3x0x32\nconv3", 1, 7, "header", "positive sizes", None, {}),
@@ -142,8 +148,8 @@ CASES = [
 
     # ---- shapes --------------------------------------------------------------------------------
     ("conv-after-fc", "conv3 - fc(10) - conv3", 1, 18, "shape",
-     "conv needs an image input (CxHxW), but its input is a vector of 10", "before fc"),
-    ("pool-after-gap", "conv3 - gap - pool", 1, 15, "shape", "needs an image input", None),
+     "conv needs an image (CxHxW) or a sequence (CxL), but its input is a vector of 10", "before fc"),
+    ("pool-after-gap", "conv3 - gap - pool", 1, 15, "shape", "needs an image (CxHxW) or a sequence", None),
     ("groups-not-dividing", "conv3(10, groups=4)", 1, 11, "argument",
      "groups=4 must divide both the input channels (3) and the filters (10)", None),
     ("maxout-not-dividing", "conv3(10) - maxout(3)", 1, 20, "shape", "divisible by 3", None),
@@ -407,6 +413,6 @@ def test_errors_are_cnnc_errors():
     with pytest.raises(cnnc.CnncError):
         cnnc.compile("conv3 - reul", input="3x8x8")
     with pytest.raises(cnnc.UsageError):
-        cnnc.compile("conv3", input="3x8")
+        cnnc.compile("conv3", input="3x8x8x8")
     with pytest.raises(cnnc.UsageError):
         cnnc.compile("conv3", input="3x8x8").report(batch=0)

@@ -37,7 +37,7 @@ from cnnc.layers import InferContext, layer_types, registry
 @dataclass(frozen=True)
 class Case:
     snippet: str  # model text; its output node is the layer under test
-    input: str  # CxHxW
+    input: str  # CxHxW, or CxL for a sequence (1-D network)
     training: bool = False
     batch: int = 2
 
@@ -64,6 +64,13 @@ CASES: dict[str, list[Case]] = {
         Case("conv3(2, stride=3, pad=1)", "1x7x7"),
         Case("conv3(4, groups=2, stride=2, dilation=2, pad=2)", "4x8x8"),
         Case("conv4(3, pad=1)", "2x5x5"),
+        # 1-D: sequences (C, L)
+        Case("conv2(1, pad=valid, bias=false)", "1x5"),
+        Case("conv3(4)", "3x9"),
+        Case("conv5(3, stride=2, pad=2)", "2x11"),
+        Case("conv3(4, dilation=2)", "2x9"),
+        Case("conv3(6, groups=3, stride=3, pad=1)", "3x7"),
+        Case("conv1(4, bias=false)", "2x4"),
     ],
     "maxpool": [
         Case("pool", "2x6x6"),
@@ -75,6 +82,9 @@ CASES: dict[str, list[Case]] = {
         Case("maxpool3(stride=2, pad=1, round=ceil)", "1x6x6"),
         Case("maxpool2x3(stride=1)", "2x5x6"),
         Case("maxpool3(stride=2, round=ceil)", "1x7x7"),
+        Case("pool", "2x8"),
+        Case("maxpool3(stride=2, pad=1)", "2x9"),
+        Case("maxpool3(stride=2, round=ceil)", "2x8"),
     ],
     "avgpool": [
         Case("avgpool2", "2x6x6"),
@@ -84,21 +94,27 @@ CASES: dict[str, list[Case]] = {
         Case("avgpool2(round=ceil)", "1x5x5"),
         Case("avgpool3(stride=2, pad=1, round=ceil)", "1x6x6"),
         Case("avgpool2x3(stride=1, pad=1)", "2x4x5"),
+        Case("avgpool2", "2x6"),
+        Case("avgpool3(stride=1, pad=1)", "2x5"),
+        Case("avgpool3(stride=2, round=ceil)", "1x8"),
     ],
     "gap": [
         Case("gap", "3x4x4"),
         Case("gap", "2x1x1"),
         Case("gap", "4x3x5"),
+        Case("gap", "3x7"),
     ],
     "maxout": [
         Case("maxout", "4x3x3"),
         Case("maxout(3)", "6x2x2"),
         Case("maxout(4)", "8x1x3"),
         Case("fc(6) - maxout(3)", "2x3x3"),
+        Case("maxout", "4x5"),
     ],
     "relu": [
         Case("relu", "3x4x4"),
         Case("fc(7) - relu", "2x3x3"),
+        Case("relu", "3x6"),
     ],
     "leaky": [
         Case("leaky", "3x4x4"),
@@ -115,6 +131,7 @@ CASES: dict[str, list[Case]] = {
     "tanh": [
         Case("tanh", "3x4x4"),
         Case("fc(7) - tanh", "2x3x3"),
+        Case("tanh", "2x5"),
     ],
     "sigmoid": [
         Case("sigmoid", "3x4x4"),
@@ -131,10 +148,13 @@ CASES: dict[str, list[Case]] = {
         Case("fc(6) - fc(2, bias=false)", "1x4x4"),
         Case("fc(1)", "2x2x2"),
         Case("gap - fc(4)", "3x3x3"),
+        Case("fc(5)", "2x6"),
+        Case("gap - fc(4)", "3x5"),
     ],
     "flatten": [
         Case("flatten", "2x3x4"),
         Case("fc(5) - flatten", "2x2x2"),
+        Case("flatten", "2x5"),
     ],
     "bn": [
         Case("bn", "3x4x4", training=True),
@@ -144,6 +164,16 @@ CASES: dict[str, list[Case]] = {
         Case("bn(momentum=0.3)", "2x2x3", training=True, batch=3),
         Case("fc(5) - bn", "2x2x2", training=True, batch=4),
         Case("fc(5) - bn", "2x2x2"),
+        Case("bn", "3x6", training=True),
+        Case("bn", "3x6"),
+    ],
+    "lrn": [
+        Case("lrn", "7x3x3"),
+        Case("lrn(3, alpha=0.5, beta=0.75, k=1)", "4x3x3"),
+        Case("lrn(5, alpha=2, beta=0.5, k=1)", "3x4x4"),
+        Case("lrn(1, alpha=1, k=1)", "3x2x2"),
+        Case("lrn(3, alpha=1, k=0.5)", "6x9"),
+        Case("fc(6) - lrn(3, alpha=1, beta=1.5)", "2x2x2"),
     ],
     "dropout": [
         Case("dropout", "3x4x4"),
@@ -152,6 +182,8 @@ CASES: dict[str, list[Case]] = {
         Case("dropout(0.2)", "8x16x16", training=True),
         Case("dropout(0)", "3x4x4", training=True),
         Case("fc(64) - dropout(0.3)", "2x2x2", training=True, batch=32),
+        Case("dropout(0.4)", "8x64", training=True),
+        Case("dropout", "3x6"),
     ],
     "concat": [
         Case("( conv1(2) | conv3(3) )", "2x4x4"),
@@ -159,6 +191,7 @@ CASES: dict[str, list[Case]] = {
         Case("( id | id | id )", "2x2x3"),
         Case("( id | conv1(2) | maxpool3(stride=1, pad=1) )", "2x4x4"),
         Case("fc(4) - ( fc(3) | id )", "2x2x2"),
+        Case("( conv1(2) | conv3(3) )", "2x6"),
     ],
     "add": [
         Case("( conv1(3) + id )", "3x4x4"),
@@ -166,6 +199,7 @@ CASES: dict[str, list[Case]] = {
         Case("( id + conv1(3) + conv3(3) )", "3x4x4"),
         Case("( id + id + id )", "2x2x2"),
         Case("fc(4) - ( fc(4) + id )", "2x2x2"),
+        Case("( conv3(3) + id )", "3x6"),
     ],
     "id": [  # no graph node: elided by the builder (see _check_identity)
         Case("id - conv1(2)", "3x4x4"),
@@ -180,7 +214,7 @@ CASES: dict[str, list[Case]] = {
 
 
 def bn_axes(x):
-    return (0, 2, 3) if x.ndim == 4 else (0,)
+    return {4: (0, 2, 3), 3: (0, 2), 2: (0,)}[x.ndim]  # images, sequences, vectors
 
 
 # ---------------------------------------------------------------------------------------

@@ -14,9 +14,9 @@ CIFAR10_CLASSES: tuple[str, ...] = (
 )
 
 #: Names :func:`resolve_dataset` knows (aliases map to these).
-KNOWN_DATASETS: tuple[str, ...] = ("digits", "mnist", "fashion-mnist", "cifar10")
+KNOWN_DATASETS: tuple[str, ...] = ("digits", "mnist", "fashion-mnist", "cifar10", "waveforms")
 ALIASES = {
-    "digits": "digits", "sklearn-digits": "digits",
+    "digits": "digits", "sklearn-digits": "digits", "waveforms": "waveforms",
     "mnist": "mnist",
     "fashion-mnist": "fashion-mnist", "fashion_mnist": "fashion-mnist",
     "fashionmnist": "fashion-mnist", "fashion": "fashion-mnist",

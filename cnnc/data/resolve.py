@@ -48,6 +48,10 @@ def _resolve_named(name: str, data_dir: str | os.PathLike[str] | None,
                    download: bool | None) -> tuple[Dataset, Dataset]:
     if name == "digits":
         return load_digits("train"), load_digits("test")
+    if name == "waveforms":  # synthetic sequences for 1-D networks, built in
+        from .formats.waveforms import load_waveforms
+
+        return load_waveforms("train"), load_waveforms("test")
     root = default_data_dir(data_dir)
     candidates = [root / name]
     if ALIASES.get(root.name.lower()) == name:

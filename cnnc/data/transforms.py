@@ -128,11 +128,30 @@ def _fmt(shape: Sequence[int]) -> str:
     return "x".join(str(int(v)) for v in shape)
 
 
+def _as_sequences(ds: Dataset, model_shape: Sequence[int]) -> tuple[Dataset, tuple[int, ...]]:
+    """For a 1-D model (``model_shape`` ``(C, L)``): ``ds`` as sequences ``(N, C', 1, L')`` and
+    the model's shape as ``(C, 1, L)``. Data that is ``(N, 1, C', L')`` (a 3-D array
+    ``(N, C', L')`` read by the .npz rule) is reinterpreted without a copy; images with
+    several channels and rows are refused."""
+    want = (int(model_shape[0]), 1, int(model_shape[1]))
+    c, h, w = ds.shape
+    if h != 1 and c == 1:
+        ds = Dataset(ds.x.reshape(len(ds), h, 1, w), ds.y, ds.class_names, ds.name)
+    elif h != 1:
+        raise DataError(f"the model is 1-D (input {_fmt(model_shape)}, channels x length) but "
+                        f"{ds.name} holds {_fmt(ds.shape)} images",
+                        hint="give sequences as an .npz array x of shape (N, C, L)")
+    return ds, want
+
+
 def check_input_shape(model_shape: Sequence[int], ds: Dataset, *,
                       fit_flag: str = "--fit") -> None:
-    """DataError when ``ds`` images are not ``model_shape`` ``(C, H, W)``; the hint says how
-    to fix it (change the model's ``input`` header, or pass ``fit_flag`` when
-    :func:`fit_to_shape` can convert the images)."""
+    """DataError when ``ds`` images are not ``model_shape`` ``(C, H, W)`` (or, for a 1-D
+    model ``(C, L)``, sequences of that shape); the hint says how to fix it (change the
+    model's ``input`` header, or pass ``fit_flag`` when :func:`fit_to_shape` can convert
+    the images)."""
+    if len(model_shape) == 2:
+        ds, model_shape = _as_sequences(ds, model_shape)
     want = tuple(int(v) for v in model_shape)
     have = ds.shape
     if want == have:
@@ -179,6 +198,8 @@ def fit_to_shape(ds: Dataset, shape: Sequence[int]) -> Dataset:
     center-cropped when it must shrink; the difference must be even. Returns ``ds``
     itself when the shape already matches.
     """
+    if len(shape) == 2:  # a 1-D model: sequences (N, C, 1, L), fitted along L
+        ds, shape = _as_sequences(ds, shape)
     want = tuple(int(v) for v in shape)
     have = ds.shape
     if want == have:

@@ -4,8 +4,8 @@ Every rule here is a pure function of shapes (no arrays), so a whole network is 
 without allocating anything and without importing Numba. The executable side of a layer
 (``make_op``) imports its kernels lazily.
 
-Conventions (stated once): shapes are ``(C, H, W)`` for images and ``(F,)`` for vectors,
-without the batch axis. One multiply-accumulate (MAC) is one multiply and one add;
+Conventions (stated once): shapes are ``(C, H, W)`` for images, ``(C, L)`` for sequences
+(a 1-D network, ``input CxL``) and ``(F,)`` for vectors, without the batch axis. One multiply-accumulate (MAC) is one multiply and one add;
 FLOPs = 2 x MACs. Only convolutions and fully connected layers count MACs; biases,
 activations, pooling, normalization and merges are not counted (torchvision's and
 fvcore's convention).
@@ -83,11 +83,12 @@ class ParamSpec:
 
 @dataclass(frozen=True)
 class Window:
-    """The spatial footprint of one output position, for the receptive field."""
+    """The spatial footprint of one output position, for the receptive field: one entry
+    per spatial axis (two for images, one for sequences)."""
 
-    size: tuple[int, int]  # effective (dilated) window
-    stride: tuple[int, int]
-    pad: tuple[int, int]
+    size: tuple[int, ...]  # effective (dilated) window
+    stride: tuple[int, ...]
+    pad: tuple[int, ...]
 
 
 @dataclass(frozen=True)
@@ -195,7 +196,7 @@ class Resolved:
     """A name resolved against the registry: the type and the size from a suffix."""
 
     layer: LayerType
-    suffix: tuple[int, int] | None
+    suffix: tuple[int, ...] | None  # as written: (3,) for conv3, (3, 3) for conv3x3
 
 
 def resolve_name(name: str) -> Resolved | None:
@@ -207,11 +208,10 @@ def resolve_name(name: str) -> Resolved | None:
     if m:
         base = reg.get(m.group(1))
         if base is not None and not base.internal and base.suffix:
-            parts = [int(p) for p in m.group(2).split("x")]
-            size = (parts[0], parts[-1]) if len(parts) <= 2 else None
-            if size is None:
+            parts = tuple(int(p) for p in m.group(2).split("x"))
+            if len(parts) > 2:
                 return None
-            return Resolved(base, size)
+            return Resolved(base, parts)
     return None
 
 
@@ -245,8 +245,25 @@ def require_image(layer: str, shape: Shape) -> tuple[int, int, int]:
     return shape  # type: ignore[return-value]
 
 
-def axis_name(axis: int, count: int) -> str:
-    word = "row" if axis == 0 else "column"
+def require_spatial(layer: str, shape: Shape) -> tuple[int, tuple[int, ...]]:
+    """Channels and spatial sizes of an image (C, H, W) or a sequence (C, L)."""
+    if len(shape) not in (2, 3):
+        raise LayerError(
+            f"{layer} needs an image (CxHxW) or a sequence (CxL), but its input is a vector of "
+            f"{shape_str(shape)}", "shape", hint="image and sequence layers must come before fc/gap/flatten")
+    return shape[0], tuple(shape[1:])
+
+
+def one_d_window_error(label: str, written: str, in_shape: Shape) -> LayerError:
+    """A 2-D window (``conv3x3``, ``maxpool2x2``) written in a 1-D network."""
+    return LayerError(
+        f"{label} has a 2-D window, but the network is 1-D (its input here is a sequence "
+        f"{shape_str(in_shape)}, channels x length)", "shape",
+        hint=f"write {written} for a window of that many positions")
+
+
+def axis_name(axis: int, count: int, rank: int = 2) -> str:
+    word = "position" if rank == 1 else "row" if axis == 0 else "column"
     return word if count == 1 else word + "s"
 
 
@@ -300,14 +317,26 @@ def fit_suggestions(size: int, window: int, stride: int, pad: int, dilation: int
     return "try " + " or ".join(tips) if tips else ""
 
 
+def window_size(values: dict[str, Any], default: tuple[int, ...]) -> dict[str, Any]:
+    """``size`` as written, (k,) or (kh, kw), made ``(kh, kw)`` plus ``size_dims``: how many
+    sizes were written (1: ``conv3``, ``size=3``, usable on sequences; 2: ``conv3x3``)."""
+    size = values.get("size") or default
+    return {**values, "size": (size[0], size[-1]), "size_dims": len(size)}
+
+
 @dataclass(frozen=True)
 class NoConfig:
     """The configuration of a layer without arguments."""
 
 
 def as4d(a):
-    """A (N, C) array seen as (N, C, 1, 1), so channel kernels serve vectors too."""
-    return a if a.ndim == 4 else a.reshape(a.shape[0], a.shape[1], 1, 1)
+    """A (N, C) array seen as (N, C, 1, 1) and a sequence (N, C, L) as (N, C, 1, L), so
+    channel and image kernels serve vectors and sequences too (a view, no copy)."""
+    if a.ndim == 4:
+        return a
+    if a.ndim == 3:
+        return a.reshape(a.shape[0], a.shape[1], 1, a.shape[2])
+    return a.reshape(a.shape[0], a.shape[1], 1, 1)
 
 
 class Op:

@@ -4,8 +4,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .base import (ArgSpec, InferContext, LayerError, LayerInfo, LayerType, ParamSpec, Shape,
-                   Op, Window, axis_name, fit_suggestions, fmt_int, register, require_image,
-                   shape_str, window_output)
+                   Op, Window, as4d, axis_name, fit_suggestions, fmt_int, one_d_window_error, register,
+                   require_spatial, shape_str, window_output, window_size)
 
 
 @dataclass(frozen=True)
@@ -17,6 +17,7 @@ class ConvConfig:
     dilation: int = 1
     groups: int = 1
     bias: bool = True
+    size_dims: int = 1  # sizes written: 1 (conv3: also a window on sequences) or 2 (conv3x3)
 
     def padding(self) -> tuple[int, int]:
         if self.pad == "valid":
@@ -29,44 +30,52 @@ class ConvConfig:
         return (self.dilation * (kh - 1) // 2, self.dilation * (kw - 1) // 2)
 
 
-def window_fit_error(layer: str, in_hw: tuple[int, int], window: tuple[int, int],
-                     stride: int, pad: tuple[int, int], dilation: int, is_pool: bool,
-                     ceil: bool = False) -> tuple[int, int]:
-    """Output (H', W') of a sliding window; raise LayerError when it leaves nothing or
-    does not fit (real input rows/columns never covered)."""
+def _shape_text(sizes: tuple[int, ...], what: str = "") -> str:
+    if len(sizes) == 1:  # a sequence
+        return f"{sizes[0]}-{what}" if what else f"length-{sizes[0]}"
+    return "x".join(str(v) for v in sizes)
+
+
+def window_fit_error(layer: str, in_hw: tuple[int, ...], window: tuple[int, ...],
+                     stride: int, pad: tuple[int, ...], dilation: int, is_pool: bool,
+                     ceil: bool = False) -> tuple[int, ...]:
+    """Output sizes of a sliding window, one per spatial axis ((H', W') for images, (L',)
+    for sequences); raise LayerError when it leaves nothing or does not fit (real input
+    rows/columns/positions never covered)."""
+    rank = len(in_hw)
     outs, lost = [], []
-    for axis in (0, 1):
+    for axis in range(rank):
         size, win, p = in_hw[axis], window[axis], pad[axis]
         fit = window_output(size, win, stride, p, ceil)
         exact = (size + 2 * p - win) / stride + 1
         formula = f"({size} + {2 * p} - {win})/{stride} + 1 = {exact:.3g}"
         if fit.out <= 0 or size + 2 * p < win:
             raise LayerError(
-                f"{layer} leaves nothing: its {window[0]}x{window[1]} window is larger than "
-                f"its padded {in_hw[0]}x{in_hw[1]} input ({formula})",
+                f"{layer} leaves nothing: its {_shape_text(window, 'position')} window is larger than "
+                f"its padded {_shape_text(in_hw)} input ({formula})",
                 "empty", hint="use a smaller window, more padding, or fewer down-samplings before it")
         if fit.lost_first:
             n = fit.lost_last - fit.lost_first + 1
             where = str(fit.lost_first) if n == 1 else f"{fit.lost_first}-{fit.lost_last}"
             tip = fit_suggestions(size, win, stride, p, dilation, is_pool)
-            lost.append((axis_name(axis, n), where, n, formula, tip))
+            lost.append((axis_name(axis, n, rank), where, n, formula, tip))
         outs.append(fit.out)
     if lost:
         words = " and ".join(f"{name} {where}" for name, where, _, _, _ in lost)
         plural = len(lost) > 1 or lost[0][2] > 1
         tip = lost[0][4]
         raise LayerError(
-            f"{layer} does not fit its {in_hw[0]}x{in_hw[1]} input: {lost[-1][3]}", "fit",
+            f"{layer} does not fit its {_shape_text(in_hw)} input: {lost[-1][3]}", "fit",
             hint=f"{words} of the input {'are' if plural else 'is'} never covered"
                  + (f"; {tip}" if tip else ""))
-    return outs[0], outs[1]
+    return tuple(outs)
 
 
 @register
 class Conv(LayerType):
     name = "conv"
     suffix = "size"
-    summary = "2-D convolution (size suffix: conv3, conv5, conv1x7)"
+    summary = "convolution (size suffix: conv3, conv5, conv1x7; on sequences conv3 is a window of 3)"
     args = (
         ArgSpec("filters", "int", None, positional=True, minimum=1,
                 help="number of filters (default: the current width)"),
@@ -85,9 +94,11 @@ class Conv(LayerType):
         if values.get("size") is None:
             raise LayerError("conv needs a window size", "argument",
                              hint="write it as a suffix, conv3, or as size=3", arg="size")
+        values = window_size(values, values["size"])
         kh, kw = values["size"]
         if values.get("pad") == "same" and (kh % 2 == 0 or kw % 2 == 0):
-            raise LayerError(f"pad=same needs an odd window, but the window is {kh}x{kw}",
+            shown = f"{kh}x{kw}" if values["size_dims"] == 2 else f"{kw}"
+            raise LayerError(f"pad=same needs an odd window, but the window is {shown}",
                              "argument", hint=f"give the padding as a number, e.g. pad={(kh - 1) // 2}",
                              arg="pad")
         return ConvConfig(**values)
@@ -109,7 +120,10 @@ class Conv(LayerType):
         return ", ".join(parts)
 
     def infer(self, cfg: ConvConfig, inputs: list[Shape], ctx: InferContext) -> LayerInfo:
-        c, h, w = require_image("conv", inputs[0])
+        c, spatial = require_spatial("conv", inputs[0])
+        if len(spatial) == 1:
+            return self.infer_1d(cfg, inputs[0], ctx)
+        h, w = spatial
         f = cfg.filters if cfg.filters is not None else ctx.width
         g = cfg.groups
         if c % g or f % g:
@@ -137,6 +151,45 @@ class Conv(LayerType):
             macs=f * oh * ow * fan_in, window=Window(eff, (cfg.stride, cfg.stride), pad),
             detail=self.describe(cfg, f))
 
+    def infer_1d(self, cfg: ConvConfig, shape: Shape, ctx: InferContext) -> LayerInfo:
+        """A window of ``k`` positions on a sequence (C, L) -> (F, L'); weights (F, C/groups, k)
+        as PyTorch's Conv1d holds them."""
+        c, length = shape
+        kh, k = cfg.size
+        if cfg.size_dims != 1:
+            raise one_d_window_error(f"conv{kh}x{k}", f"conv{k}", shape)
+        f = cfg.filters if cfg.filters is not None else ctx.width
+        g = cfg.groups
+        if c % g or f % g:
+            raise LayerError(
+                f"groups={g} must divide both the input channels ({c}) and the filters ({f})",
+                "argument", arg="groups")
+        d = cfg.dilation
+        eff = d * (k - 1) + 1
+        pad = cfg.padding()[1]
+        label = f"conv{k}" + (f"(stride={cfg.stride})" if cfg.stride != 1 else "")
+        (out,) = window_fit_error(label, (length,), (eff,), cfg.stride, (pad,), d, is_pool=False)
+        cin = c // g
+        fan_in = cin * k
+        params = [ParamSpec("w", (f, cin, k), "fan", fan_in, (f // g) * k)]
+        cin_text = f"{c}/{g}" if g != 1 else f"{c}"
+        if cfg.bias:
+            params.append(ParamSpec("b", (f,), "zeros"))
+            formula = f"({k}*{cin_text}+1)*{f} = {fmt_int((fan_in + 1) * f)}"
+        else:
+            formula = f"{k}*{cin_text}*{f} = {fmt_int(fan_in * f)}"
+        parts = [f"{k}", f"{f} filter{'s' if f != 1 else ''}", f"stride {cfg.stride}",
+                 f"pad {pad}" + _pad_mode(cfg, pad, k)]
+        if d != 1:
+            parts.append(f"dilation {d}")
+        if g != 1:
+            parts.append(f"groups {g}")
+        if not cfg.bias:
+            parts.append("no bias")
+        return LayerInfo(out_shape=(f, out), params=tuple(params), formula=formula,
+                         macs=f * out * fan_in, window=Window((eff,), (cfg.stride,), (pad,)),
+                         detail=", ".join(parts))
+
     def downsamples(self, cfg: ConvConfig) -> bool:
         return cfg.stride > 1
 
@@ -146,41 +199,68 @@ class Conv(LayerType):
     def reference(self, cfg, xs, params, buffers, training):
         from . import reference as ref
 
+        if xs[0].ndim == 3:
+            return ref.conv1d(xs[0], params["w"], params.get("b"), cfg.stride, cfg.padding()[1],
+                              cfg.dilation, cfg.groups)
         return ref.conv(xs[0], params["w"], params.get("b"), cfg.stride, cfg.padding(), cfg.dilation,
                         cfg.groups)
 
 
+def _pad_mode(cfg: ConvConfig, pad: int, k: int) -> str:
+    if isinstance(cfg.pad, int):
+        return ""
+    if cfg.pad == "default":
+        if cfg.stride != 1:
+            return " (valid)"
+        return " (same)" if 2 * pad == cfg.dilation * (k - 1) else ""
+    return {"same": " (same)", "valid": " (valid)"}.get(cfg.pad, "")
+
+
 class ConvOp(Op):
-    """x: (N, C, H, W) -> y: (N, F, H', W'), bias and ReLU optionally fused."""
+    """x: (N, C, H, W) -> y: (N, F, H', W'), bias and ReLU optionally fused. A sequence
+    x: (N, C, L) -> y: (N, F, L') runs the same kernel on (N, C, 1, L) views with a 1 x k
+    window (weights (F, C/groups, k) seen as (F, C/groups, 1, k))."""
 
     def __init__(self, cfg: ConvConfig, info: LayerInfo, in_shapes):
         super().__init__(cfg, info, in_shapes)
         from ..kernels import conv as k
 
         self.k = k
-        self.ph, self.pw = cfg.padding()
-        self.s, self.d, self.groups = cfg.stride, cfg.dilation, cfg.groups
+        self.groups = cfg.groups
+        self.seq = len(in_shapes[0]) == 2
+        if self.seq:  # height 1: window 1, stride/dilation 1 and no padding on that axis
+            self.ph, self.pw = 0, cfg.padding()[1]
+            self.sh, self.dh = 1, 1
+        else:
+            self.ph, self.pw = cfg.padding()
+            self.sh, self.dh = cfg.stride, cfg.dilation
+        self.sw, self.dw = cfg.stride, cfg.dilation
 
     def bind(self, batch, dtype, params, grads, buffers, rng):
         import numpy as np
 
         super().bind(batch, dtype, params, grads, buffers, rng)
-        c, h, w = self.in_shapes[0]
-        f, oh, ow = self.info.out_shape
+        c, *hw = self.in_shapes[0]
+        f, *ohw = self.info.out_shape
         kh, kw = self.cfg.size
-        size = self.k.conv2d_workspace_size(batch, c, h, w, f, kh, kw, oh, ow, self.groups)
+        if self.seq:
+            hw, ohw, kh = [1, hw[0]], [1, ohw[0]], 1
+        size = self.k.conv2d_workspace_size(batch, c, hw[0], hw[1], f, kh, kw, ohw[0], ohw[1], self.groups)
         self.ws = np.empty(max(size, 1), dtype=dtype)
-        self.w, self.b = params["w"], params.get("b")
-        self.gw, self.gb = grads["w"], grads.get("b")
+        self.w, self.b = self._view(params["w"]), params.get("b")
+        self.gw, self.gb = self._view(grads["w"]), grads.get("b")
+
+    def _view(self, a):
+        return as4d(a) if a is not None and self.seq else a
 
     def forward(self, xs, y, training):
-        self.k.conv2d_forward(xs[0], self.w, self.b, y, self.ws, self.s, self.s, self.ph, self.pw,
-                              self.d, self.d, self.groups, self.cfg.bias, self.relu)
+        self.k.conv2d_forward(self._view(xs[0]), self.w, self.b, self._view(y), self.ws, self.sh, self.sw,
+                              self.ph, self.pw, self.dh, self.dw, self.groups, self.cfg.bias, self.relu)
 
     def backward(self, xs, y, dy, dxs):
-        self.k.conv2d_backward(xs[0], self.w, y, dy, dxs[0], self.gw, self.gb, self.ws, self.s, self.s,
-                               self.ph, self.pw, self.d, self.d, self.groups, self.cfg.bias, self.relu,
-                               dxs[0] is not None)
+        self.k.conv2d_backward(self._view(xs[0]), self.w, self._view(y), self._view(dy), self._view(dxs[0]),
+                               self.gw, self.gb, self.ws, self.sh, self.sw, self.ph, self.pw, self.dh,
+                               self.dw, self.groups, self.cfg.bias, self.relu, dxs[0] is not None)
 
 
 __all__ = ["Conv", "ConvConfig", "window_fit_error", "shape_str"]

@@ -47,7 +47,7 @@ class FullyConnected(LayerType):
             formula = f"({in_text}+1)*{units} = {fmt_int((fan_in + 1) * units)}"
         else:
             formula = f"{in_text}*{units} = {fmt_int(fan_in * units)}"
-        window = Window((shape[1], shape[2]), (shape[1], shape[2]), (0, 0)) if len(shape) == 3 else None
+        window = Window(shape[1:], shape[1:], (0,) * (len(shape) - 1)) if len(shape) > 1 else None
         return LayerInfo(out_shape=(units,), params=tuple(params), formula=formula,
                          macs=fan_in * units, window=window,
                          detail=f"{fan_in} -> {units}" + ("" if cfg.bias else ", no bias"))

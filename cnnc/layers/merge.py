@@ -30,14 +30,14 @@ class Concat(LayerType):
 
     def infer(self, cfg, inputs, ctx):
         ranks = {len(s) for s in inputs}
-        if len(ranks) == 1 and ranks == {3} and len({s[1:] for s in inputs}) == 1:
+        if len(ranks) == 1 and ranks <= {2, 3} and len({s[1:] for s in inputs}) == 1:
             return LayerInfo(out_shape=(sum(s[0] for s in inputs), *inputs[0][1:]),
                              detail=" | ".join(str(s[0]) for s in inputs) + " channels")
         if ranks == {1}:
             return LayerInfo(out_shape=(sum(s[0] for s in inputs),))
         raise MergeError("branches of ( | ) cannot be concatenated on the channel axis: "
                          + ", ".join(f"branch {i + 1} gives {shape_str(s)}" for i, s in enumerate(inputs)),
-                         "merge", hint="concatenated branches need the same height and width")
+                         "merge", hint="concatenated branches need the same height and width (length, for sequences)")
 
     def make_op(self, cfg, info, in_shapes):
         return ConcatOp(cfg, info, in_shapes)

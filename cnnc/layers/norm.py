@@ -1,9 +1,9 @@
-"""Batch normalization (``bn``) and dropout (``dropout(0.5)``)."""
+"""Batch normalization (``bn``), dropout (``dropout(0.5)``) and local response normalization (``lrn``)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .base import ArgSpec, LayerInfo, LayerType, Op, ParamSpec, as4d, fmt_int, register
+from .base import ArgSpec, LayerError, LayerInfo, LayerType, Op, ParamSpec, as4d, fmt_int, register
 
 
 @dataclass(frozen=True)
@@ -171,3 +171,77 @@ class DropoutOp(Op):
             self.k.dropout_backward(dy.reshape(-1), self.mask, dxs[0].reshape(-1), self.cfg.p)
         else:
             self.k.copy(dxs[0].reshape(-1), dy.reshape(-1))
+
+
+@dataclass(frozen=True)
+class LrnConfig:
+    size: int = 5
+    alpha: float = 1e-4
+    beta: float = 0.75
+    k: float = 2.0
+
+
+@register
+class LocalResponseNorm(LayerType):
+    name = "lrn"
+    aliases = ("localresponsenorm",)
+    summary = ("local response normalization across channels (AlexNet, Caffe): "
+               "x / (k + alpha/size * sum of x^2 over `size` neighbouring channels)^beta")
+    args = (ArgSpec("size", "int", 5, positional=True, minimum=1,
+                    help="channels in the window, odd (centred on the channel)"),
+            ArgSpec("alpha", "float", 1e-4, minimum=0.0, help="scale; divided by size (Caffe, PyTorch)"),
+            ArgSpec("beta", "float", 0.75, minimum=0.0),
+            ArgSpec("k", "float", 2.0, minimum=0.0, help="additive constant (Caffe's default is 1)"))
+    config_class = LrnConfig
+
+    def make_config(self, values):
+        if values["size"] % 2 == 0:
+            raise LayerError(f"lrn needs an odd size (a window centred on each channel), got {values['size']}",
+                             "argument", hint=f"use size={values['size'] - 1} or size={values['size'] + 1}",
+                             arg="size")
+        if values["k"] == 0 and values["beta"] > 0:
+            raise LayerError("lrn with k=0 divides by zero on an all-zero window", "argument",
+                             hint="use k > 0 (AlexNet: 2, Caffe: 1)", arg="k")
+        return LrnConfig(**values)
+
+    def infer(self, cfg: LrnConfig, inputs, ctx):
+        return LayerInfo(out_shape=inputs[0],
+                         detail=f"size {cfg.size}, alpha {cfg.alpha:g}, beta {cfg.beta:g}, k {cfg.k:g}")
+
+    def make_op(self, cfg, info, in_shapes):
+        return LrnOp(cfg, info, in_shapes)
+
+    def reference(self, cfg, xs, params, buffers, training):
+        from . import reference as ref
+
+        return ref.lrn(xs[0], cfg.size, cfg.alpha, cfg.beta, cfg.k)
+
+
+class LrnOp(Op):
+    """x: (N, C, ...) -> y of the same shape, normalized across channels."""
+
+    def __init__(self, cfg: LrnConfig, info, in_shapes):
+        super().__init__(cfg, info, in_shapes)
+        from ..kernels import lrn as k
+
+        self.k = k
+
+    def bind(self, batch, dtype, params, grads, buffers, rng):
+        import numpy as np
+
+        super().bind(batch, dtype, params, grads, buffers, rng)
+        self.scale = np.empty((batch, *self.info.out_shape), dtype=dtype).reshape(batch, self.info.out_shape[0], -1)
+
+    @staticmethod
+    def _flat(a):
+        return a.reshape(a.shape[0], a.shape[1], -1)
+
+    def forward(self, xs, y, training):
+        c = self.cfg
+        self.k.lrn_forward(self._flat(xs[0]), self._flat(y), self.scale, c.size, c.alpha, c.beta, c.k)
+
+    def backward(self, xs, y, dy, dxs):
+        if dxs[0] is not None:
+            c = self.cfg
+            self.k.lrn_backward(self._flat(xs[0]), self._flat(y), self.scale, self._flat(dy),
+                                self._flat(dxs[0]), c.size, c.alpha, c.beta)

@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .base import (ArgSpec, InferContext, LayerError, LayerInfo, LayerType, NoConfig, Op, Shape,
-                   Window, as4d, register, require_image, shape_str)
+                   Window, as4d, one_d_window_error, register, require_spatial, shape_str, window_size)
 from .conv import window_fit_error
 
 
@@ -14,6 +14,7 @@ class PoolConfig:
     stride: int | None = None  # None: the window size
     pad: int = 0
     round: str = "floor"
+    size_dims: int = 1  # sizes written: 1 (pool, maxpool3: also on sequences) or 2 (maxpool2x2)
 
     @property
     def step(self) -> int:
@@ -24,7 +25,7 @@ class _Pool(LayerType):
     suffix = "size"
     mode: str
     args = (
-        ArgSpec("size", "size", (2, 2), help="window size (usually a suffix: maxpool3)"),
+        ArgSpec("size", "size", (2,), help="window size (usually a suffix: maxpool3)"),
         ArgSpec("stride", "int", None, minimum=1, help="default: the window size"),
         ArgSpec("pad", "int", 0, minimum=0),
         ArgSpec("round", "choice", "floor", choices=("floor", "ceil"),
@@ -33,8 +34,7 @@ class _Pool(LayerType):
     config_class = PoolConfig
 
     def make_config(self, values):
-        values = {k: v for k, v in values.items() if v is not None or k != "size"}
-        cfg = PoolConfig(**values)
+        cfg = PoolConfig(**window_size(values, (2,)))
         kh, kw = cfg.size
         if cfg.pad * 2 > min(kh, kw):
             raise LayerError(f"pad={cfg.pad} is more than half the {kh}x{kw} window",
@@ -42,9 +42,18 @@ class _Pool(LayerType):
         return cfg
 
     def infer(self, cfg: PoolConfig, inputs: list[Shape], ctx: InferContext) -> LayerInfo:
-        c, h, w = require_image(self.name, inputs[0])
+        c, spatial = require_spatial(self.name, inputs[0])
         kh, kw = cfg.size
         s = cfg.step
+        if len(spatial) == 1:  # a sequence (C, L): a window of kw positions
+            if cfg.size_dims != 1:
+                raise one_d_window_error(f"{self.name}{kh}x{kw}", f"{self.name}{kw}", inputs[0])
+            label = f"{self.name}{kw}" + (f"(stride={s})" if s != kw else "")
+            (out,) = window_fit_error(label, spatial, (kw,), s, (cfg.pad,), 1, is_pool=True,
+                                      ceil=cfg.round == "ceil")
+            detail = f"{kw}, stride {s}, pad {cfg.pad}" + (", ceil" if cfg.round == "ceil" else "")
+            return LayerInfo(out_shape=(c, out), window=Window((kw,), (s,), (cfg.pad,)), detail=detail)
+        h, w = spatial
         label = f"{self.name}{kh}" if kh == kw else f"{self.name}{kh}x{kw}"
         label += f"(stride={s})" if s != max(kh, kw) else ""
         oh, ow = window_fit_error(label, (h, w), (kh, kw), s, (cfg.pad, cfg.pad), 1,
@@ -62,6 +71,8 @@ class _Pool(LayerType):
     def reference(self, cfg, xs, params, buffers, training):
         from . import reference as ref
 
+        if xs[0].ndim == 3:
+            return ref.pool1d(xs[0], cfg.size[1], cfg.step, cfg.pad, cfg.round == "ceil", self.mode)
         return ref.pool(xs[0], cfg.size, cfg.step, cfg.pad, cfg.round == "ceil", self.mode)
 
 
@@ -74,28 +85,31 @@ class PoolOp(Op):
 
         self.k, self.mode = k, mode
         kh, kw = cfg.size
-        self.window = (kh, kw, cfg.step, cfg.step, cfg.pad, cfg.pad)
+        if len(in_shapes[0]) == 2:  # sequences run as (N, C, 1, L) with a 1 x k window
+            self.window = (1, kw, 1, cfg.step, 0, cfg.pad)
+        else:
+            self.window = (kh, kw, cfg.step, cfg.step, cfg.pad, cfg.pad)
 
     def bind(self, batch, dtype, params, grads, buffers, rng):
         import numpy as np
 
         super().bind(batch, dtype, params, grads, buffers, rng)
         if self.mode == "max":
-            self.argmax = np.empty((batch, *self.info.out_shape), dtype=np.int32)
+            self.argmax = as4d(np.empty((batch, *self.info.out_shape), dtype=np.int32))
 
     def forward(self, xs, y, training):
         if self.mode == "max":
-            self.k.maxpool2d_forward(xs[0], y, self.argmax, *self.window)
+            self.k.maxpool2d_forward(as4d(xs[0]), as4d(y), self.argmax, *self.window)
         else:
-            self.k.avgpool2d_forward(xs[0], y, *self.window)
+            self.k.avgpool2d_forward(as4d(xs[0]), as4d(y), *self.window)
 
     def backward(self, xs, y, dy, dxs):
         if dxs[0] is None:
             return
         if self.mode == "max":
-            self.k.maxpool2d_backward(dy, self.argmax, dxs[0])
+            self.k.maxpool2d_backward(as4d(dy), self.argmax, as4d(dxs[0]))
         else:
-            self.k.avgpool2d_backward(dy, dxs[0], *self.window)
+            self.k.avgpool2d_backward(as4d(dy), as4d(dxs[0]), *self.window)
 
 
 @register
@@ -121,9 +135,9 @@ class GlobalAvgPool(LayerType):
     config_class = NoConfig
 
     def infer(self, cfg, inputs, ctx):
-        c, h, w = require_image("gap", inputs[0])
-        return LayerInfo(out_shape=(c,), window=Window((h, w), (h, w), (0, 0)),
-                         detail=f"mean over {h}x{w}")
+        c, spatial = require_spatial("gap", inputs[0])
+        return LayerInfo(out_shape=(c,), window=Window(spatial, spatial, (0,) * len(spatial)),
+                         detail=f"mean over {shape_str(spatial)}")
 
     def downsamples(self, cfg) -> bool:
         return True
@@ -132,7 +146,7 @@ class GlobalAvgPool(LayerType):
         return GapOp(cfg, info, in_shapes)
 
     def reference(self, cfg, xs, params, buffers, training):
-        return xs[0].mean(axis=(2, 3))
+        return xs[0].mean(axis=tuple(range(2, xs[0].ndim)))
 
 
 class GapOp(Op):
@@ -145,11 +159,11 @@ class GapOp(Op):
         self.k = k
 
     def forward(self, xs, y, training):
-        self.k.global_avgpool_forward(xs[0], y)
+        self.k.global_avgpool_forward(as4d(xs[0]), y)
 
     def backward(self, xs, y, dy, dxs):
         if dxs[0] is not None:
-            self.k.global_avgpool_backward(dy, dxs[0])
+            self.k.global_avgpool_backward(dy, as4d(dxs[0]))
 
 
 @dataclass(frozen=True)

@@ -31,6 +31,55 @@ def conv(x, w, b, stride: int, pad: tuple[int, int], dilation: int, groups: int)
     return y
 
 
+def conv1d(x, w, b, stride: int, pad: int, dilation: int, groups: int):
+    """x: (N, C, L), w: (F, C/groups, K), b: (F,) or None -> (N, F, L')."""
+    import numpy as np
+
+    n, c, length = x.shape
+    f, cg, k = w.shape
+    out = (length + 2 * pad - dilation * (k - 1) - 1) // stride + 1
+    xp = np.pad(x, ((0, 0), (0, 0), (pad, pad)))
+    y = np.zeros((n, f, out))
+    fg = f // groups
+    for o in range(f):
+        g = o // fg
+        for t in range(out):
+            taps = xp[:, g * cg:(g + 1) * cg, t * stride: t * stride + dilation * (k - 1) + 1: dilation]
+            y[:, o, t] = np.einsum("nck,ck->n", taps, w[o])
+    if b is not None:
+        y += b[None, :, None]
+    return y
+
+
+def pool1d(x, k: int, stride: int, pad: int, ceil: bool, mode: str):
+    """Max or average pooling of sequences (N, C, L); the average counts real inputs only."""
+    import numpy as np
+
+    n, c, length = x.shape
+    out = pool_out(length, k, stride, pad, ceil)
+    y = np.zeros((n, c, out))
+    for t in range(out):
+        lo, hi = max(t * stride - pad, 0), min(t * stride - pad + k, length)
+        win = x[:, :, lo:hi]
+        y[:, :, t] = win.max(axis=2) if mode == "max" else win.mean(axis=2)
+    return y
+
+
+def lrn(x, size: int, alpha: float, beta: float, k: float):
+    """Local response normalization across channels of (N, C, ...) (AlexNet, Caffe, PyTorch):
+    y_c = x_c / (k + alpha/size * sum of x_j^2 over the channels j within size//2 of c)^beta."""
+    import numpy as np
+
+    c = x.shape[1]
+    half = size // 2
+    y = np.empty_like(x, dtype=np.float64)
+    for ch in range(c):
+        lo, hi = max(ch - half, 0), min(ch + half + 1, c)
+        s = (x[:, lo:hi] ** 2).sum(axis=1)
+        y[:, ch] = x[:, ch] / (k + alpha / size * s) ** beta
+    return y
+
+
 def pool_out(n: int, k: int, s: int, p: int, ceil: bool) -> int:
     """PyTorch's rule: floor or ceil, and a ceil window must start inside input or left pad."""
     if not ceil:
@@ -76,7 +125,7 @@ def _per_channel(v, x):
 def batchnorm(x, gamma, beta, running_mean, running_var, eps: float, training: bool):
     """Per channel of (N, C, H, W) or per feature of (N, F): batch statistics in training
     (biased variance), running statistics otherwise."""
-    axes = (0, 2, 3) if x.ndim == 4 else (0,)
+    axes = (0, *range(2, x.ndim))  # (0, 2, 3) for images, (0, 2) for sequences, (0,) for vectors
     if training:
         mean, var = x.mean(axis=axes), x.var(axis=axes)
     else:
