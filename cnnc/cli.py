@@ -87,7 +87,7 @@ def _cmd_sweep(args) -> int:
     """``cnnc check ... --sweep N=1..3,M=1..4``: one row per design (issue 11)."""
     from pathlib import Path
 
-    from .design import sweep, sweep_text
+    from .sweep import sweep, sweep_text
 
     if getattr(args, "expr", None) is not None and args.file is not None:
         raise UsageError("give a model file or -e EXPR, not both")

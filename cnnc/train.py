@@ -350,10 +350,12 @@ class Trainer:
         world.broadcast(net.buffer_flat)
         for op in prog.ops.values():
             op.join(world)
-        train_set = D.Dataset(data.x_train, data.y_train, data.class_names, data.name)
+        x_train, x_in = data.x_train, prog.input
+        if x_train.ndim == 3:  # sequences (N, C, L): batched as one-row images, as stored
+            x_train, x_in = x_train[:, :, None, :], x_in[:, :, None, :]
+        train_set = D.Dataset(x_train, data.y_train, data.class_names, data.name)
         batches = D.Batches(train_set, self.local_batch, shuffle=False, drop_last=True,
-                            augment=data.augment, augment_rng=self.aug_rng,
-                            out=(prog.input, prog.labels))
+                            augment=data.augment, augment_rng=self.aug_rng, out=(x_in, prog.labels))
         stats = np.zeros(2, np.float64)  # loss sum and correct predictions of a global batch
         start = time.perf_counter() - self.pos.seconds
         next_adapt = time.perf_counter() + 2.0

@@ -12,7 +12,8 @@ import pytest
 
 import cnnc
 from cnnc.cli import main
-from cnnc.design import parse_sweep, sweep
+from cnnc.design import parse_sweep
+from cnnc.sweep import sweep
 from cnnc.errors import SourceError
 
 RULE = "[[conv3-relu]*N - pool?]*M - [fc(64)-relu]*K - fc"
