@@ -98,8 +98,10 @@ class Model:
 
     def summary_dict(self, batch: int = 1) -> dict[str, Any]:
         d = self.report(batch).to_dict()
-        d["design"] = self.design.as_dict() if self.design is not None else {}
-        d["dropped_optional"] = [x.describe() for x in self.dropped]
+        if self.design is not None and (self.design.as_dict() or self.dropped):
+            # a model with design variables or optional layers: what this design used
+            d["design"] = self.design.as_dict()
+            d["dropped_optional"] = [x.describe() for x in self.dropped]
         return d
 
     def to_json(self, indent: int | None = 2, batch: int = 1) -> str:
