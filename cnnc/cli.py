@@ -12,6 +12,7 @@ from typing import Sequence
 
 from . import __version__
 from .errors import CnncError, UsageError
+from .tools_cli import TOOL_COMMANDS
 
 DESCRIPTION = """\
 cnnc compiles convolutional networks written the way lectures write them,
@@ -74,6 +75,10 @@ def build_parser() -> argparse.ArgumentParser:
     from .commands import add_runtime_commands
 
     add_runtime_commands(sub, _model_args)
+
+    from .tools_cli import add_tool_commands  # diff, gradcheck, export, import-weights
+
+    add_tool_commands(sub, _model_args)
     return parser
 
 
@@ -144,6 +149,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     handler = {"check": cmd_check, "layers": cmd_layers}.get(args.command)
     try:
+        if handler is None and args.command in TOOL_COMMANDS:
+            from .tools_cli import run_tool_command
+
+            return run_tool_command(args)
         if handler is None:
             from .commands import run_command
 
