@@ -41,6 +41,9 @@ def add_tool_commands(sub, model_args) -> None:
     p.add_argument("--all", action="store_true", help="also list the layers that did not change")
     p.add_argument("--json", action="store_true", help="print the diff as JSON")
 
+    from .gradcheck import add_parser as add_gradcheck
+
+    add_gradcheck(sub, model_args, fmt)
     #@@MORE@@
 
 
