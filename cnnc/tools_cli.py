@@ -44,6 +44,9 @@ def add_tool_commands(sub, model_args) -> None:
     from .gradcheck import add_parser as add_gradcheck
 
     add_gradcheck(sub, model_args, fmt)
+    from .export_onnx import add_parser as add_export
+
+    add_export(sub, model_args, fmt)
     #@@MORE@@
 
 

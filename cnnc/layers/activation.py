@@ -42,6 +42,10 @@ class _Pointwise(LayerType):
     def make_op(self, cfg, info, in_shapes):
         return PointwiseOp(cfg, info, in_shapes, f"{self.kernel}_forward", f"{self.kernel}_backward")
 
+    def to_onnx(self, cfg, info: LayerInfo, ctx) -> None:
+        """The ONNX op of the same name: Relu, Tanh, Sigmoid."""
+        ctx.node(self.kernel.capitalize(), [ctx.inputs[0]])
+
 
 @register
 class Relu(_Pointwise):
@@ -70,6 +74,9 @@ class LeakyRelu(_Pointwise):
         return PointwiseOp(cfg, info, in_shapes, "leaky_relu_forward", "leaky_relu_backward",
                            use_x=True, alpha=cfg.alpha)
 
+    def to_onnx(self, cfg: LeakyConfig, info: LayerInfo, ctx) -> None:
+        ctx.node("LeakyRelu", [ctx.inputs[0]], alpha=float(cfg.alpha))
+
 
 @register
 class Tanh(_Pointwise):
@@ -92,3 +99,7 @@ class Softmax(_Pointwise):
 
     def make_op(self, cfg, info, in_shapes):
         raise AssertionError("the lowering fuses softmax into the loss")
+
+    def to_onnx(self, cfg, info: LayerInfo, ctx) -> None:
+        """Exported as a layer: the model's output is then probabilities, not logits."""
+        ctx.node("Softmax", [ctx.inputs[0]], axis=1)

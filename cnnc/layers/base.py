@@ -144,6 +144,11 @@ class LayerType:
         """The executable op for this layer (imports kernels lazily)."""
         raise NotImplementedError(f"layer {self.name} cannot be executed yet")
 
+    def to_onnx(self, cfg: Any, info: LayerInfo, ctx) -> None:
+        """Emit the ONNX nodes computing this layer at inference (``ctx``: an
+        :class:`cnnc.export_onnx.OnnxContext`). A layer type without a mapping says so."""
+        raise LayerError(f"layer type {self.name} has no ONNX mapping", "export")
+
 
 # ---------------------------------------------------------------------------
 # Registry

@@ -142,6 +142,13 @@ class Conv(LayerType):
     def make_op(self, cfg, info, in_shapes):
         return ConvOp(cfg, info, in_shapes)
 
+    def to_onnx(self, cfg: ConvConfig, info: LayerInfo, ctx) -> None:
+        """Conv; W is (F, C/groups, KH, KW) in both; ONNX pads are [top, left, bottom, right]."""
+        ph, pw = cfg.padding()
+        inputs = [ctx.inputs[0], ctx.param("w")] + ([ctx.param("b")] if cfg.bias else [])
+        ctx.node("Conv", inputs, kernel_shape=list(cfg.size), strides=[cfg.stride, cfg.stride],
+                 pads=[ph, pw, ph, pw], dilations=[cfg.dilation, cfg.dilation], group=cfg.groups)
+
 
 class ConvOp(Op):
     """x: (N, C, H, W) -> y: (N, F, H', W'), bias and ReLU optionally fused."""

@@ -56,6 +56,14 @@ class FullyConnected(LayerType):
     def make_op(self, cfg, info, in_shapes):
         return FcOp(cfg, info, in_shapes)
 
+    def to_onnx(self, cfg: FcConfig, info: LayerInfo, ctx) -> None:
+        """Flatten (C-order, as cnnc flattens) then Gemm with transB=1: W is (out, in)."""
+        x = ctx.inputs[0]
+        if len(ctx.in_shapes[0]) != 1:
+            x = ctx.node("Flatten", [x], ctx.tmp("flatten"), axis=1)
+        inputs = [x, ctx.param("w")] + ([ctx.param("b")] if cfg.bias else [])
+        ctx.node("Gemm", inputs, transB=1)
+
 
 class FcOp(Op):
     """x: (N, ...) flattened to (N, K) -> y: (N, M) = x w^T + b, ReLU optionally fused."""
@@ -97,6 +105,9 @@ class Flatten(LayerType):
 
     def make_op(self, cfg, info, in_shapes):
         return CopyOp(cfg, info, in_shapes)
+
+    def to_onnx(self, cfg, info: LayerInfo, ctx) -> None:
+        ctx.node("Flatten", [ctx.inputs[0]], axis=1)
 
 
 class CopyOp(Op):

@@ -14,6 +14,10 @@ class Identity(LayerType):
     def infer(self, cfg, inputs, ctx):
         return LayerInfo(out_shape=inputs[0])
 
+    def to_onnx(self, cfg, info: LayerInfo, ctx) -> None:
+        """(The graph builder elides `id`; a stray one is exported as Identity.)"""
+        ctx.node("Identity", [ctx.inputs[0]])
+
 
 class MergeError(LayerError):
     pass
@@ -41,6 +45,9 @@ class Concat(LayerType):
 
     def make_op(self, cfg, info, in_shapes):
         return ConcatOp(cfg, info, in_shapes)
+
+    def to_onnx(self, cfg, info: LayerInfo, ctx) -> None:
+        ctx.node("Concat", list(ctx.inputs), axis=1)
 
 
 class ConcatOp(Op):
@@ -88,6 +95,9 @@ class Add(LayerType):
 
     def make_op(self, cfg, info, in_shapes):
         return AddOp(cfg, info, in_shapes)
+
+    def to_onnx(self, cfg, info: LayerInfo, ctx) -> None:
+        ctx.node("Sum", list(ctx.inputs))
 
 
 class AddOp(Op):

@@ -34,6 +34,14 @@ class BatchNorm(LayerType):
     def make_op(self, cfg, info, in_shapes):
         return BatchNormOp(cfg, info, in_shapes)
 
+    def to_onnx(self, cfg: BnConfig, info: LayerInfo, ctx) -> None:
+        """BatchNormalization in inference mode (running statistics). ONNX's momentum is the
+        weight of the *old* running value, cnnc's (and PyTorch's) that of the new batch;
+        it does not matter at inference but is written for tools that train."""
+        ins = [ctx.inputs[0], ctx.param("gamma"), ctx.param("beta"), ctx.param("running_mean"),
+               ctx.param("running_var")]
+        ctx.node("BatchNormalization", ins, epsilon=float(cfg.eps), momentum=float(1.0 - cfg.momentum))
+
 
 class BatchNormOp(Op):
     """Batch norm over (N, H, W) per channel; vectors (N, F) are treated as (N, F, 1, 1)."""
@@ -102,6 +110,10 @@ class Dropout(LayerType):
 
     def make_op(self, cfg, info, in_shapes):
         return DropoutOp(cfg, info, in_shapes)
+
+    def to_onnx(self, cfg, info: LayerInfo, ctx) -> None:
+        """Off at inference: the identity."""
+        ctx.node("Identity", [ctx.inputs[0]])
 
 
 class DropoutOp(Op):
