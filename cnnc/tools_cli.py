@@ -47,7 +47,9 @@ def add_tool_commands(sub, model_args) -> None:
     from .export_onnx import add_parser as add_export
 
     add_export(sub, model_args, fmt)
-    #@@MORE@@
+    from .weights_import import add_parser as add_import
+
+    add_import(sub, model_args, fmt)
 
 
 def _compile_one(source: str, is_expr: bool, args):
