@@ -66,6 +66,7 @@ def test_corner_cases_every_opset(opset, tmp_path):
         ("conv3(6) - maxout(3) - conv1x3(4, bias=false) - maxout(2) - flatten - fc(9) - maxout(3) - bn - fc",
          "2x5x6"),
         ("conv3(4) - bn - leaky(0.2) - gap - bn - tanh - fc(5) - sigmoid - fc - softmax", "3x6x6"),
+        ("conv1(3) - fc(7, bias=false) - relu - dropout(0.5) - fc(4, bias=false) - fc", "2x3x5"),
     ]
     for i, (text, shape) in enumerate(cases):
         model = cnnc.compile(text, input=shape, classes=3)
