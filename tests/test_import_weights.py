@@ -137,3 +137,30 @@ def test_bad_inputs_write_nothing(tmp_path, capsys):
         one_error_message(err)
         assert words in err, (name, err)
         assert not out.exists()
+
+
+def test_torch_to_cnnc_to_onnx_by_order_from_safetensors(tmp_path, capsys):
+    """torch -> safetensors -> import (by order, bn buffers included) -> export -> onnxruntime
+    equals torch's own forward."""
+    pytest.importorskip("onnxruntime")
+    from safetensors.numpy import save_file
+
+    from onnx_helpers import ort_outputs
+
+    tm = torch_small()
+    save_file(state_arrays(tm), str(tmp_path / "s.safetensors"))
+    model_args = ["-e", SMALL, "--input", "2x6x6", "--classes", "3"]
+    rc, out, err = run_main(capsys, "import-weights", *model_args, "--from", str(tmp_path / "s.safetensors"),
+                            "--dry-run")
+    assert rc == 0 and "mapping by order" in out and "1.running_var" in out, err
+    assert not list(tmp_path.glob("*.npz"))
+    rc, _, err = run_main(capsys, "import-weights", *model_args, "--from", str(tmp_path / "s.safetensors"),
+                          "-o", str(tmp_path / "run"))
+    assert rc == 0, err
+    rc, _, err = run_main(capsys, "export", *model_args, "--weights", str(tmp_path / "run"),
+                          "-o", str(tmp_path / "s.onnx"))
+    assert rc == 0, err
+    x = np.random.default_rng(7).standard_normal((4, 2, 6, 6), dtype=np.float32)
+    theirs = tm(torch.from_numpy(x)).detach().numpy()
+    for o in ort_outputs(tmp_path / "s.onnx", x):
+        np.testing.assert_allclose(o, theirs, rtol=1e-4, atol=1e-5)
