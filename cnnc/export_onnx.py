@@ -234,6 +234,11 @@ def cmd_export(args) -> int:
         from .cli import _compile_from_args
 
         model = _compile_from_args(args)
+        shape = model.summary.output_shape
+        if len(shape) != 1:
+            raise ExportError(f"{model.filename} ends in {'x'.join(map(str, shape))}: cnnc executes, and so "
+                              "exports, classifiers only (networks ending in one score per class)",
+                              hint="end the network with fc (or gap - fc)")
         net = model.network(seed=args.seed)
         metadata = {"cnnc.weights": f"initialized from seed {args.seed}"}
     metadata["cnnc.input_shape"] = "x".join(map(str, model.input_shape))
