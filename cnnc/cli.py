@@ -13,6 +13,7 @@ from typing import Sequence
 from . import __version__
 from .commands import add_model_args, add_runtime_commands, compile_from_args, run_command
 from .errors import CnncError, UsageError
+from .tools_cli import TOOL_COMMANDS
 
 DESCRIPTION = """\
 cnnc compiles convolutional networks written the way lectures write them,
@@ -67,6 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .viz.args import add_commands as add_view_commands  # `cnnc draw` and `cnnc viz`
 
     add_view_commands(sub, add_model_args)
+    from .tools_cli import add_tool_commands  # diff, gradcheck, export, import-weights
+
+    add_tool_commands(sub, add_model_args)
     return parser
 
 
@@ -158,6 +162,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     handler = {"check": cmd_check, "layers": cmd_layers}.get(args.command)
     try:
+        if handler is None and args.command in TOOL_COMMANDS:
+            from .tools_cli import run_tool_command
+
+            return run_tool_command(args)
         if handler is None:
             if args.command in ("draw", "viz"):
                 from .viz import command

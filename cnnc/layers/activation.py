@@ -1,7 +1,7 @@
 """Elementwise nonlinearities: ``relu``, ``leaky(0.1)``, ``elu(1.0)``, ``tanh``, ``sigmoid``,
 and ``softmax`` (fused into the loss).
 
-An activation is one :class:`Activation` subclass: its name, its kernel pair in
+An activation is one :class:`Activation` subclass: its name, its ONNX operator, its kernel pair in
 :mod:`cnnc.kernels.elementwise` (``<kernel>_forward(x, y[, alpha])`` and
 ``<kernel>_backward(dy, ref, dx[, alpha])``, ``ref`` being the forward output ``y``, or
 the input ``x`` when ``backward_reads_input``), and its NumPy formula. Adding one is
@@ -63,6 +63,7 @@ class Activation(LayerType):
 
     config_class = NoConfig
     kernel: ClassVar[str] = ""
+    onnx_op: ClassVar[str] = ""  # the ONNX operator that computes it
     backward_reads_input: ClassVar[bool] = False
 
     def infer(self, cfg, inputs, ctx):
@@ -79,12 +80,18 @@ class Activation(LayerType):
     def reference(self, cfg, xs, params, buffers, training):
         return self.formula(xs[0], cfg)
 
+    def to_onnx(self, cfg, info: LayerInfo, ctx) -> None:
+        """The ONNX operator ``onnx_op``, with the config's alpha as its attribute."""
+        attrs = {"alpha": float(cfg.alpha)} if isinstance(cfg, AlphaConfig) else {}
+        ctx.node(self.onnx_op, [ctx.inputs[0]], **attrs)
+
 
 @register
 class Relu(Activation):
     name = "relu"
     summary = "max(x, 0)"
     kernel = "relu"
+    onnx_op = "Relu"
     fuses_into_producer = True
     init_gain = "he"
 
@@ -105,6 +112,7 @@ class LeakyRelu(Activation):
     args = (ArgSpec("alpha", "float", 0.01, positional=True, minimum=0.0, maximum=1.0),)
     config_class = AlphaConfig
     kernel = "leaky_relu"
+    onnx_op = "LeakyRelu"
     backward_reads_input = True
     init_gain = "he"
 
@@ -121,6 +129,7 @@ class Elu(Activation):
     args = (ArgSpec("alpha", "float", 1.0, positional=True, minimum=0.0),)
     config_class = AlphaConfig
     kernel = "elu"
+    onnx_op = "Elu"
 
     def formula(self, x, cfg):
         import numpy as np
@@ -133,6 +142,7 @@ class Tanh(Activation):
     name = "tanh"
     summary = "hyperbolic tangent"
     kernel = "tanh"
+    onnx_op = "Tanh"
 
     def formula(self, x, cfg):
         import numpy as np
@@ -145,6 +155,7 @@ class Sigmoid(Activation):
     name = "sigmoid"
     summary = "1/(1+exp(-x))"
     kernel = "sigmoid"
+    onnx_op = "Sigmoid"
 
     def formula(self, x, cfg):
         import numpy as np
@@ -167,3 +178,6 @@ class Softmax(Activation):
 
         e = np.exp(x - x.max(axis=1, keepdims=True))
         return e / e.sum(axis=1, keepdims=True)
+    def to_onnx(self, cfg, info: LayerInfo, ctx) -> None:
+        """Exported as a layer: the model's output is then probabilities, not logits."""
+        ctx.node("Softmax", [ctx.inputs[0]], axis=1)

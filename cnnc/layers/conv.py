@@ -214,6 +214,12 @@ def _pad_mode(cfg: ConvConfig, pad: int, k: int) -> str:
             return " (valid)"
         return " (same)" if 2 * pad == cfg.dilation * (k - 1) else ""
     return {"same": " (same)", "valid": " (valid)"}.get(cfg.pad, "")
+    def to_onnx(self, cfg: ConvConfig, info: LayerInfo, ctx) -> None:
+        """Conv; W is (F, C/groups, KH, KW) in both; ONNX pads are [top, left, bottom, right]."""
+        ph, pw = cfg.padding()
+        inputs = [ctx.inputs[0], ctx.param("w")] + ([ctx.param("b")] if cfg.bias else [])
+        ctx.node("Conv", inputs, kernel_shape=list(cfg.size), strides=[cfg.stride, cfg.stride],
+                 pads=[ph, pw, ph, pw], dilations=[cfg.dilation, cfg.dilation], group=cfg.groups)
 
 
 class ConvOp(Op):

@@ -61,6 +61,13 @@ class FullyConnected(LayerType):
     def reference(self, cfg, xs, params, buffers, training):
         y = xs[0].reshape(xs[0].shape[0], -1) @ params["w"].T
         return y + params["b"] if "b" in params else y
+    def to_onnx(self, cfg: FcConfig, info: LayerInfo, ctx) -> None:
+        """Flatten (C-order, as cnnc flattens) then Gemm with transB=1: W is (out, in)."""
+        x = ctx.inputs[0]
+        if len(ctx.in_shapes[0]) != 1:
+            x = ctx.node("Flatten", [x], ctx.tmp("flatten"), axis=1)
+        inputs = [x, ctx.param("w")] + ([ctx.param("b")] if cfg.bias else [])
+        ctx.node("Gemm", inputs, transB=1)
 
 
 class FcOp(Op):
@@ -106,6 +113,8 @@ class Flatten(LayerType):
 
     def reference(self, cfg, xs, params, buffers, training):
         return xs[0].reshape(xs[0].shape[0], -1)
+    def to_onnx(self, cfg, info: LayerInfo, ctx) -> None:
+        ctx.node("Flatten", [ctx.inputs[0]], axis=1)
 
 
 class CopyOp(Op):

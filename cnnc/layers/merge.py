@@ -15,6 +15,10 @@ class Identity(LayerType):
     def infer(self, cfg, inputs, ctx):
         return LayerInfo(out_shape=inputs[0])
 
+    def to_onnx(self, cfg, info: LayerInfo, ctx) -> None:
+        """(The graph builder elides `id`; a stray one is exported as Identity.)"""
+        ctx.node("Identity", [ctx.inputs[0]])
+
 
 class MergeError(LayerError):
     pass
@@ -46,6 +50,8 @@ class Concat(LayerType):
         import numpy as np
 
         return np.concatenate(xs, axis=1)
+    def to_onnx(self, cfg, info: LayerInfo, ctx) -> None:
+        ctx.node("Concat", list(ctx.inputs), axis=1)
 
 
 class ConcatOp(Op):
@@ -95,6 +101,8 @@ class Add(LayerType):
 
     def reference(self, cfg, xs, params, buffers, training):
         return sum(xs[1:], xs[0].copy())
+    def to_onnx(self, cfg, info: LayerInfo, ctx) -> None:
+        ctx.node("Sum", list(ctx.inputs))
 
 
 class AddOp(Op):

@@ -40,6 +40,13 @@ class BatchNorm(LayerType):
 
         return ref.batchnorm(xs[0], params["gamma"], params["beta"], buffers["running_mean"],
                              buffers["running_var"], cfg.eps, training)
+    def to_onnx(self, cfg: BnConfig, info: LayerInfo, ctx) -> None:
+        """BatchNormalization in inference mode (running statistics). ONNX's momentum is the
+        weight of the *old* running value, cnnc's (and PyTorch's) that of the new batch;
+        it does not matter at inference but is written for tools that train."""
+        ins = [ctx.inputs[0], ctx.param("gamma"), ctx.param("beta"), ctx.param("running_mean"),
+               ctx.param("running_var")]
+        ctx.node("BatchNormalization", ins, epsilon=float(cfg.eps), momentum=float(1.0 - cfg.momentum))
 
 
 class BatchNormOp(Op):
@@ -133,6 +140,9 @@ class Dropout(LayerType):
         if training and cfg.p > 0:
             raise NotImplementedError("dropout in training has no deterministic reference")
         return xs[0].copy()
+    def to_onnx(self, cfg, info: LayerInfo, ctx) -> None:
+        """Off at inference: the identity."""
+        ctx.node("Identity", [ctx.inputs[0]])
 
 
 class DropoutOp(Op):
