@@ -118,7 +118,7 @@ def _schedule(model) -> tuple[frozenset[str], dict[str, str]]:
     """The conv/fc nodes that run a fused ReLU, and each elided ReLU -> the node it is fused into."""
     from .lower import lower
 
-    p = lower(model.analysis)
+    p = lower(model.analysis, classifier=False)
     steps = {s.node for s in p.steps}
     elided = {n: p.alias[n] for n in p.alias if n not in steps and p.alias[n] in p.fused_relu}
     return p.fused_relu, elided

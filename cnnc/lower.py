@@ -81,12 +81,13 @@ class Plan:
         return count
 
 
-def lower(analysis: Analysis, fuse_relu: bool = True) -> Plan:
+def lower(analysis: Analysis, fuse_relu: bool = True, classifier: bool = True) -> Plan:
     """Schedule, fuse and lay out parameters. Raises UsageError if the network is not a
     classifier (training and inference need one score per class). ``fuse_relu=False`` keeps
     every ReLU a step of its own, with its own buffer (the visualizations read and guide
-    each layer's output)."""
-    classes = _require_classifier(analysis)
+    each layer's output). ``classifier=False`` lowers any network, for its schedule alone
+    (``cnnc gradcheck`` checks networks that end in an image too; they cannot be trained)."""
+    classes = _require_classifier(analysis) if classifier else 0  # 0: the plan only schedules
     graph = analysis.graph
     consumers: dict[str, list[str]] = {n: [] for n in graph.nodes}
     for n in analysis.order:

@@ -90,6 +90,13 @@ def run_subprocess(*args, cwd=ROOT, timeout: float = 300) -> Result:
     return Result(p.returncode, p.stdout, p.stderr)
 
 
+def run_captured(capsys, *args) -> tuple[int, str, str]:
+    """``cnnc ARGS`` in-process: (exit status, stdout, stderr), read from ``capsys``."""
+    code = run_main(*args)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
 def one_error_message(err: str) -> None:
     """stderr holds one clear message: no traceback, one 'error:' line."""
     assert "Traceback" not in err, err

@@ -7,7 +7,8 @@ from pathlib import Path
 import cnnc
 from cnnc.diff import ADDED, CHANGED, REMOVED, diff_models
 
-from test_cli_check import one_error_message, run_main
+from conftest import one_error_message
+from conftest import run_captured as run_main
 
 ROOT = Path(__file__).resolve().parent.parent
 VGG16 = (ROOT / "models" / "vgg16.cnn").read_text()

@@ -10,7 +10,8 @@ import pytest
 import cnnc
 from cnnc.gradcheck import gradcheck
 
-from test_cli_check import one_error_message, run_main
+from conftest import one_error_message
+from conftest import run_captured as run_main
 
 ROOT = Path(__file__).resolve().parent.parent
 MODELS = sorted((ROOT / "models").glob("*.cnn"))

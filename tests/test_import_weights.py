@@ -11,7 +11,8 @@ import pytest
 import cnnc
 from cnnc.runs import load_checkpoint
 
-from test_cli_check import one_error_message, run_main
+from conftest import one_error_message
+from conftest import run_captured as run_main
 
 torch = pytest.importorskip("torch")
 nn = torch.nn

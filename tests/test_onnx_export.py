@@ -16,7 +16,8 @@ import cnnc  # noqa: E402
 from cnnc.export_onnx import MAX_OPSET, MIN_OPSET, ExportError, build_model  # noqa: E402
 
 from onnx_helpers import ort_outputs, randomize_norm_stats, reference, rel_error  # noqa: E402
-from test_cli_check import one_error_message, run_main  # noqa: E402
+from conftest import one_error_message  # noqa: E402
+from conftest import run_captured as run_main  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 MODELS = sorted((ROOT / "models").glob("*.cnn"))
@@ -58,7 +59,7 @@ def test_every_model_matches_onnxruntime(path, tmp_path):
 @pytest.mark.parametrize("opset", [MIN_OPSET, 17, 18, MAX_OPSET])
 def test_corner_cases_every_opset(opset, tmp_path):
     """ceil windows starting in the padding, avg-pool divisor, depthwise, dilation, maxout 2/3,
-    bn on vectors, softmax."""
+    bn on vectors, softmax; 1-D networks (sequences), LRN on images, sequences and vectors, elu."""
     cases = [
         ("avgpool3(stride=2, pad=1, round=ceil) - maxpool3(stride=2, pad=1, round=ceil) - fc", "2x4x4"),
         ("avgpool2(pad=1) - maxpool3(stride=2, round=ceil) - fc", "3x7x7"),
@@ -67,6 +68,11 @@ def test_corner_cases_every_opset(opset, tmp_path):
          "2x5x6"),
         ("conv3(4) - bn - leaky(0.2) - gap - bn - tanh - fc(5) - sigmoid - fc - softmax", "3x6x6"),
         ("conv1(3) - fc(7, bias=false) - relu - dropout(0.5) - fc(4, bias=false) - fc", "2x3x5"),
+        # the layers of the 1-D and LRN issue, and elu
+        ("conv5(6, stride=2) - bn - elu(0.7) - lrn(3, alpha=0.1) - maxpool3(stride=2, round=ceil) - "
+         "( conv3(4) | avgpool3(stride=1, pad=1) ) - maxout(2) - gap - fc(6) - lrn(3) - fc", "2x23"),
+        ("conv3(4, groups=2, dilation=2) - relu - avgpool2(round=ceil) - flatten - fc", "2x9"),
+        ("conv3(8) - lrn(5, alpha=1e-3, beta=0.75, k=2) - relu - pool - fc", "3x8x8"),
     ]
     for i, (text, shape) in enumerate(cases):
         model = cnnc.compile(text, input=shape, classes=3)

@@ -178,6 +178,7 @@ class Softmax(Activation):
 
         e = np.exp(x - x.max(axis=1, keepdims=True))
         return e / e.sum(axis=1, keepdims=True)
+
     def to_onnx(self, cfg, info: LayerInfo, ctx) -> None:
         """Exported as a layer: the model's output is then probabilities, not logits."""
         ctx.node("Softmax", [ctx.inputs[0]], axis=1)

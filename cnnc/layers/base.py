@@ -158,6 +158,7 @@ class LayerType:
         """The layer's output computed naively with NumPy (float64), batch axis first:
         the independent reference the registry test compares the kernels with."""
         raise NotImplementedError(f"layer {self.name} has no NumPy reference")
+
     def to_onnx(self, cfg: Any, info: LayerInfo, ctx) -> None:
         """Emit the ONNX nodes computing this layer at inference (``ctx``: an
         :class:`cnnc.export_onnx.OnnxContext`). A layer type without a mapping says so."""

@@ -205,6 +205,18 @@ class Conv(LayerType):
         return ref.conv(xs[0], params["w"], params.get("b"), cfg.stride, cfg.padding(), cfg.dilation,
                         cfg.groups)
 
+    def to_onnx(self, cfg: ConvConfig, info: LayerInfo, ctx) -> None:
+        """Conv; W is (F, C/groups, KH, KW) in both (F, C/groups, K) for sequences; ONNX pads
+        are the begins of every axis, then their ends."""
+        ph, pw = cfg.padding()
+        inputs = [ctx.inputs[0], ctx.param("w")] + ([ctx.param("b")] if cfg.bias else [])
+        if len(ctx.in_shapes[0]) == 2:  # a sequence: one axis
+            ctx.node("Conv", inputs, kernel_shape=[cfg.size[-1]], strides=[cfg.stride], pads=[pw, pw],
+                     dilations=[cfg.dilation], group=cfg.groups)
+            return
+        ctx.node("Conv", inputs, kernel_shape=list(cfg.size), strides=[cfg.stride, cfg.stride],
+                 pads=[ph, pw, ph, pw], dilations=[cfg.dilation, cfg.dilation], group=cfg.groups)
+
 
 def _pad_mode(cfg: ConvConfig, pad: int, k: int) -> str:
     if isinstance(cfg.pad, int):
@@ -214,12 +226,6 @@ def _pad_mode(cfg: ConvConfig, pad: int, k: int) -> str:
             return " (valid)"
         return " (same)" if 2 * pad == cfg.dilation * (k - 1) else ""
     return {"same": " (same)", "valid": " (valid)"}.get(cfg.pad, "")
-    def to_onnx(self, cfg: ConvConfig, info: LayerInfo, ctx) -> None:
-        """Conv; W is (F, C/groups, KH, KW) in both; ONNX pads are [top, left, bottom, right]."""
-        ph, pw = cfg.padding()
-        inputs = [ctx.inputs[0], ctx.param("w")] + ([ctx.param("b")] if cfg.bias else [])
-        ctx.node("Conv", inputs, kernel_shape=list(cfg.size), strides=[cfg.stride, cfg.stride],
-                 pads=[ph, pw, ph, pw], dilations=[cfg.dilation, cfg.dilation], group=cfg.groups)
 
 
 class ConvOp(Op):

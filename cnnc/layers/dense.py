@@ -61,6 +61,7 @@ class FullyConnected(LayerType):
     def reference(self, cfg, xs, params, buffers, training):
         y = xs[0].reshape(xs[0].shape[0], -1) @ params["w"].T
         return y + params["b"] if "b" in params else y
+
     def to_onnx(self, cfg: FcConfig, info: LayerInfo, ctx) -> None:
         """Flatten (C-order, as cnnc flattens) then Gemm with transB=1: W is (out, in)."""
         x = ctx.inputs[0]
@@ -113,6 +114,7 @@ class Flatten(LayerType):
 
     def reference(self, cfg, xs, params, buffers, training):
         return xs[0].reshape(xs[0].shape[0], -1)
+
     def to_onnx(self, cfg, info: LayerInfo, ctx) -> None:
         ctx.node("Flatten", [ctx.inputs[0]], axis=1)
 

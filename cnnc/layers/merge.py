@@ -50,6 +50,7 @@ class Concat(LayerType):
         import numpy as np
 
         return np.concatenate(xs, axis=1)
+
     def to_onnx(self, cfg, info: LayerInfo, ctx) -> None:
         ctx.node("Concat", list(ctx.inputs), axis=1)
 
@@ -101,6 +102,7 @@ class Add(LayerType):
 
     def reference(self, cfg, xs, params, buffers, training):
         return sum(xs[1:], xs[0].copy())
+
     def to_onnx(self, cfg, info: LayerInfo, ctx) -> None:
         ctx.node("Sum", list(ctx.inputs))
 

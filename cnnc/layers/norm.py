@@ -40,6 +40,7 @@ class BatchNorm(LayerType):
 
         return ref.batchnorm(xs[0], params["gamma"], params["beta"], buffers["running_mean"],
                              buffers["running_var"], cfg.eps, training)
+
     def to_onnx(self, cfg: BnConfig, info: LayerInfo, ctx) -> None:
         """BatchNormalization in inference mode (running statistics). ONNX's momentum is the
         weight of the *old* running value, cnnc's (and PyTorch's) that of the new batch;
@@ -140,6 +141,7 @@ class Dropout(LayerType):
         if training and cfg.p > 0:
             raise NotImplementedError("dropout in training has no deterministic reference")
         return xs[0].copy()
+
     def to_onnx(self, cfg, info: LayerInfo, ctx) -> None:
         """Off at inference: the identity."""
         ctx.node("Identity", [ctx.inputs[0]])
@@ -225,6 +227,19 @@ class LocalResponseNorm(LayerType):
         from . import reference as ref
 
         return ref.lrn(xs[0], cfg.size, cfg.alpha, cfg.beta, cfg.k)
+
+    def to_onnx(self, cfg: LrnConfig, info: LayerInfo, ctx) -> None:
+        """ONNX LRN is defined as Caffe's and cnnc's (alpha divided by size); runtimes take it
+        on (N, C, H, W) only, so sequences and vectors go through a 4-D view."""
+        attrs = dict(size=cfg.size, alpha=float(cfg.alpha), beta=float(cfg.beta), bias=float(cfg.k))
+        shape = tuple(ctx.in_shapes[0])
+        if len(shape) == 3:
+            ctx.node("LRN", [ctx.inputs[0]], **attrs)
+            return
+        as4d = [0, shape[0], 1, shape[1] if len(shape) == 2 else 1]
+        x = ctx.node("Reshape", [ctx.inputs[0], ctx.const("shape4", as4d)], ctx.tmp("as4d"))
+        y = ctx.node("LRN", [x], ctx.tmp("lrn"), **attrs)
+        ctx.node("Reshape", [y, ctx.const("shape", [0, *shape])])
 
 
 class LrnOp(Op):

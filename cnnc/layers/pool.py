@@ -74,18 +74,24 @@ class _Pool(LayerType):
         if xs[0].ndim == 3:
             return ref.pool1d(xs[0], cfg.size[1], cfg.step, cfg.pad, cfg.round == "ceil", self.mode)
         return ref.pool(xs[0], cfg.size, cfg.step, cfg.pad, cfg.round == "ceil", self.mode)
+
     def to_onnx(self, cfg: PoolConfig, info: LayerInfo, ctx) -> None:
         """MaxPool/AveragePool in floor mode. Ceil rounding becomes extra padding at the
         bottom/right (runtimes disagree on ceil_mode with padding); AveragePool divides by
         the real inputs only (count_include_pad=0), as cnnc does, so the extra padding
         changes no value."""
-        _, h, w = ctx.in_shapes[0]
-        _, oh, ow = info.out_shape
-        kh, kw = cfg.size
         s, p = cfg.step, cfg.pad
-        extra_h = max((oh - 1) * s + kh - (h + 2 * p), 0)
-        extra_w = max((ow - 1) * s + kw - (w + 2 * p), 0)
-        attrs = dict(kernel_shape=[kh, kw], strides=[s, s], pads=[p, p, p + extra_h, p + extra_w])
+        if len(ctx.in_shapes[0]) == 2:  # a sequence: one axis
+            (_, w), (_, ow), kw = ctx.in_shapes[0], info.out_shape, cfg.size[-1]
+            extra_w = max((ow - 1) * s + kw - (w + 2 * p), 0)
+            attrs = dict(kernel_shape=[kw], strides=[s], pads=[p, p + extra_w])
+        else:
+            _, h, w = ctx.in_shapes[0]
+            _, oh, ow = info.out_shape
+            kh, kw = cfg.size
+            extra_h = max((oh - 1) * s + kh - (h + 2 * p), 0)
+            extra_w = max((ow - 1) * s + kw - (w + 2 * p), 0)
+            attrs = dict(kernel_shape=[kh, kw], strides=[s, s], pads=[p, p, p + extra_h, p + extra_w])
         if self.mode == "max":
             ctx.node("MaxPool", [ctx.inputs[0]], **attrs)
         else:
@@ -163,8 +169,9 @@ class GlobalAvgPool(LayerType):
 
     def reference(self, cfg, xs, params, buffers, training):
         return xs[0].mean(axis=tuple(range(2, xs[0].ndim)))
+
     def to_onnx(self, cfg, info: LayerInfo, ctx) -> None:
-        """GlobalAveragePool gives (N, C, 1, 1); cnnc's gap gives (N, C)."""
+        """GlobalAveragePool gives (N, C, 1, 1) (or (N, C, 1)); cnnc's gap gives (N, C)."""
         pooled = ctx.node("GlobalAveragePool", [ctx.inputs[0]], ctx.tmp("pool"))
         ctx.node("Flatten", [pooled], axis=1)
 
@@ -213,6 +220,7 @@ class Maxout(LayerType):
     def reference(self, cfg, xs, params, buffers, training):
         x = xs[0]
         return x.reshape(x.shape[0], x.shape[1] // cfg.k, cfg.k, *x.shape[2:]).max(axis=2)
+
     def to_onnx(self, cfg: MaxoutConfig, info: LayerInfo, ctx) -> None:
         """No native op: reshape (N, C, ...) to (N, C/k, k, ...), the k *consecutive* channels
         of a group on axis 2, then ReduceMax over it (axes an input from opset 18)."""
