@@ -30,7 +30,7 @@ from .compiler import Model, compile, compile_file, parse_shape  # noqa: E402
 from .errors import (CheckpointError, CnncError, DataError, SourceError, Span,  # noqa: E402
                      TrainingError, UsageError)
 
-__version__ = "0.1.0"
+from .version import __version__  # noqa: E402
 __all__ = ["Model", "compile", "compile_file", "parse_shape", "CnncError", "SourceError",
            "UsageError", "DataError", "CheckpointError", "TrainingError", "Span", "__version__",
            "fit", "evaluate", "TrainConfig", "TrainResult"]

@@ -10,7 +10,7 @@ import json
 import sys
 from typing import Sequence
 
-from . import __version__
+from .version import __version__
 from .commands import add_model_args, add_runtime_commands, compile_from_args, run_command
 from .errors import CnncError, UsageError
 from .tools_cli import TOOL_COMMANDS

@@ -44,7 +44,7 @@ def add_tool_commands(sub, model_args) -> None:
     from .gradcheck import add_parser as add_gradcheck
 
     add_gradcheck(sub, model_args, fmt)
-    from .export_onnx import add_parser as add_export
+    from .export_cli import add_parser as add_export
 
     add_export(sub, model_args, fmt)
     from .weights_import import add_parser as add_import
@@ -86,7 +86,7 @@ def run_tool_command(args) -> int:
         from .gradcheck import cmd_gradcheck
         return cmd_gradcheck(args)
     if args.command == "export":
-        from .export_onnx import cmd_export
+        from .export_cli import cmd_export
         return cmd_export(args)
     from .weights_import import cmd_import_weights
     return cmd_import_weights(args)
