@@ -213,15 +213,7 @@ def _evaluate(expr, values: Mapping[str, Value], ast: ModelAst) -> Value:
     for v, part in ((a, expr.left), (b, expr.right)):
         if isinstance(v, bool):
             raise SourceError("on/off is not a number", part.span, "variable")
-    if expr.op == "+":
-        return a + b
-    if expr.op == "-":
-        return a - b
-    if expr.op == "*":
-        return a * b
-    if b == 0:
-        raise SourceError("division by zero", expr.span, "variable")
-    return a // b if isinstance(a, int) and isinstance(b, int) and a % b == 0 else a / b
+    return expr.apply(a, b, "variable")
 
 
 def resolve_design(ast: ModelAst, given: Mapping[str, Value] | str | None = None,

@@ -38,28 +38,26 @@ _LOCAL_SIZE_VARS = ("MPI_LOCALNRANKS", "OMPI_COMM_WORLD_LOCAL_SIZE", "SLURM_NTAS
 RANK_PID_DIR = "CNNC_RANK_PID_DIR"  # where each rank writes its pid, for the launcher's messages
 
 
-def launched_size() -> int:
-    """How many ranks the MPI launcher started, from its environment (1 when none)."""
-    for var in _SIZE_VARS:
+def _first_count(names: tuple[str, ...]) -> int | None:
+    """The first of these launcher variables that holds a count (Slurm may write ``4(x2)``)."""
+    for var in names:
         value = os.environ.get(var)
         if value:
             try:
                 return max(1, int(value.split("(")[0].split(",")[0]))
             except ValueError:
                 continue
-    return 1
+    return None
+
+
+def launched_size() -> int:
+    """How many ranks the MPI launcher started, from its environment (1 when none)."""
+    return _first_count(_SIZE_VARS) or 1
 
 
 def local_ranks() -> int:
     """Ranks on this machine (for the default thread count), 1 when unknown."""
-    for var in _LOCAL_SIZE_VARS:
-        value = os.environ.get(var)
-        if value:
-            try:
-                return max(1, int(value.split("(")[0].split(",")[0]))
-            except ValueError:
-                continue
-    return launched_size()
+    return _first_count(_LOCAL_SIZE_VARS) or launched_size()
 
 
 def threads_per_rank() -> int:

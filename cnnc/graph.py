@@ -176,17 +176,7 @@ class _Builder:
             if not isinstance(v, (int, float)):
                 raise SourceError(f"'{v}' is not a number", part.span, "argument",
                                   hint=self._param_hint(env))
-        if expr.op == "+":
-            return a + b
-        if expr.op == "-":
-            return a - b
-        if expr.op == "*":
-            return a * b
-        if b == 0:
-            raise SourceError("division by zero", expr.span, "argument")
-        if isinstance(a, int) and isinstance(b, int) and a % b == 0:
-            return a // b
-        return a / b
+        return expr.apply(a, b, "argument")
 
     def _param_hint(self, env: dict[str, Any]) -> str | None:
         params = env.get("__params__")

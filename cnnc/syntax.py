@@ -42,6 +42,19 @@ class BinOp:
     right: "ArgExpr"
     span: Span
 
+    def apply(self, a: float, b: float, kind: str) -> float:
+        """``a op b`` for evaluated operands; division stays an integer when it is exact.
+        A division by zero is a SourceError of ``kind`` at this expression."""
+        if self.op == "+":
+            return a + b
+        if self.op == "-":
+            return a - b
+        if self.op == "*":
+            return a * b
+        if b == 0:
+            raise SourceError("division by zero", self.span, kind)
+        return a // b if isinstance(a, int) and isinstance(b, int) and a % b == 0 else a / b
+
 
 @dataclass(frozen=True)
 class Neg:

@@ -251,3 +251,14 @@ def test_ctrl_c_saves_once_and_every_rank_exits_130(models):
     assert err.count("interrupted at epoch") == 1, err  # rank 0 saves and says so, once
     _, meta = params(models / "run")
     assert meta["finished"] is False
+
+
+def test_workers_without_the_extra_says_what_to_install(monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "mpi4py", None)  # import mpi4py now fails
+    from cnnc.cli import main
+
+    code = main(["train", str(MODELS_DIR / "digits.cnn"), "--workers", "2", "--epochs", "1"])
+    err = capsys.readouterr().err
+    assert code == 1 and "mpi4py" in err and 'pip install "cnnc[mpi]"' in err and "Traceback" not in err
+    code = main(["train", str(MODELS_DIR / "digits.cnn"), "--workers", "0"])
+    assert code == 1 and "--workers must be at least 1" in capsys.readouterr().err
