@@ -141,6 +141,9 @@ class LayerType:
     folds_bn: ClassVar[bool] = False  # a following bn folds into its weights (axis 0) and bias; config has `bias`
     folds_into_weights: ClassVar[bool] = False  # bn: folds into a ``folds_bn`` producer at inference
     identity_at_inference: ClassVar[bool] = False  # dropout: no step at inference
+    # Training memory (cnnc check): bytes per output element the op keeps besides its output
+    # for the backward pass (max pooling's int32 argmax, dropout's random draw and mask)
+    saved_bytes_per_output: ClassVar[int] = 0
 
     def make_config(self, values: dict[str, Any]) -> Any:
         """Check arguments against each other; return the frozen config."""

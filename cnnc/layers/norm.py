@@ -123,6 +123,7 @@ class Dropout(LayerType):
     args = (ArgSpec("p", "float", 0.5, positional=True, minimum=0.0, maximum=0.99),)
     config_class = DropoutConfig
     identity_at_inference = True
+    saved_bytes_per_output = 5  # the float32 draw and the uint8 mask
 
     def infer(self, cfg: DropoutConfig, inputs, ctx):
         return LayerInfo(out_shape=inputs[0], detail=f"p {cfg.p:g}")
