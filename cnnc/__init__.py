@@ -24,7 +24,19 @@ def _prefer_avx512_blas() -> None:
         _os.environ["OPENBLAS_CORETYPE"] = "SkylakeX"
 
 
+def _faster_kernel_compiles() -> None:
+    # LLVM at -O2 instead of Numba's default -O3 halves the first run's kernel compilation
+    # (digits: 37 s -> 22 s) with no measurable change in training or inference speed
+    # (LeNet-5, the VGG-ish net and ResNet-8, alternating runs). Numba reads it at import;
+    # an explicit NUMBA_OPT wins.
+    import sys
+
+    if "NUMBA_OPT" not in _os.environ and "numba" not in sys.modules:
+        _os.environ["NUMBA_OPT"] = "2"
+
+
 _prefer_avx512_blas()
+_faster_kernel_compiles()
 
 from .compiler import Model, compile, compile_file, parse_shape  # noqa: E402
 from .errors import (CheckpointError, CnncError, DataError, SourceError, Span,  # noqa: E402

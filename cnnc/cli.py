@@ -38,7 +38,10 @@ class _Parser(argparse.ArgumentParser):
         raise SystemExit(1)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(runtime: bool = True) -> argparse.ArgumentParser:
+    """The command-line parser; ``runtime=False`` leaves out the commands that run networks
+    (train, eval, predict, bench, draw, viz), whose registration imports NumPy and the
+    visualizations: ``cnnc check`` and ``cnnc layers`` start faster without them."""
     parser = _Parser(prog="cnnc", description=DESCRIPTION, epilog=EPILOG,
                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"cnnc {__version__}")
@@ -64,13 +67,14 @@ def build_parser() -> argparse.ArgumentParser:
                        description="List every layer with its arguments and defaults.")
     p.add_argument("--json", action="store_true", help="print the list as JSON")
 
-    add_runtime_commands(sub)
-    from .viz.args import add_commands as add_view_commands  # `cnnc draw` and `cnnc viz`
+    if runtime:
+        add_runtime_commands(sub)
+        from .viz.args import add_commands as add_view_commands  # `cnnc draw` and `cnnc viz`
 
-    add_view_commands(sub, add_model_args)
-    from .tools_cli import add_tool_commands  # diff, gradcheck, export, import-weights
+        add_view_commands(sub, add_model_args)
+        from .tools_cli import add_tool_commands  # diff, gradcheck, export, import-weights
 
-    add_tool_commands(sub, add_model_args)
+        add_tool_commands(sub, add_model_args)
     return parser
 
 
@@ -153,10 +157,14 @@ def _rank_prefix() -> str:
     return f"rank {rank}: " if rank not in (None, "", "0") else ""
 
 
+STATIC_COMMANDS = ("check", "layers")  # need no runtime: see build_parser(runtime=False)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(runtime=not (argv and argv[0] in STATIC_COMMANDS))
     args = parser.parse_args(argv)
-    args.argv = list(sys.argv[1:] if argv is None else argv)
+    args.argv = argv
     if args.command is None:
         parser.print_help()
         return 1

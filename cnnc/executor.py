@@ -34,14 +34,19 @@ class Executor:
         if need_input_grad:
             self.grads[INPUT] = np.zeros((batch, *shapes[INPUT]), self.dtype)
         self.ops = {}
+        self._folds: list[tuple] = []  # inference plans: (w, b, bn params..., folded w, folded b)
         for step in plan.steps:
             n = step.node
-            op = step.layer.type.make_op(step.layer.config, step.info, list(step.in_shapes))
+            cfg, own = step.layer.config, params.get(n, {})
+            if step.folded_bn is not None:
+                cfg, own = self._fold_slot(step, cfg, own, params, buffers)
+            op = step.layer.type.make_op(cfg, step.info, list(step.in_shapes))
             op.relu = step.fused_relu
-            op.bind(batch, self.dtype, params.get(n, {}), grads.get(n, {}), buffers.get(n, {}), rng)
+            op.bind(batch, self.dtype, own, grads.get(n, {}), buffers.get(n, {}), rng)
             self.ops[n] = op
             self.values[step.output] = np.zeros((batch, *shapes[step.output]), self.dtype)
-            self.grads[step.output] = np.zeros((batch, *shapes[step.output]), self.dtype)
+            # an inference plan has no backward: no gradient buffers
+            self.grads[step.output] = None if plan.inference else np.zeros((batch, *shapes[step.output]), self.dtype)
         # a value read by several step inputs gets its gradient summed: the first reader's
         # backward writes it, later ones write a scratch buffer that is then accumulated
         uses = plan.uses
@@ -60,8 +65,33 @@ class Executor:
     def input(self) -> np.ndarray:
         return self.values[INPUT]
 
+    def _fold_slot(self, step, cfg, own, params, buffers):
+        """The config (with a bias) and folded weight and bias arrays of a conv or fc that a
+        batch norm folds into; :meth:`_refold` fills them from the current parameters."""
+        import dataclasses
+
+        bn = self.plan.analysis.layer(step.folded_bn)
+        w, b = own["w"], own.get("b")
+        wf = np.empty_like(w)
+        bf = np.empty(w.shape[0], self.dtype)
+        p, s = params[bn.id], buffers[bn.id]
+        self._folds.append((w.reshape(w.shape[0], -1), b if b is not None else bf, b is not None,
+                            p["gamma"], p["beta"], s["running_mean"], s["running_var"],
+                            float(bn.config.eps), wf.reshape(w.shape[0], -1), bf))
+        return dataclasses.replace(cfg, bias=True), {"w": wf, "b": bf}
+
+    def _refold(self) -> None:
+        from .kernels.norm import fold_batchnorm
+
+        for args in self._folds:
+            fold_batchnorm(*args)
+
     def forward(self, training: bool) -> np.ndarray:
         values = self.values
+        if self.plan.inference:
+            if training:
+                raise UsageError("an inference plan runs only in inference mode")
+            self._refold()  # from the current parameters: folded weights cannot go stale
         for step in self.plan.steps:
             self.ops[step.node].forward([values[s] for s in step.inputs], values[step.output], training)
         return self.logits
@@ -72,6 +102,8 @@ class Executor:
 
     def backward(self) -> None:
         """Gradients of the last :meth:`loss` w.r.t. every parameter (and the input)."""
+        if self.plan.inference:
+            raise UsageError("an inference plan has no backward pass; use the training executor")
         self._loss.softmax_xent_backward(self.probs, self.labels, self.grads[self.plan.logits])
         self._run_backward(self.plan.steps)
 

@@ -109,18 +109,49 @@ class Analysis:
     def inputs(self, node: str) -> tuple[str, ...]:
         return self.graph.nodes[node]["inputs"]
 
+    @property
+    def stored_activation_bytes(self) -> int:
+        """Per image, the layer outputs a training step keeps in buffers of their own: every
+        layer's output except a ReLU that runs inside the conv or fc before it (the
+        lowering's fusion rule, cnnc.lower: ``fuses_into_producer`` after an
+        ``absorbs_relu`` layer that feeds nothing else) and a softmax folded into the loss."""
+        consumers: dict[str, int] = {}
+        for n in self.order:
+            for s in self.inputs(n):
+                consumers[s] = consumers.get(s, 0) + 1
+        total = 0
+        for n in self.order:
+            t = self.layer(n).type
+            if t.fused_into_loss:
+                continue
+            if t.fuses_into_producer:
+                (src,) = self.inputs(n)
+                if src != INPUT and self.layer(src).type.absorbs_relu and consumers.get(src) == 1:
+                    continue
+            total += _prod(self.shapes[n]) * BYTES
+        return total
+
+    @property
+    def saved_bytes(self) -> int:
+        """Per image, what ops keep for backward besides their outputs (pooling indices,
+        dropout masks: ``saved_bytes_per_output``)."""
+        return sum(_prod(self.shapes[n]) * self.layer(n).type.saved_bytes_per_output for n in self.order)
+
     def memory(self, batch: int) -> Memory:
         """Inference and training memory at ``batch`` (training: SGD with momentum)."""
         weights = (self.total_params + self.buffer_values) * BYTES
+        stored = self.stored_activation_bytes
         parts = {
             "weights": weights,
             "gradients": self.total_params * BYTES,
             "optimizer_state": self.total_params * BYTES,
-            "activations": self.activation_bytes * batch,
-            "activation_gradients": self.activation_bytes * batch,
+            "activations": stored * batch,
+            "activation_gradients": stored * batch,
+            "saved_for_backward": self.saved_bytes * batch,
             "input_batch": _prod(self.input_shape) * BYTES * batch,
-            "note": "activations are kept for backward; optimizer state is SGD momentum "
-                    "(Adam keeps twice as much)",
+            "note": "activations are kept for backward (a ReLU fused into its conv or fc "
+                    "shares its buffer); optimizer state is SGD momentum (Adam keeps twice as "
+                    "much); kernel workspaces (im2col, Winograd: a few MiB) are not counted",
         }
         training = sum(v for k, v in parts.items() if k != "note")
         return Memory(batch, weights + self.peak_live_bytes * batch, training, MappingProxyType(parts))

@@ -40,6 +40,7 @@ class Step:
     inputs: tuple[str, ...]
     output: str
     fused_relu: bool  # the op applies the ReLU that follows it
+    folded_bn: str | None = None  # inference plans: the bn node folded into this op's weights and bias
 
 
 @dataclass(frozen=True)
@@ -65,6 +66,7 @@ class Plan:
     buffers: tuple[ParamSlot, ...]
     layers: tuple[str, ...]  # every layer node in order
     analysis: Analysis  # what the plan was lowered from
+    inference: bool = False  # an inference plan: batch norms folded, dropout skipped, no backward
 
     @property
     def fused_relu(self) -> frozenset[str]:
@@ -81,12 +83,20 @@ class Plan:
         return count
 
 
-def lower(analysis: Analysis, fuse_relu: bool = True, classifier: bool = True) -> Plan:
+def lower(analysis: Analysis, fuse_relu: bool = True, inference: bool = False,
+          classifier: bool = True) -> Plan:
     """Schedule, fuse and lay out parameters. Raises UsageError if the network is not a
     classifier (training and inference need one score per class). ``fuse_relu=False`` keeps
     every ReLU a step of its own, with its own buffer (the visualizations read and guide
     each layer's output). ``classifier=False`` lowers any network, for its schedule alone
-    (``cnnc gradcheck`` checks networks that end in an image too; they cannot be trained)."""
+    (``cnnc gradcheck`` checks networks that end in an image too; they cannot be trained).
+
+    ``inference=True`` lowers a forward-only plan: a bn (``folds_into_weights``) that is the
+    only consumer of a conv or fc (``folds_bn``) folds into that layer's weights and bias
+    (the executor refolds them from the parameters and running statistics at every
+    forward, so they never go stale), a ReLU after the folded bn fuses into the conv, and
+    ``identity_at_inference`` layers (dropout) vanish. The parameter layout is the same as
+    the training plan's."""
     classes = _require_classifier(analysis) if classifier else 0  # 0: the plan only schedules
     graph = analysis.graph
     consumers: dict[str, list[str]] = {n: [] for n in graph.nodes}
@@ -95,6 +105,7 @@ def lower(analysis: Analysis, fuse_relu: bool = True, classifier: bool = True) -
             consumers[src].append(n)
     alias: dict[str, str] = {INPUT: INPUT}
     fused: set[str] = set()
+    folded: dict[str, str] = {}  # producer -> the bn folded into it
     pending: list[tuple[str, tuple[str, ...]]] = []
     logits = None
     for n in analysis.order:
@@ -103,19 +114,30 @@ def lower(analysis: Analysis, fuse_relu: bool = True, classifier: bool = True) -
         if node.type.fused_into_loss:
             alias[n] = logits = srcs[0]
             continue
+        if inference and node.type.identity_at_inference:
+            alias[n] = srcs[0]
+            continue
+        if inference and node.type.folds_into_weights:
+            (src,) = analysis.inputs(n)
+            if (src != INPUT and analysis.layer(src).type.folds_bn and consumers[src] == [n]
+                    and alias[src] == src and src not in fused and src not in folded):
+                folded[src] = n
+                alias[n] = src
+                continue
         if node.type.fuses_into_producer:
             (src,) = analysis.inputs(n)
-            if (fuse_relu and src != INPUT and analysis.layer(src).type.absorbs_relu and consumers[src] == [n]
-                    and alias[src] == src and src not in fused):
-                fused.add(src)
-                alias[n] = src
+            p = alias[src]  # the step writing src's value (src itself, or a conv src folded into)
+            if (fuse_relu and p != INPUT and analysis.layer(p).type.absorbs_relu and consumers[src] == [n]
+                    and (p == src or folded.get(p) == src) and p not in fused):
+                fused.add(p)
+                alias[n] = p
                 continue
         alias[n] = n
         pending.append((n, srcs))
     steps = tuple(
         Step(node=n, layer=analysis.layer(n), info=analysis.info[n],
              in_shapes=tuple(analysis.shapes[s] for s in analysis.inputs(n)), inputs=srcs, output=n,
-             fused_relu=n in fused)
+             fused_relu=n in fused, folded_bn=folded.get(n))
         for n, srcs in pending)
     values = {INPUT: analysis.input_shape, **{s.output: analysis.shapes[s.node] for s in steps}}
     params, buffers = [], []
@@ -127,7 +149,7 @@ def lower(analysis: Analysis, fuse_relu: bool = True, classifier: bool = True) -
                 logits=logits if logits is not None else alias[analysis.output],
                 alias=MappingProxyType(alias), value_shapes=MappingProxyType(values),
                 params=tuple(params), buffers=tuple(buffers), layers=analysis.order,
-                analysis=analysis)
+                analysis=analysis, inference=inference)
 
 
 def _initializer(analysis: Analysis, node: str, spec: ParamSpec) -> str:

@@ -158,13 +158,37 @@ class Network:
             raise UsageError(f"labels must lie in [0, {self.classes - 1}], got {y.min()}..{y.max()}")
         return y
 
+    def inference_executor(self, batch: int) -> Executor:
+        """The forward-only executor for one batch size (made once and cached): batch norms
+        folded into the conv or fc before them (refolded from the current parameters at
+        every forward), dropout skipped, no gradient buffers. A network whose inference
+        plan would be the same as its training plan reuses :meth:`executor`."""
+        if not hasattr(self, "_inference_plan"):
+            from .lower import lower
+
+            plan = lower(self.plan.analysis, inference=True)
+            same = ([(s.node, s.fused_relu, s.folded_bn) for s in plan.steps]
+                    == [(s.node, s.fused_relu, s.folded_bn) for s in self.plan.steps])
+            self._inference_plan = None if same else plan
+            self._inference: dict[int, Executor] = {}
+        if self._inference_plan is None:
+            return self.executor(batch)
+        ex = self._inference.get(batch)
+        if ex is None:
+            ex = Executor(self._inference_plan, batch, self.dtype, self.params, self.grads, self.buffers,
+                          self.rng)
+            self._inference[batch] = ex
+        return ex
+
     def forward(self, x, training: bool = False, batch: int = 256) -> np.ndarray:
-        """Logits (N, classes) for a batch of inputs (N, C, H, W), in chunks of ``batch``."""
+        """Logits (N, classes) for a batch of inputs (N, C, H, W), in chunks of ``batch``;
+        inference mode (``training=False``) runs :meth:`inference_executor`."""
         x = self._check_x(x)
         out = np.empty((x.shape[0], self.classes), self.dtype)
         for i in range(0, x.shape[0], batch):
             chunk = x[i: i + batch]
-            ex = self.executor(chunk.shape[0])
+            n = chunk.shape[0]
+            ex = self.executor(n) if training else self.inference_executor(n)
             ex.input[...] = chunk
             out[i: i + chunk.shape[0]] = ex.forward(training)
         return out

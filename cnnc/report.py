@@ -115,6 +115,6 @@ def summary_text(s: Summary) -> str:
         f"memory       at batch {s.batch}: inference {human_bytes(s.inference_bytes)}, "
         f"training {human_bytes(s.training_bytes)}",
         "             (training = weights + gradients + SGD momentum + activations kept for "
-        "backward + their gradients)",
+        "backward + their gradients + pooling indices and dropout masks)",
     ]
     return "\n".join(lines)

@@ -181,7 +181,7 @@ def evaluate(net: "Network", x, y, batch: int = 500, *, mean=None, std=None) -> 
     total_loss = 0.0
     for i in range(0, x.shape[0], batch):
         xb, yb = x[i: i + batch], y[i: i + batch]
-        prog = net.executor(xb.shape[0])
+        prog = net.inference_executor(xb.shape[0])  # batch norm folded, no gradient buffers
         prog.input[...] = xb
         prog.labels[...] = yb
         logits = prog.forward(False)

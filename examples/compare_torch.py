@@ -22,8 +22,9 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-CASES = [("LeNet-5", ROOT / "models" / "lenet5.cnn", 64, 1.0),
-         ("[[conv3-relu]*2 - pool]*3 - fc", ROOT / "models" / "vgg_cifar.cnn", 128, 0.5)]
+CASES = [("LeNet-5", ROOT / "models" / "lenet5.cnn", 64, 1.5),
+         ("[[conv3-relu]*2 - pool]*3 - fc (3x32x32)", ROOT / "models" / "vgg_cifar.cnn", 128, 1.2),
+         ("ResNet-8", ROOT / "models" / "resnet8.cnn", 128, 1.2)]
 
 
 def torch_model(model):
@@ -92,7 +93,9 @@ def torch_model(model):
     return Net()
 
 
-def worker(framework: str, path: str, batch: int, steps: int) -> dict:
+def worker(framework: str, layout: str, path: str, batch: int, steps: int) -> dict:
+    """Training step, inference batch and batch-1 latency, in seconds (best of 3 runs of
+    ``steps``), for one framework (and PyTorch memory layout) in this process."""
     import numpy as np
 
     import cnnc
@@ -101,20 +104,37 @@ def worker(framework: str, path: str, batch: int, steps: int) -> dict:
     rng = np.random.default_rng(0)
     x = rng.standard_normal((batch, *model.input_shape), dtype=np.float32)
     y = rng.integers(0, model.classes, batch)
+    x1 = x[:1].copy()
     if framework == "torch":
         import torch
 
         torch.set_num_threads(2)
         net = torch_model(model)
+        xt, yt, x1t = torch.from_numpy(x), torch.from_numpy(y), torch.from_numpy(x1)
+        if layout == "channels_last":
+            net = net.to(memory_format=torch.channels_last)
+            xt = xt.contiguous(memory_format=torch.channels_last)
+            x1t = x1t.contiguous(memory_format=torch.channels_last)
         opt = torch.optim.SGD(net.parameters(), lr=1e-3, momentum=0.9, weight_decay=5e-4)
-        xt, yt = torch.from_numpy(x), torch.from_numpy(y)
         loss_fn = torch.nn.CrossEntropyLoss()
 
-        def step():
+        def train():
+            net.train()
             opt.zero_grad(set_to_none=True)
             loss = loss_fn(net(xt), yt)
             loss.backward()
             opt.step()
+
+        def infer(inp):
+            net.eval()
+            with torch.inference_mode():
+                return net(inp)
+
+        def infer_batch():
+            infer(xt)
+
+        def infer_one():
+            infer(x1t)
     else:
         from cnnc.optim import Optimizer
 
@@ -124,19 +144,29 @@ def worker(framework: str, path: str, batch: int, steps: int) -> dict:
         prog.labels[...] = y
         opt = Optimizer("sgd", net.theta, net.grad, momentum=0.9, weight_decay=5e-4)
 
-        def step():
+        def train():
             net.step(prog)
             opt.step(1e-3)
 
-    for _ in range(5):
-        step()
-    times = []
-    for _ in range(3):
-        t = time.perf_counter()
-        for _ in range(steps):
-            step()
-        times.append((time.perf_counter() - t) / steps)
-    return {"step_s": min(times), "macs": model.summary.total_macs}
+        def infer_batch():
+            net.forward(x)
+
+        def infer_one():
+            net.forward(x1)
+
+    out = {"macs": model.summary.total_macs}
+    for key, fn, n in (("train_s", train, steps), ("infer_s", infer_batch, steps),
+                       ("infer1_s", infer_one, steps * 10)):
+        for _ in range(5):
+            fn()
+        times = []
+        for _ in range(3):
+            t = time.perf_counter()
+            for _ in range(n):
+                fn()
+            times.append((time.perf_counter() - t) / n)
+        out[key] = min(times)
+    return out
 
 
 def sgemm_rate() -> float:
@@ -156,54 +186,91 @@ def _timed(fn) -> float:
     return time.perf_counter() - t
 
 
+KEYS = (("train_s", "train"), ("infer_s", "inference"), ("infer1_s", "inference, batch 1"))
+RUNNERS = (("cnnc", "-"), ("torch", "nchw"), ("torch", "channels_last"))
+
+
+def measure(rounds: int, steps: int, env: dict) -> list[dict]:
+    """Alternating rounds: per model, each round runs cnnc, PyTorch NCHW and PyTorch
+    channels_last, each in a fresh process (whole rounds alternate; the pools never meet)."""
+    cases = []
+    for name, path, batch, target in CASES:
+        runs: dict[str, dict[str, list[float]]] = {f"{fw}/{lay}": {k: [] for k, _ in KEYS}
+                                                   for fw, lay in RUNNERS}
+        macs = 0
+        for _ in range(rounds):
+            for fw, lay in RUNNERS:
+                out = subprocess.run([sys.executable, __file__, "--worker", fw, lay, str(path), str(batch),
+                                      str(steps)], env=env, capture_output=True, text=True)
+                if out.returncode != 0:
+                    sys.exit(f"{fw} ({lay}) worker failed:\n{out.stderr}")
+                r = json.loads(out.stdout.strip().splitlines()[-1])
+                for k, _ in KEYS:
+                    runs[f"{fw}/{lay}"][k].append(r[k])
+                macs = r["macs"]
+        case = {"model": name, "batch": batch, "macs_per_image": macs, "train_target": target}
+        for k, label in KEYS:
+            med = {who: statistics.median(v[k]) for who, v in runs.items()}
+            best = min(("torch/nchw", "torch/channels_last"), key=med.get)
+            case[k] = {"cnnc_ms": round(med["cnnc/-"] * 1e3, 3),
+                       "torch_nchw_ms": round(med["torch/nchw"] * 1e3, 3),
+                       "torch_channels_last_ms": round(med["torch/channels_last"] * 1e3, 3),
+                       "torch_best": best.split("/")[1],
+                       "ratio": round(med[best] / med["cnnc/-"], 3),
+                       "rounds_ms": {who: [round(t * 1e3, 3) for t in v[k]] for who, v in runs.items()}}
+        cases.append(case)
+    return cases
+
+
+def format_table(report: dict) -> str:
+    lines = ["| model | train cnnc / torch | inference cnnc / torch | inference batch 1 cnnc / torch |",
+             "|---|---|---|---|"]
+    for c in report["cases"]:
+        cells = [f"{c[k]['ratio']:.2f}x" for k, _ in KEYS]
+        lines.append(f"| {c['model']}, batch {c['batch']} | " + " | ".join(cells) + " |")
+    lines += ["", "ratio = time of PyTorch's better layout / time of cnnc (above 1: cnnc is faster)", ""]
+    for c in report["cases"]:
+        lines.append(f"{c['model']} @ batch {c['batch']}:")
+        for k, label in KEYS:
+            r = c[k]
+            lines.append(f"  {label:<20} cnnc {r['cnnc_ms']:9.3f} ms   torch NCHW {r['torch_nchw_ms']:9.3f} ms   "
+                         f"channels_last {r['torch_channels_last_ms']:9.3f} ms   -> {r['ratio']:.2f}x "
+                         f"vs {r['torch_best']}")
+    lines.append("")
+    lines.append(f"medians of {report['rounds']} alternating rounds (each the best of 3 runs of "
+                 f"{report['steps']} steps; batch 1: {10 * report['steps']} calls), 2 threads, random data, "
+                 f"SGD momentum 0.9; machine sgemm {report['sgemm_gflops_2_threads']:.0f} GFLOP/s; "
+                 f"load average before {report['load_before']}, after {report['load_after']} "
+                 f"on {os.cpu_count()} cores")
+    return "\n".join(lines)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--json", action="store_true")
-    ap.add_argument("--worker", nargs=4, metavar=("FRAMEWORK", "MODEL", "BATCH", "STEPS"),
+    ap.add_argument("--worker", nargs=5, metavar=("FRAMEWORK", "LAYOUT", "MODEL", "BATCH", "STEPS"),
                     help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:
-        fw, path, batch, steps = args.worker
-        print(json.dumps(worker(fw, path, int(batch), int(steps))))
+        fw, layout, path, batch, steps = args.worker
+        print(json.dumps(worker(fw, layout, path, int(batch), int(steps))))
         return
-    env = dict(os.environ, OMP_NUM_THREADS="2", NUMBA_NUM_THREADS="2")
+    env = dict(os.environ, OMP_NUM_THREADS="2", NUMBA_NUM_THREADS="2", CNNC_THREADS="2")
+    load_before = " ".join(f"{v:.2f}" for v in os.getloadavg())
     rate = float(subprocess.run([sys.executable, "-c", "import cnnc, sys; sys.path.insert(0, %r); "
                                  "from compare_torch import sgemm_rate; print(sgemm_rate())"
                                  % str(Path(__file__).parent)], env=env, capture_output=True,
                                 text=True, check=True).stdout)
-    report = {"sgemm_gflops_2_threads": round(rate, 1), "cases": []}
-    for name, path, batch, target in CASES:
-        runs = {"cnnc": [], "torch": []}
-        macs = 0
-        for _ in range(args.rounds):
-            for fw in ("cnnc", "torch"):
-                out = subprocess.run([sys.executable, __file__, "--worker", fw, str(path), str(batch),
-                                      str(args.steps)], env=env, capture_output=True, text=True)
-                if out.returncode != 0:
-                    sys.exit(f"{fw} worker failed:\n{out.stderr}")
-                r = json.loads(out.stdout.strip().splitlines()[-1])
-                runs[fw].append(r["step_s"])
-                macs = r["macs"]
-        c, t = statistics.median(runs["cnnc"]), statistics.median(runs["torch"])
-        gflops = 6 * macs * batch / c / 1e9
-        report["cases"].append({
-            "model": name, "batch": batch, "cnnc_images_per_s": round(batch / c, 1),
-            "torch_images_per_s": round(batch / t, 1), "ratio": round(t / c, 3), "target": target,
-            "cnnc_ms_per_step": round(c * 1e3, 3), "torch_ms_per_step": round(t * 1e3, 3),
-            "cnnc_gflops": round(gflops, 1), "fraction_of_sgemm": round(gflops / rate, 3),
-            "cnnc_runs_ms": [round(v * 1e3, 3) for v in runs["cnnc"]],
-            "torch_runs_ms": [round(v * 1e3, 3) for v in runs["torch"]]})
+    cases = measure(args.rounds, args.steps, env)
+    report = {"sgemm_gflops_2_threads": round(rate, 1), "rounds": args.rounds, "steps": args.steps,
+              "load_before": load_before, "load_after": " ".join(f"{v:.2f}" for v in os.getloadavg()),
+              "cases": cases}
     if args.json:
         print(json.dumps(report, indent=2))
         return
-    print(f"machine sgemm (NumPy, 2 threads, 2048^3): {rate:.0f} GFLOP/s")
-    for r in report["cases"]:
-        print(f"{r['model']} @ batch {r['batch']}: cnnc {r['cnnc_images_per_s']:,.0f} img/s "
-              f"({r['cnnc_ms_per_step']:.2f} ms/step), PyTorch {r['torch_images_per_s']:,.0f} img/s "
-              f"({r['torch_ms_per_step']:.2f} ms/step): ratio {r['ratio']:.2f}x (target {r['target']}x); "
-              f"cnnc {r['cnnc_gflops']:.0f} GFLOP/s = {r['fraction_of_sgemm']:.0%} of sgemm")
+    print(format_table(report))
 
 
 if __name__ == "__main__":

@@ -1000,3 +1000,15 @@ def test_npz_test_split_gets_train_classes(tmp_path):
     assert train.num_classes == test.num_classes == 14
     np.savez(p, x=x[:3], y=np.arange(3), x_test=x[:2], y_test=np.array([0, 12]))
     _expect(DataError, resolve_dataset, str(p), None, needles=["label 12", "only 10 classes"])
+
+
+def test_digits_read_without_sklearn_match_sklearn():
+    """The CSV read (which skips importing scikit-learn) gives scikit-learn's own arrays."""
+    from sklearn.datasets import load_digits as sk_digits
+
+    from cnnc.data.formats.digits import _read_digits
+
+    images, target = _read_digits()
+    d = sk_digits()
+    np.testing.assert_array_equal(images, d.images)
+    np.testing.assert_array_equal(target, d.target)

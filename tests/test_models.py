@@ -252,10 +252,12 @@ def test_memory_figures_scale_with_batch():
     act = (8 * 8 * 8 + 8 * 8 * 8 + 8 * 4 * 4 + 10) * 4
     assert a.activation_bytes == act == b.activation_bytes
     weights = a.total_params * 4
+    kept = (8 * 8 * 8 + 8 * 4 * 4 + 10) * 4  # the relu runs inside the conv: no buffer of its own
+    argmax = 8 * 4 * 4 * 4  # int32 per pooled output
     for batch, s in ((1, a), (4, b)):
         assert s.batch == batch
-        assert s.training_parts["activations"] == batch * act
-        assert s.training_bytes == 3 * weights + 2 * batch * act + batch * 3 * 8 * 8 * 4
+        assert s.training_parts["activations"] == batch * kept
+        assert s.training_bytes == 3 * weights + 2 * batch * kept + batch * argmax + batch * 3 * 8 * 8 * 4
         # sequential: the most alive at once is relu's output and its conv input (8x8x8 each)
         assert s.inference_bytes == weights + batch * 2 * 8 * 8 * 8 * 4
     assert a.training_parts["weights"] == weights

@@ -109,3 +109,21 @@ def batchnorm_backward(x, gamma, dy, mean, invstd, dx, dgamma, dbeta, need_dx):
                     for w in range(w_in):
                         dx[n, c, h, w] = k * (dy[n, c, h, w] - mean_dy
                                               - (x[n, c, h, w] - mu) * coef)
+
+
+@njit(cache=True, error_model="numpy")
+def fold_batchnorm(w, b, has_bias, gamma, beta, running_mean, running_var, eps, wf, bf):
+    """Fold an inference-mode batch norm into the layer before it. w, wf: (F, K) (a conv's
+    (F, C, KH, KW) weights or an fc's (F, K) as a 2-D view); b, bf, gamma, ...: (F,).
+
+    With a = gamma / sqrt(running_var + eps): ``wf = a * w`` (row-wise) and
+    ``bf = a * (b - running_mean) + beta`` (b taken as 0 without ``has_bias``), so that
+    ``bn(layer(x; w, b)) = layer(x; wf, bf)``.
+    """
+    n_out, k = w.shape
+    for f in range(n_out):
+        a = gamma[f] / math.sqrt(running_var[f] + eps)
+        b0 = b[f] if has_bias else 0.0
+        bf[f] = a * (b0 - running_mean[f]) + beta[f]
+        for j in range(k):
+            wf[f, j] = w[f, j] * a

@@ -138,6 +138,13 @@ class LayerType:
     fuses_into_producer: ClassVar[bool] = False  # a ReLU: runs inside an absorbing producer
     init_gain: ClassVar[str | None] = None  # "he": weights feeding this layer get He init
     init_transparent: ClassVar[bool] = False  # initialization looks through it (bn)
+    # Inference plans (cnnc.lower.lower(..., inference=True)):
+    folds_bn: ClassVar[bool] = False  # a following bn folds into its weights (axis 0) and bias; config has `bias`
+    folds_into_weights: ClassVar[bool] = False  # bn: folds into a ``folds_bn`` producer at inference
+    identity_at_inference: ClassVar[bool] = False  # dropout: no step at inference
+    # Training memory (cnnc check): bytes per output element the op keeps besides its output
+    # for the backward pass (max pooling's int32 argmax, dropout's random draw and mask)
+    saved_bytes_per_output: ClassVar[int] = 0
 
     def make_config(self, values: dict[str, Any]) -> Any:
         """Check arguments against each other; return the frozen config."""

@@ -89,6 +89,7 @@ class Conv(LayerType):
     )
     config_class = ConvConfig
     absorbs_relu = True
+    folds_bn = True  # inference: a following bn folds into w and b
 
     def make_config(self, values):
         if values.get("size") is None:

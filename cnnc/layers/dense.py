@@ -24,6 +24,7 @@ class FullyConnected(LayerType):
     config_class = FcConfig
     takes_classes = True
     absorbs_relu = True
+    folds_bn = True  # inference: a following bn folds into w and b
 
     def infer(self, cfg: FcConfig, inputs, ctx: InferContext) -> LayerInfo:
         units = cfg.units

@@ -22,6 +22,7 @@ class BatchNorm(LayerType):
                     help="weight of the new batch in the running statistics"))
     config_class = BnConfig
     init_transparent = True  # conv - bn - relu: the activation after the normalization decides
+    folds_into_weights = True  # inference: into the preceding conv's or fc's weights and bias
 
     def infer(self, cfg: BnConfig, inputs, ctx):
         c = inputs[0][0]
@@ -129,6 +130,8 @@ class Dropout(LayerType):
     summary = "inverted dropout with drop probability p (off at inference)"
     args = (ArgSpec("p", "float", 0.5, positional=True, minimum=0.0, maximum=0.99),)
     config_class = DropoutConfig
+    identity_at_inference = True
+    saved_bytes_per_output = 5  # the float32 draw and the uint8 mask
 
     def infer(self, cfg: DropoutConfig, inputs, ctx):
         return LayerInfo(out_shape=inputs[0], detail=f"p {cfg.p:g}")

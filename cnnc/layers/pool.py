@@ -140,6 +140,7 @@ class MaxPool(_Pool):
     aliases = ("pool",)
     summary = "max pooling (window 2, stride = window unless given)"
     mode = "max"
+    saved_bytes_per_output = 4  # int32 argmax
 
 
 @register
@@ -205,6 +206,7 @@ class Maxout(LayerType):
     summary = "cross-channel max pooling: the max of each k consecutive channels"
     args = (ArgSpec("k", "int", 2, positional=True, minimum=2),)
     config_class = MaxoutConfig
+    saved_bytes_per_output = 4  # int32 argmax
 
     def infer(self, cfg: MaxoutConfig, inputs, ctx):
         shape = inputs[0]
