@@ -47,9 +47,28 @@ def expected(n, m, k, size=32, channels=3, classes=10, pools="auto"):
     return params, macs, acts, kept
 
 
-def training_bytes(params, acts, size=32, channels=3, batch=1):
-    """Weights + gradients + momentum + activations kept for backward + their gradients + input."""
-    return 4 * (3 * params + 2 * acts * batch + channels * size * size * batch)
+def kept_for_backward(n, m, k, size=32, classes=10):
+    """(activation values stored per image, bytes saved for backward per image) of RULE: a
+    ReLU fused into its conv or fc shares that layer's buffer; a max pool keeps an int32
+    argmax per output (the lowering's rule, counted by hand)."""
+    stored = saved = 0
+    h, width = size, 32
+    for _ in range(m):
+        stored += n * width * h * h  # the conv outputs (their ReLUs run inside them)
+        if h >= 2 and h % 2 == 0:
+            h //= 2
+            stored += width * h * h
+            saved += 4 * width * h * h
+            width *= 2
+    stored += k * 64 + classes
+    return stored, saved
+
+
+def training_bytes(params, design, size=32, channels=3, batch=1):
+    """Weights + gradients + momentum + stored activations and their gradients + what the
+    pools keep + the input batch."""
+    stored, saved = kept_for_backward(*design, size=size)
+    return 4 * (3 * params + 2 * stored * batch + channels * size * size * batch) + saved * batch
 
 
 def test_the_issue_command_checks_one_design(capsys):
@@ -58,7 +77,7 @@ def test_the_issue_command_checks_one_design(capsys):
     d = json.loads(capsys.readouterr().out)
     params, macs, acts, _ = expected(2, 3, 1)
     assert d["total_params"] == params and d["total_macs"] == macs
-    assert d["training_memory_bytes"] == training_bytes(params, acts)
+    assert d["training_memory_bytes"] == training_bytes(params, (2, 3, 1))
     assert d["design"] == {"N": 2, "M": 3, "K": 1}
     assert sum(r["type"] == "maxpool" for r in d["layers"]) == 3
 
@@ -75,7 +94,7 @@ def test_sweep_rows_match_an_independent_count(capsys):
         params, macs, acts, _ = expected(n, m, 1)
         assert r["ok"] and r["total_params"] == params and r["total_macs"] == macs, r
         assert r["output_shape"] == [10]
-        assert r["training_memory_bytes"] == training_bytes(params, acts)
+        assert r["training_memory_bytes"] == training_bytes(params, (n, m, 1))
     # the table: one row per design, the parameters of each in it
     rc = main(["check", "-e", RULE, "--input", "3x32x32", "--classes", "10", "--set", "K=1",
                "--sweep", "N=1..3,M=1..4"])
