@@ -7,6 +7,8 @@
 """
 from __future__ import annotations
 
+from functools import cached_property
+
 import numpy as np
 
 from .errors import UsageError
@@ -38,6 +40,9 @@ class Network:
         self.buffers = self._views(self.buffer_flat, plan.buffers)
         self.rng = np.random.default_rng(seed)
         self._executors: dict[tuple[int, bool], Executor] = {}
+        self._inference: dict[int, Executor] = {}  # forward-only executors (batch norm folded)
+        self._inspection: dict[int, Executor] = {}  # unfused executors for the visualizations
+        self._scratch_grads = None  # their parameter gradients, apart from self.grad
         self.init_params(seed)
 
     @staticmethod
@@ -163,14 +168,6 @@ class Network:
         folded into the conv or fc before them (refolded from the current parameters at
         every forward), dropout skipped, no gradient buffers. A network whose inference
         plan would be the same as its training plan reuses :meth:`executor`."""
-        if not hasattr(self, "_inference_plan"):
-            from .lower import lower
-
-            plan = lower(self.plan.analysis, inference=True)
-            same = ([(s.node, s.fused_relu, s.folded_bn) for s in plan.steps]
-                    == [(s.node, s.fused_relu, s.folded_bn) for s in self.plan.steps])
-            self._inference_plan = None if same else plan
-            self._inference: dict[int, Executor] = {}
         if self._inference_plan is None:
             return self.executor(batch)
         ex = self._inference.get(batch)
@@ -179,6 +176,16 @@ class Network:
                           self.rng)
             self._inference[batch] = ex
         return ex
+
+    @cached_property
+    def _inference_plan(self) -> Plan | None:
+        """The forward-only plan, or None where it would schedule what the training plan does."""
+        from .lower import lower
+
+        plan = lower(self.plan.analysis, inference=True)
+        same = ([(s.node, s.fused_relu, s.folded_bn) for s in plan.steps]
+                == [(s.node, s.fused_relu, s.folded_bn) for s in self.plan.steps])
+        return None if same else plan
 
     def forward(self, x, training: bool = False, batch: int = 256) -> np.ndarray:
         """Logits (N, classes) for a batch of inputs (N, C, H, W), in chunks of ``batch``;
@@ -233,15 +240,14 @@ class Network:
     # to a scratch array, so the training gradients in self.grad are never touched.
     def inspection_executor(self, batch: int) -> Executor:
         """An executor for one batch size with ReLUs unfused and the input gradient on."""
-        ex = self._inspection.get(batch) if hasattr(self, "_inspection") else None
+        ex = self._inspection.get(batch)
         if ex is None:
-            if not hasattr(self, "_inspection"):
-                from .lower import lower
+            from .lower import lower
 
-                self._inspection: dict[int, Executor] = {}
-                self._unfused = lower(self.plan.analysis, fuse_relu=False)
-                self._scratch_grads = self._views(np.zeros_like(self.grad), self._unfused.params)
-            ex = Executor(self._unfused, batch, self.dtype, self.params, self._scratch_grads,
+            unfused = lower(self.plan.analysis, fuse_relu=False)
+            if self._scratch_grads is None:
+                self._scratch_grads = self._views(np.zeros_like(self.grad), unfused.params)
+            ex = Executor(unfused, batch, self.dtype, self.params, self._scratch_grads,
                           self.buffers, self.rng, need_input_grad=True)
             self._inspection[batch] = ex
         return ex

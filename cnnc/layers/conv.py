@@ -71,6 +71,17 @@ def window_fit_error(layer: str, in_hw: tuple[int, ...], window: tuple[int, ...]
     return tuple(outs)
 
 
+def _filters_and_groups(cfg: ConvConfig, c: int, ctx: InferContext) -> tuple[int, int]:
+    """The filter count (the current width when not given) and the groups, which must divide
+    both the input channels and the filters."""
+    f = cfg.filters if cfg.filters is not None else ctx.width
+    g = cfg.groups
+    if c % g or f % g:
+        raise LayerError(f"groups={g} must divide both the input channels ({c}) and the filters ({f})",
+                         "argument", arg="groups")
+    return f, g
+
+
 @register
 class Conv(LayerType):
     name = "conv"
@@ -125,12 +136,7 @@ class Conv(LayerType):
         if len(spatial) == 1:
             return self.infer_1d(cfg, inputs[0], ctx)
         h, w = spatial
-        f = cfg.filters if cfg.filters is not None else ctx.width
-        g = cfg.groups
-        if c % g or f % g:
-            raise LayerError(
-                f"groups={g} must divide both the input channels ({c}) and the filters ({f})",
-                "argument", arg="groups")
+        f, g = _filters_and_groups(cfg, c, ctx)
         kh, kw = cfg.size
         d = cfg.dilation
         eff = (d * (kh - 1) + 1, d * (kw - 1) + 1)
@@ -159,12 +165,7 @@ class Conv(LayerType):
         kh, k = cfg.size
         if cfg.size_dims != 1:
             raise one_d_window_error(f"conv{kh}x{k}", f"conv{k}", shape)
-        f = cfg.filters if cfg.filters is not None else ctx.width
-        g = cfg.groups
-        if c % g or f % g:
-            raise LayerError(
-                f"groups={g} must divide both the input channels ({c}) and the filters ({f})",
-                "argument", arg="groups")
+        f, g = _filters_and_groups(cfg, c, ctx)
         d = cfg.dilation
         eff = d * (k - 1) + 1
         pad = cfg.padding()[1]
