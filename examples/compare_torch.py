@@ -154,7 +154,11 @@ def worker(framework: str, layout: str, path: str, batch: int, steps: int) -> di
         def infer_one():
             net.forward(x1)
 
-    out = {"macs": model.summary.total_macs}
+    from threadpoolctl import threadpool_info
+
+    out = {"macs": model.summary.total_macs,
+           "blas": sorted({f"{i.get('internal_api')}/{i.get('architecture')}" for i in threadpool_info()
+                           if i.get("user_api") == "blas"})}
     for key, fn, n in (("train_s", train, steps), ("infer_s", infer_batch, steps),
                        ("infer1_s", infer_one, steps * 10)):
         for _ in range(5):
@@ -198,6 +202,7 @@ def measure(rounds: int, steps: int, env: dict) -> list[dict]:
         runs: dict[str, dict[str, list[float]]] = {f"{fw}/{lay}": {k: [] for k, _ in KEYS}
                                                    for fw, lay in RUNNERS}
         macs = 0
+        blas: list[str] = []
         for _ in range(rounds):
             for fw, lay in RUNNERS:
                 out = subprocess.run([sys.executable, __file__, "--worker", fw, lay, str(path), str(batch),
@@ -208,7 +213,10 @@ def measure(rounds: int, steps: int, env: dict) -> list[dict]:
                 for k, _ in KEYS:
                     runs[f"{fw}/{lay}"][k].append(r[k])
                 macs = r["macs"]
-        case = {"model": name, "batch": batch, "macs_per_image": macs, "train_target": target}
+                if fw == "cnnc":
+                    blas = r["blas"]
+        case = {"model": name, "batch": batch, "macs_per_image": macs, "train_target": target,
+                "cnnc_blas": blas}
         for k, label in KEYS:
             med = {who: statistics.median(v[k]) for who, v in runs.items()}
             best = min(("torch/nchw", "torch/channels_last"), key=med.get)
@@ -237,6 +245,8 @@ def format_table(report: dict) -> str:
                          f"channels_last {r['torch_channels_last_ms']:9.3f} ms   -> {r['ratio']:.2f}x "
                          f"vs {r['torch_best']}")
     lines.append("")
+    lines.append("cnnc's BLAS (OpenBLAS kernel): " + ", ".join(report["cases"][0]["cnnc_blas"])
+                 + ("; OPENBLAS_CORETYPE kept from the environment" if report["keep_blas_env"] else ""))
     lines.append(f"medians of {report['rounds']} alternating rounds (each the best of 3 runs of "
                  f"{report['steps']} steps; batch 1: {10 * report['steps']} calls), 2 threads, random data, "
                  f"SGD momentum 0.9; machine sgemm {report['sgemm_gflops_2_threads']:.0f} GFLOP/s; "
@@ -250,6 +260,10 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--keep-blas-env", action="store_true",
+                    help="keep OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE from the environment (by default "
+                         "they are removed, so OpenBLAS and cnnc pick the kernels for this CPU as on "
+                         "a machine that does not set them)")
     ap.add_argument("--worker", nargs=5, metavar=("FRAMEWORK", "LAYOUT", "MODEL", "BATCH", "STEPS"),
                     help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -258,13 +272,18 @@ def main() -> None:
         print(json.dumps(worker(fw, layout, path, int(batch), int(steps))))
         return
     env = dict(os.environ, OMP_NUM_THREADS="2", NUMBA_NUM_THREADS="2", CNNC_THREADS="2")
+    if not args.keep_blas_env:
+        # some machines set these to pin OpenBLAS to older kernels; without them cnnc picks
+        # the AVX-512 ones where the CPU has them (cnnc/__init__.py)
+        env.pop("OPENBLAS_CORETYPE", None)
+        env.pop("OPENBLAS_L2_SIZE", None)
     load_before = " ".join(f"{v:.2f}" for v in os.getloadavg())
     rate = float(subprocess.run([sys.executable, "-c", "import cnnc, sys; sys.path.insert(0, %r); "
                                  "from compare_torch import sgemm_rate; print(sgemm_rate())"
                                  % str(Path(__file__).parent)], env=env, capture_output=True,
                                 text=True, check=True).stdout)
     cases = measure(args.rounds, args.steps, env)
-    report = {"sgemm_gflops_2_threads": round(rate, 1), "rounds": args.rounds, "steps": args.steps,
+    report = {"sgemm_gflops_2_threads": round(rate, 1), "keep_blas_env": args.keep_blas_env, "rounds": args.rounds, "steps": args.steps,
               "load_before": load_before, "load_after": " ".join(f"{v:.2f}" for v in os.getloadavg()),
               "cases": cases}
     if args.json:

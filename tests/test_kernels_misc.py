@@ -92,6 +92,12 @@ POOL_CASES = [
     (5, 6, (2, 2), (1, 1), (0, 0), False),
     (9, 8, (3, 2), (2, 1), (1, 0), True),
     (6, 7, (3, 3), (3, 3), (1, 1), True),
+    # windows inside the input: the unrolled 2x2 / 3x3 kernels (and the 2x2 stride-2 backward)
+    (7, 9, (2, 2), (2, 2), (0, 0), False),
+    (6, 6, (2, 2), (3, 3), (0, 0), False),
+    (9, 9, (3, 3), (1, 1), (0, 0), False),
+    (11, 10, (3, 3), (2, 2), (0, 0), False),
+    (10, 10, (3, 3), (3, 3), (0, 0), False),
 ]
 
 
@@ -122,6 +128,9 @@ def test_maxpool_avgpool_vs_numpy(case, dtype):
 
     dy = rng.standard_normal(y.shape).astype(dtype)
     dx = np.full(x.shape, 7.0, dtype)  # overwritten, not accumulated
+    pool.maxpool2d_backward(dy, arg, dx, (kh, kw, sh, sw, ph, pw))
+    np.testing.assert_allclose(dx, ref_maxpool_backward(dy, arg_ref, x.shape), **tol(dtype))
+    dx[...] = 7.0  # the general scatter too (no window given)
     pool.maxpool2d_backward(dy, arg, dx)
     np.testing.assert_allclose(dx, ref_maxpool_backward(dy, arg_ref, x.shape), **tol(dtype))
 
@@ -151,7 +160,7 @@ def test_pool_vs_torch(case, dtype):
     arg = np.empty(y.shape, np.int32)
     dx = np.empty_like(x)
     pool.maxpool2d_forward(x, y, arg, kh, kw, sh, sw, ph, pw)
-    pool.maxpool2d_backward(dy, arg, dx)
+    pool.maxpool2d_backward(dy, arg, dx, (kh, kw, sh, sw, ph, pw))
     np.testing.assert_array_equal(y, yt.detach().numpy())
     np.testing.assert_array_equal(arg, it.numpy())
     np.testing.assert_allclose(dx, xt.grad.numpy(), **tol(dtype))
@@ -165,7 +174,8 @@ def test_pool_vs_torch(case, dtype):
     np.testing.assert_allclose(dx, xt.grad.numpy(), **tol(dtype))
 
 
-@pytest.mark.parametrize("case", [POOL_CASES[3], POOL_CASES[7], POOL_CASES[10]])
+@pytest.mark.parametrize("case", [POOL_CASES[3], POOL_CASES[7], POOL_CASES[10], POOL_CASES[12],
+                                  POOL_CASES[15]])
 def test_pool_backward_finite_differences(case):
     h, w, kh, kw, sh, sw, ph, pw, _, oh, ow = pool_geometry(case)
     rng = np.random.default_rng(2)
@@ -180,7 +190,7 @@ def test_pool_backward_finite_differences(case):
         return float((y * wts).sum())
 
     f_max()
-    pool.maxpool2d_backward(wts, arg, dx)
+    pool.maxpool2d_backward(wts, arg, dx, (kh, kw, sh, sw, ph, pw))
     np.testing.assert_allclose(dx, numgrad_full(f_max, x), rtol=1e-6, atol=1e-8)
 
     def f_avg():
@@ -189,6 +199,24 @@ def test_pool_backward_finite_differences(case):
 
     pool.avgpool2d_backward(wts, dx, kh, kw, sh, sw, ph, pw)
     np.testing.assert_allclose(dx, numgrad_full(f_avg, x), rtol=1e-6, atol=1e-8)
+
+
+@pytest.mark.parametrize("case", [POOL_CASES[8], POOL_CASES[12], POOL_CASES[15], POOL_CASES[4]])
+def test_maxpool_nan_wins_like_torch(case):
+    """A NaN in a window is its maximum (and its index), in every kernel, as in PyTorch."""
+    torch = torch_or_skip()
+    h, w, kh, kw, sh, sw, ph, pw, ceil, oh, ow = pool_geometry(case)
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((2, 3, h, w)).astype(np.float32)
+    x.reshape(-1)[rng.choice(x.size, x.size // 5, replace=False)] = np.nan
+    y = np.empty((2, 3, oh, ow), np.float32)
+    arg = np.empty(y.shape, np.int32)
+    pool.maxpool2d_forward(x, y, arg, kh, kw, sh, sw, ph, pw)
+    yt, it = torch.nn.functional.max_pool2d(torch.from_numpy(x), (kh, kw), (sh, sw), (ph, pw),
+                                            ceil_mode=ceil, return_indices=True)
+    assert np.isnan(y).any()
+    np.testing.assert_array_equal(y, yt.numpy())  # NaNs compare equal here
+    np.testing.assert_array_equal(arg, it.numpy())
 
 
 def test_maxpool_ties_pick_first():

@@ -495,23 +495,42 @@ def _check_softmax(case: Case, rng):
 
 
 # ---------------------------------------------------------------------------------------
-# fused ReLU: conv/fc ops with op.relu = True (what the lowering sets)
+# fused ReLU: every op whose type ``absorbs_relu``, with op.relu = True (what the lowering sets)
 # ---------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("case", [Case("conv3(4)", "3x5x5"), Case("conv3(4, stride=2, pad=1, bias=false)", "2x6x6"),
-                                  Case("conv3(6, groups=2)", "4x4x4"), Case("fc(6)", "2x3x3"),
-                                  Case("fc(5) - fc(4, bias=false)", "2x2x2")], ids=str)
+def _fused_family():
+    out = []
+    for t in layer_types():
+        if t.absorbs_relu:
+            for i, case in enumerate(CASES.get(t.name, [])):
+                out.append(pytest.param(case, id=f"{t.name}-{i}-{case}"))
+    return out
+
+
+def test_fusing_types_are_the_expected_ones():
+    assert {t.name for t in layer_types() if t.absorbs_relu} == {"conv", "fc", "bn", "add"}
+
+
+@pytest.mark.parametrize("case", _fused_family())
 def test_fused_relu_op(case: Case):
-    rng = np.random.default_rng(7)
-    b = bind_case(case, rng)
+    """relu(layer(x)) and its gradient, for every case of every type that absorbs a ReLU, in
+    the case's mode (training-mode batch norm too)."""
+    for attempt in range(20):  # the first draw whose pre-ReLU output has both signs
+        rng = np.random.default_rng(zlib.crc32(f"{case}:{attempt}".encode()))
+        b = bind_case(case, rng)
+        if b.kind == "bn" and not case.training:  # running statistics away from the batch's
+            b.buffers["running_mean"] += 0.5
+        before = {k: v.copy() for k, v in b.buffers.items()}
+        ref = np.maximum(b.reference(case.training, buffers={k: v.copy() for k, v in before.items()}), 0)
+        if 0 < (ref > 0).mean() < 1:
+            break
+    assert 0 < (ref > 0).mean() < 1, "no draw gave both signs before the ReLU"
     b.op.relu = True
-    y = b.forward(False)
+    y = b.forward(case.training)
     assert np.isfinite(y).all() and np.isnan(b.y_flat[-GUARD:]).all()
-    ref = np.maximum(b.reference(False), 0)
-    assert 0 < (ref > 0).mean() < 1, "the case should have both signs before the ReLU"
     np.testing.assert_allclose(y, ref, rtol=1e-10, atol=1e-10)
-    check_backward_fd(b, False, rng)
+    check_backward_fd(b, case.training, rng)
 
 
 # ---------------------------------------------------------------------------------------
@@ -595,10 +614,13 @@ def test_network_gradients(text, input, training):
 
 
 @pytest.mark.parametrize("text", ["conv3(4) - relu - fc", "fc(6) - relu - fc(5) - relu - fc",
-                                  "conv3(4) - relu - ( conv1(4) - relu + id ) - fc"])
+                                  "conv3(4) - relu - ( conv1(4) - relu + id ) - fc",
+                                  "conv1(4) - bn - relu - ( conv3(4) - bn - relu + id ) - relu - fc",
+                                  "bn - relu - fc(5) - bn - relu - fc"])
 def test_relu_fusion_matches_unfused_math(text):
-    """conv - relu and fc - relu run as one fused op; outputs and gradients are the unfused
-    math (NumPy reference of the whole network; finite differences)."""
+    """conv - relu, fc - relu, bn - relu and ( a + b ) - relu run as one fused op; outputs
+    and gradients are the unfused math (NumPy reference of the whole network; finite
+    differences, in training mode)."""
     net = make_net(text, "2x4x4")
     a = cnnc.compile(text, input="2x4x4", classes=3).analysis
     relu_inputs = {a.inputs(n)[0] for n in a.order if a.layer(n).type.name == "relu"}
@@ -613,7 +635,8 @@ def test_relu_fusion_matches_unfused_math(text):
         layer = a.layer(n)
         xs = [vals[s] for s in a.inputs(n)]
         p = {k: net.get(n, k) for k in net.params.get(n, {})}
-        vals[n] = layer.type.reference(layer.config, xs, p, {}, False)
+        bufs = {k: v.copy() for k, v in net.buffers.get(n, {}).items()}
+        vals[n] = layer.type.reference(layer.config, xs, p, bufs, False)
     np.testing.assert_allclose(net.forward(x), vals[a.output], rtol=1e-10, atol=1e-10)
     check_network_fd(net, x, rng.integers(0, 3, 3), True, rng)
 

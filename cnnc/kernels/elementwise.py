@@ -160,6 +160,15 @@ def add_forward(a, b, y):
 
 
 @njit(cache=True, parallel=True, error_model="numpy")
+def add_relu_forward(a, b, y):
+    """y = max(a + b, 0) (a residual sum with its ReLU fused). a, b, y: (n,)."""
+    n = y.shape[0]
+    zero = y.dtype.type(0)
+    for i in prange(n):
+        y[i] = max(a[i] + b[i], zero)
+
+
+@njit(cache=True, parallel=True, error_model="numpy")
 def accumulate(dst, src):
     """dst += src. dst, src: (n,)."""
     n = dst.shape[0]

@@ -16,6 +16,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
+from cnnc.kernels.blas import uidx as _u
+
 __all__ = [
     "maxpool2d_forward",
     "maxpool2d_backward",
@@ -28,67 +30,200 @@ __all__ = [
 ]
 
 
-@njit(cache=True, parallel=True, error_model="numpy")
 def maxpool2d_forward(x, y, argmax, kh, kw, sh, sw, ph, pw):
     """Max pooling. x: (N, C, H, W) -> y: (N, C, OH, OW), argmax: int32 (N, C, OH, OW).
 
     ``argmax`` holds the flat index ``h*W + w`` of the maximum in the input plane (first
     maximum on ties; a NaN wins, like PyTorch). A window with no input element (only possible
     with inconsistent geometry) gives ``-inf`` and argmax ``-1``.
+
+    2x2 and 3x3 windows with stride 2 that lie inside the input (no padding, floor rounding)
+    take unrolled kernels, 3-9x faster than the general one (whose short variable-length loops
+    do not vectorize); everything else takes :func:`_maxpool_general`.
     """
+    oh_n, ow_n = y.shape[2], y.shape[3]
+    inside = (ph == 0 and pw == 0 and (oh_n - 1) * sh + kh <= x.shape[2]
+              and (ow_n - 1) * sw + kw <= x.shape[3])
+    if inside and sh == 2 and sw == 2 and kh == kw and kh in (2, 3):
+        (_maxpool_2x2s2 if kh == 2 else _maxpool_3x3s2)(x, y, argmax)
+    else:
+        _maxpool_general(x, y, argmax, kh, kw, sh, sw, ph, pw)
+
+
+@njit(cache=True, inline="always")
+def _take(v, i, best, best_i):
+    """The running maximum after seeing ``v`` at index ``i``: strictly greater (the first
+    maximum wins ties) or NaN (a NaN wins), written without branches so loops vectorize."""
+    k = (v > best) | (v != v)
+    return (v if k else best), (i if k else best_i)
+
+
+# The stride-2 kernels below keep the stride a constant and the argmax as an int32 offset
+# within the window: LLVM then vectorizes the row loop (2x2: 1.8 -> 0.5 ms at 128x32x32x32).
+
+@njit(cache=True, parallel=True)
+def _maxpool_2x2s2(x, y, argmax):
     n_img, n_ch, h_in, w_in = x.shape
     oh_n = y.shape[2]
     ow_n = y.shape[3]
+    xf = x.reshape(x.size)
+    yf = y.reshape(y.size)
+    af = argmax.reshape(argmax.size)
+    w1 = np.int32(w_in)
+    one = np.int32(1)
+    zero = np.int32(0)
     for plane in prange(n_img * n_ch):
-        n = plane // n_ch
-        c = plane - n * n_ch
+        xo = plane * h_in * w_in
+        for oh in range(oh_n):
+            r0 = _u(xo + 2 * oh * w_in)
+            r1 = r0 + _u(w_in)
+            d = _u((plane * oh_n + oh) * ow_n)
+            base = np.int32(2 * oh * w_in)
+            for ow in range(ow_n):
+                j = _u(2 * ow)
+                best, o = _take(xf[r0 + j + _u(1)], one, xf[r0 + j], zero)
+                best, o = _take(xf[r1 + j], w1, best, o)
+                best, o = _take(xf[r1 + j + _u(1)], w1 + one, best, o)
+                yf[d + _u(ow)] = best
+                af[d + _u(ow)] = base + np.int32(2 * ow) + o
+
+
+@njit(cache=True, parallel=True)
+def _maxpool_3x3s2(x, y, argmax):
+    n_img, n_ch, h_in, w_in = x.shape
+    oh_n = y.shape[2]
+    ow_n = y.shape[3]
+    xf = x.reshape(x.size)
+    yf = y.reshape(y.size)
+    af = argmax.reshape(argmax.size)
+    w1 = np.int32(w_in)
+    w2 = np.int32(2 * w_in)
+    one = np.int32(1)
+    two = np.int32(2)
+    zero = np.int32(0)
+    for plane in prange(n_img * n_ch):
+        xo = plane * h_in * w_in
+        for oh in range(oh_n):
+            r0 = _u(xo + 2 * oh * w_in)
+            r1 = r0 + _u(w_in)
+            r2 = r1 + _u(w_in)
+            d = _u((plane * oh_n + oh) * ow_n)
+            base = np.int32(2 * oh * w_in)
+            for ow in range(ow_n):
+                j = _u(2 * ow)
+                best, o = _take(xf[r0 + j + _u(1)], one, xf[r0 + j], zero)
+                best, o = _take(xf[r0 + j + _u(2)], two, best, o)
+                best, o = _take(xf[r1 + j], w1, best, o)
+                best, o = _take(xf[r1 + j + _u(1)], w1 + one, best, o)
+                best, o = _take(xf[r1 + j + _u(2)], w1 + two, best, o)
+                best, o = _take(xf[r2 + j], w2, best, o)
+                best, o = _take(xf[r2 + j + _u(1)], w2 + one, best, o)
+                best, o = _take(xf[r2 + j + _u(2)], w2 + two, best, o)
+                yf[d + _u(ow)] = best
+                af[d + _u(ow)] = base + np.int32(2 * ow) + o
+
+
+@njit(cache=True, parallel=True)
+def _maxpool_general(x, y, argmax, kh, kw, sh, sw, ph, pw):
+    n_img, n_ch, h_in, w_in = x.shape
+    oh_n = y.shape[2]
+    ow_n = y.shape[3]
+    xf = x.reshape(x.size)
+    yf = y.reshape(y.size)
+    af = argmax.reshape(argmax.size)
+    for plane in prange(n_img * n_ch):
+        xo = plane * h_in * w_in
         for oh in range(oh_n):
             h0 = oh * sh - ph
             h1 = min(h0 + kh, h_in)
             h0 = max(h0, 0)
+            d = _u((plane * oh_n + oh) * ow_n)
             for ow in range(ow_n):
                 w0 = ow * sw - pw
                 w1 = min(w0 + kw, w_in)
                 w0 = max(w0, 0)
                 if h0 >= h1 or w0 >= w1:
-                    y[n, c, oh, ow] = -np.inf
-                    argmax[n, c, oh, ow] = -1
+                    yf[d + _u(ow)] = -np.inf
+                    af[d + _u(ow)] = -1
                     continue
-                best = x[n, c, h0, w0]
                 best_i = h0 * w_in + w0
+                best = xf[_u(xo + best_i)]
                 for h in range(h0, h1):
                     for w in range(w0, w1):
-                        v = x[n, c, h, w]
-                        if v > best or v != v:
-                            best = v
-                            best_i = h * w_in + w
-                y[n, c, oh, ow] = best
-                argmax[n, c, oh, ow] = best_i
+                        i = h * w_in + w
+                        best, best_i = _take(xf[_u(xo + i)], i, best, best_i)
+                yf[d + _u(ow)] = best
+                af[d + _u(ow)] = best_i
 
 
-@njit(cache=True, parallel=True, error_model="numpy")
-def maxpool2d_backward(dy, argmax, dx):
+def maxpool2d_backward(dy, argmax, dx, window=None):
     """Max pooling backward. dy, argmax: (N, C, OH, OW) -> dx: (N, C, H, W), overwritten.
 
     Scatter-adds each ``dy`` into the input position recorded in ``argmax`` (overlapping
-    windows accumulate); entries with argmax < 0 are skipped.
+    windows accumulate); entries with argmax < 0 are skipped. Given the forward pass's
+    ``window`` ``(kh, kw, sh, sw, ph, pw)`` and it is 2x2 with stride 2 and no padding, each
+    input element belongs to at most one window and is written once, without a zeroing pass.
     """
+    if window is not None and tuple(window) == (2, 2, 2, 2, 0, 0) and \
+            dy.shape[2] == dx.shape[2] // 2 and dy.shape[3] == dx.shape[3] // 2:
+        _maxpool_2x2s2_backward(dy, argmax, dx)
+    else:
+        _maxpool_scatter(dy, argmax, dx)
+
+
+@njit(cache=True, parallel=True)
+def _maxpool_2x2s2_backward(dy, argmax, dx):
     n_img, n_ch, h_in, w_in = dx.shape
     oh_n = dy.shape[2]
     ow_n = dy.shape[3]
+    dyf = dy.reshape(dy.size)
+    af = argmax.reshape(argmax.size)
+    dxf = dx.reshape(dx.size)
+    zero = dx.dtype.type(0)
+    w1 = np.int32(w_in)
+    one = np.int32(1)
     for plane in prange(n_img * n_ch):
-        n = plane // n_ch
-        c = plane - n * n_ch
-        for h in range(h_in):
-            for w in range(w_in):
-                dx[n, c, h, w] = 0
+        xo = plane * h_in * w_in
         for oh in range(oh_n):
+            r0 = _u(xo + 2 * oh * w_in)
+            r1 = r0 + _u(w_in)
+            s = _u((plane * oh_n + oh) * ow_n)
+            base = np.int32(2 * oh * w_in)
             for ow in range(ow_n):
-                i = argmax[n, c, oh, ow]
-                if i >= 0:
-                    h = i // w_in
-                    w = i - h * w_in
-                    dx[n, c, h, w] += dy[n, c, oh, ow]
+                g = dyf[s + _u(ow)]
+                o = af[s + _u(ow)] - base - np.int32(2 * ow)  # offset in the window
+                j = _u(2 * ow)
+                dxf[r0 + j] = g if o == 0 else zero
+                dxf[r0 + j + _u(1)] = g if o == one else zero
+                dxf[r1 + j] = g if o == w1 else zero
+                dxf[r1 + j + _u(1)] = g if o == w1 + one else zero
+            if w_in & 1:  # the last column is in no window
+                dxf[r0 + _u(w_in - 1)] = zero
+                dxf[r1 + _u(w_in - 1)] = zero
+        if h_in & 1:  # nor is the last row
+            r = _u(xo + (h_in - 1) * w_in)
+            for w in range(w_in):
+                dxf[r + _u(w)] = zero
+
+
+@njit(cache=True, parallel=True)
+def _maxpool_scatter(dy, argmax, dx):
+    n_img, n_ch, h_in, w_in = dx.shape
+    oh_n = dy.shape[2]
+    ow_n = dy.shape[3]
+    dyf = dy.reshape(dy.size)
+    af = argmax.reshape(argmax.size)
+    dxf = dx.reshape(dx.size)
+    zero = dx.dtype.type(0)
+    for plane in prange(n_img * n_ch):
+        xo = _u(plane * h_in * w_in)
+        for j in range(h_in * w_in):
+            dxf[xo + _u(j)] = zero
+        s = _u(plane * oh_n * ow_n)
+        for j in range(oh_n * ow_n):
+            i = af[s + _u(j)]
+            if i >= 0:
+                dxf[xo + _u(i)] += dyf[s + _u(j)]
 
 
 @njit(cache=True, parallel=True, error_model="numpy")

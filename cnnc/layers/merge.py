@@ -88,6 +88,7 @@ class Add(LayerType):
     summary = "elementwise sum of branches: ( a + b )"
     config_class = NoConfig
     merge_verb = "added"
+    absorbs_relu = True  # ( a + b ) - relu, the residual block's end: one pass
 
     def infer(self, cfg, inputs, ctx):
         if len(set(inputs)) == 1:
@@ -108,7 +109,8 @@ class Add(LayerType):
 
 
 class AddOp(Op):
-    """y = x0 + x1 + ...; every input's gradient is dy."""
+    """y = x0 + x1 + ... (then ReLU, when fused); every input's gradient is dy (masked by
+    y > 0 with the ReLU)."""
 
     def __init__(self, cfg, info, in_shapes):
         super().__init__(cfg, info, in_shapes)
@@ -118,11 +120,23 @@ class AddOp(Op):
 
     def forward(self, xs, y, training):
         y1 = y.reshape(-1)
+        if len(xs) == 2 and self.relu:
+            self.k.add_relu_forward(xs[0].reshape(-1), xs[1].reshape(-1), y1)
+            return
         self.k.add_forward(xs[0].reshape(-1), xs[1].reshape(-1), y1)
         for x in xs[2:]:
             self.k.accumulate(y1, x.reshape(-1))
+        if self.relu:
+            self.k.relu_forward(y1, y1)
 
     def backward(self, xs, y, dy, dxs):
+        g = dy.reshape(-1)
+        first = None
         for dx in dxs:
-            if dx is not None:
-                self.k.copy(dx.reshape(-1), dy.reshape(-1))
+            if dx is None:
+                continue
+            if first is None and self.relu:
+                self.k.relu_backward(g, y.reshape(-1), dx.reshape(-1))
+                g = first = dx.reshape(-1)  # the masked gradient, copied to the other inputs
+            else:
+                self.k.copy(dx.reshape(-1), g)

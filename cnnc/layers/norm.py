@@ -22,6 +22,7 @@ class BatchNorm(LayerType):
                     help="weight of the new batch in the running statistics"))
     config_class = BnConfig
     init_transparent = True  # conv - bn - relu: the activation after the normalization decides
+    absorbs_relu = True  # bn - relu: one pass over the tensor, forward and backward
     folds_into_weights = True  # inference: into the preceding conv's or fc's weights and bias
 
     def infer(self, cfg: BnConfig, inputs, ctx):
@@ -76,6 +77,8 @@ class BatchNormOp(Op):
         self.world = world if world.size > 1 else None
 
     def forward(self, xs, y, training):
+        import numpy as np
+
         p, b = self.p, self.buf
         if training and self.world is not None:
             from ..distributed import bn_forward_sync
@@ -83,13 +86,15 @@ class BatchNormOp(Op):
             bn_forward_sync(self.world, as4d(xs[0]), p["gamma"], p["beta"], as4d(y), self.mean,
                             self.invstd, b["running_mean"], b["running_var"], self.cfg.momentum,
                             self.cfg.eps)
+            if self.relu:
+                np.maximum(y, 0, out=y)
         elif training:
             self.k.batchnorm_forward_train(as4d(xs[0]), p["gamma"], p["beta"], as4d(y), self.mean,
                                            self.invstd, b["running_mean"], b["running_var"],
-                                           self.cfg.momentum, self.cfg.eps)
+                                           self.cfg.momentum, self.cfg.eps, self.relu)
         else:
             self.k.batchnorm_forward_infer(as4d(xs[0]), p["gamma"], p["beta"], b["running_mean"],
-                                           b["running_var"], self.cfg.eps, as4d(y))
+                                           b["running_var"], self.cfg.eps, as4d(y), self.relu)
             # the backward of an inference forward (saliency, eval-mode gradients) is that of
             # the affine map y = gamma*(x - running_mean)*invstd + beta: keep its statistics
             self.mean[...] = b["running_mean"]
@@ -99,17 +104,20 @@ class BatchNormOp(Op):
     def backward(self, xs, y, dy, dxs):
         import numpy as np
 
-        if self.trained and self.world is not None:
+        if self.trained and self.world is None:
+            dx = as4d(dxs[0]) if dxs[0] is not None else as4d(dy)
+            self.k.batchnorm_backward(as4d(xs[0]), self.p["gamma"], as4d(dy), self.mean, self.invstd,
+                                      dx, self.g["gamma"], self.g["beta"], dxs[0] is not None,
+                                      as4d(y), self.relu)
+            return
+        if self.relu:  # the paths below take the gradient before the fused ReLU
+            dy = np.where(y > 0, dy, np.zeros((), dy.dtype))
+        if self.trained:
             from ..distributed import bn_backward_sync
 
             bn_backward_sync(self.world, as4d(xs[0]), self.p["gamma"], as4d(dy), self.mean, self.invstd,
                              as4d(dxs[0]) if dxs[0] is not None else None, self.g["gamma"],
                              self.g["beta"], dxs[0] is not None)
-            return
-        if self.trained:
-            dx = as4d(dxs[0]) if dxs[0] is not None else as4d(dy)
-            self.k.batchnorm_backward(as4d(xs[0]), self.p["gamma"], as4d(dy), self.mean, self.invstd,
-                                      dx, self.g["gamma"], self.g["beta"], dxs[0] is not None)
             return
         # inference statistics are constants: dgamma, dbeta as in training, dx = gamma*invstd*dy
         self.k.batchnorm_backward(as4d(xs[0]), self.p["gamma"], as4d(dy), self.mean, self.invstd,

@@ -129,7 +129,7 @@ class PoolOp(Op):
         if dxs[0] is None:
             return
         if self.mode == "max":
-            self.k.maxpool2d_backward(as4d(dy), self.argmax, as4d(dxs[0]))
+            self.k.maxpool2d_backward(as4d(dy), self.argmax, as4d(dxs[0]), self.window)
         else:
             self.k.avgpool2d_backward(as4d(dy), as4d(dxs[0]), *self.window)
 
