@@ -247,6 +247,20 @@ def test_conv_batch_larger_than_threads_and_odd_split():
     np.testing.assert_allclose(db, db_ref, rtol=1e-10, atol=1e-10)
 
 
+@pytest.mark.parametrize("T", [2, 3])
+@pytest.mark.parametrize("cfg", [c for c in CONFIGS if c[10] == 1][::3], ids=_cfg_id)
+def test_conv_forward_split_over_threads(cfg, T):
+    """The path for batches smaller than the thread count (im2col split over channels, GEMM
+    over columns) matches the reference, whatever the number of pieces."""
+    N, C, H, W, F, KH, KW, s, p, d, G, bias, relu = cfg
+    x, w, b, _ = _make(cfg, np.float64, seed=5)
+    y_ref = ref_forward(x, w, b if bias else None, s, p, d, G, relu)
+    y = np.full(y_ref.shape, np.nan)
+    ws = np.full(C * KH * KW * y.shape[2] * y.shape[3], np.nan)
+    conv._conv_fwd_split(x, w, b, y, ws, s[0], s[1], p[0], p[1], d[0], d[1], bias, relu, T)
+    np.testing.assert_allclose(y, y_ref, rtol=1e-10, atol=1e-10)
+
+
 # ---------------------------------------------------------------------------------------
 # 1b. Winograd F(2x2,3x3): 3x3, stride 1, dilation 1, groups 1, padding 0..2
 # ---------------------------------------------------------------------------------------

@@ -431,6 +431,55 @@ def _conv_fwd(x, w, b, y, ws, sh, sw, ph, pw, dh, dw, G, has_bias, relu, nthread
 
 
 @njit(parallel=True, cache=True, fastmath=True)
+def _conv_fwd_split(x, w, b, y, ws, sh, sw, ph, pw, dh, dw, has_bias, relu, T):
+    """The forward pass of a batch smaller than the thread count (batch-1 latency), where
+    one image per thread would leave threads idle: per image, the im2col is split over
+    channel ranges and the GEMM (and its epilogue) over column ranges. Groups == 1."""
+    N, C, H, W = x.shape
+    F, _, KH, KW = w.shape
+    OH = y.shape[2]
+    OW = y.shape[3]
+    xf = x.reshape(x.size)
+    wf = w.reshape(w.size)
+    yf = y.reshape(y.size)
+    KK = KH * KW
+    CKK = C * KK
+    P = OH * OW
+    CHW = C * H * W
+    pointwise = KH == 1 and KW == 1 and sh == 1 and sw == 1 and ph == 0 and pw == 0
+    zero = y.dtype.type(0)
+    for n in range(N):
+        if pointwise:
+            src = xf
+            soff = n * CHW
+        else:
+            for t in prange(T):
+                c0 = t * C // T
+                c1 = (t + 1) * C // T
+                if c1 > c0:
+                    _im2col(xf, n * CHW + c0 * H * W, c1 - c0, H, W, KH, KW, sh, sw, ph, pw, dh, dw,
+                            OH, OW, ws, c0 * KK * P, P)
+            src = ws
+            soff = 0
+        for t in prange(T):
+            p0 = t * P // T
+            p1 = (t + 1) * P // T
+            if p1 > p0:
+                gemm(_N, _N, F, p1 - p0, CKK, 1.0, wf, 0, CKK, src, soff + p0, P, 0.0, yf,
+                     n * F * P + p0, P)
+                if has_bias or relu:
+                    for f in range(F):
+                        d = _u((n * F + f) * P + p0)
+                        bf = b[f] if has_bias else zero
+                        if relu:
+                            for p in range(p1 - p0):
+                                yf[d + _u(p)] = max(yf[d + _u(p)] + bf, zero)
+                        else:
+                            for p in range(p1 - p0):
+                                yf[d + _u(p)] = yf[d + _u(p)] + bf
+
+
+@njit(parallel=True, cache=True, fastmath=True)
 def _conv_bwd(x, w, y, dy, dx, dwt, db, ws, sh, sw, ph, pw, dh, dw, G, has_bias, relu,
               need_dx, nthreads, fcols, bcols, path):
     N, C, H, W = x.shape
@@ -586,10 +635,19 @@ def conv2d_forward(x, w, b, y, ws, sh, sw, ph, pw, dh, dw, groups, has_bias, rel
         b = _dummy(y.dtype, 1)
     N, C, H, W = x.shape
     F, _, KH, KW = w.shape
+    OH, OW = y.shape[2], y.shape[3]
+    T = _chunks()
+    # fewer images than threads: Winograd and the per-image path would leave threads idle
+    # unless the images have enough Winograd tiles; else split each image's work
+    small = N < T and groups == 1 and FORCE_PATH == PATH_AUTO and ws.size >= C * KH * KW * OH * OW
+    tiles = N * ((OH + 3) // 4) * ((OW + 3) // 4)
     if (_wino_ok(C, F, KH, KW, sh, sw, ph, pw, dh, dw, groups, FORCE_PATH, _WINO_FWD_MIN_CH)
-            and _wino_fits(ws, N, C, F, H, W, y.shape[2], y.shape[3])):
+            and _wino_fits(ws, N, C, F, H, W, OH, OW) and not (small and tiles < T * _WINO_TILES)):
         _wino.wino_conv(x, x, False, w, False, b, bool(has_bias), bool(relu), y, ws, ph, pw,
-                        _chunks(), _WINO_TILES)
+                        T, _WINO_TILES)
+        return
+    if small:
+        _conv_fwd_split(x, w, b, y, ws, sh, sw, ph, pw, dh, dw, bool(has_bias), bool(relu), T)
         return
     _conv_fwd(x, w, b, y, ws, sh, sw, ph, pw, dh, dw, groups, bool(has_bias), bool(relu),
               _chunks(), _FWD_TARGET_COLS, _BWD_TARGET_COLS, FORCE_PATH)
