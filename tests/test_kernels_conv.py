@@ -285,6 +285,7 @@ WINO_CONFIGS = [
     (3, 32, 6, 5, 32, 3, 3, (1, 1), (1, 1), (1, 1), 1, True, True),  # auto: fwd/dx only
     (3, 64, 5, 4, 64, 3, 3, (1, 1), (1, 1), (1, 1), 1, True, True),  # auto: fwd/dx/dW
     (2, 64, 9, 7, 96, 3, 3, (1, 1), (1, 1), (1, 1), 1, False, True),  # Fo > 64: row chunks
+    (2, 32, 12, 11, 32, 3, 3, (1, 1), (1, 1), (1, 1), 1, True, True),  # auto, above the work floor
 ]
 
 

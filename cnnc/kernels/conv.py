@@ -152,6 +152,17 @@ _WINO_MIN_CH = int(_os.environ.get("CNNC_CONV_WINO_MIN_CH", "32"))
 # was slightly slower (8.4 -> 8.7 ms), so backward keeps _WINO_MIN_CH.
 _WINO_FWD_MIN_CH = int(_os.environ.get("CNNC_CONV_WINO_FWD_MIN_CH", "16"))
 _WINO_DW_MIN_CH = int(_os.environ.get("CNNC_CONV_WINO_DW_MIN_CH", "32"))
+# ... and only for layers with at least this much work per image (MACs): Winograd's
+# transforms cost a fixed amount per tile, and its kernel takes about 5 s to compile on
+# first use. Below it the gain is microseconds per call: 16 -> 16 channels at 8x8 (0.15M
+# MACs per image), batch 32: 0.087 ms Winograd vs 0.124 ms im2col, while the first run of
+# models/digits.cnn compiles 7 s less.
+_WINO_MIN_IMAGE_MACS = int(_os.environ.get("CNNC_CONV_WINO_MIN_IMAGE_MACS", str(1 << 19)))
+
+
+def _wino_worth(C, F, OH, OW, path):
+    """Enough work per image for Winograd (or it is forced)?"""
+    return path == PATH_WINO or C * F * 9 * OH * OW >= _WINO_MIN_IMAGE_MACS
 
 
 @njit(cache=True)
@@ -642,7 +653,8 @@ def conv2d_forward(x, w, b, y, ws, sh, sw, ph, pw, dh, dw, groups, has_bias, rel
     small = N < T and groups == 1 and FORCE_PATH == PATH_AUTO and ws.size >= C * KH * KW * OH * OW
     tiles = N * ((OH + 3) // 4) * ((OW + 3) // 4)
     if (_wino_ok(C, F, KH, KW, sh, sw, ph, pw, dh, dw, groups, FORCE_PATH, _WINO_FWD_MIN_CH)
-            and _wino_fits(ws, N, C, F, H, W, OH, OW) and not (small and tiles < T * _WINO_TILES)):
+            and _wino_worth(C, F, OH, OW, FORCE_PATH) and _wino_fits(ws, N, C, F, H, W, OH, OW)
+            and not (small and tiles < T * _WINO_TILES)):
         _wino.wino_conv(x, x, False, w, False, b, bool(has_bias), bool(relu), y, ws, ph, pw,
                         T, _WINO_TILES)
         return
@@ -671,9 +683,10 @@ def conv2d_backward(x, w, y, dy, dx, dwt, db, ws, sh, sw, ph, pw, dh, dw, groups
     N, C, H, W = x.shape
     F, _, KH, KW = w.shape
     OH, OW = dy.shape[2], dy.shape[3]
-    wino_dx = (need_dx and _wino_ok(C, F, KH, KW, sh, sw, ph, pw, dh, dw, groups, FORCE_PATH)
+    worth = _wino_worth(C, F, OH, OW, FORCE_PATH)
+    wino_dx = (need_dx and worth and _wino_ok(C, F, KH, KW, sh, sw, ph, pw, dh, dw, groups, FORCE_PATH)
                and _wino_fits(ws, N, F, C, OH, OW, H, W))
-    if ((wino_dx or not need_dx)
+    if ((wino_dx or not need_dx) and worth
             and _wino_dw_ok(C, F, KH, KW, sh, sw, ph, pw, dh, dw, groups, FORCE_PATH)
             and ws.size >= _wino.wino_dw_sizes(N, C, F, H, W, OH, OW, _WINO_TILES)[0]):
         _wino.wino_dw(x, dy, y, bool(relu), dwt, db, bool(has_bias), ws, ph, pw,
