@@ -464,9 +464,12 @@ class Trainer:
         if improved:
             self.best_val = val["accuracy"]
             self.best_score = score
-        self.save()
+        # best before the checkpoint: a run killed between the two resumes from the previous
+        # epoch's checkpoint, replays this epoch exactly and writes the same best again (the
+        # other order lost this epoch's best for good)
         if improved or (val is None and epoch + 1 == cfg.epochs):
             self.save(BEST)
+        self.save()
         self.write_history()
         if self.epoch_callback is not None and self.world.is_root:
             self.epoch_callback(self.net, data, self.out_dir, epoch + 1)

@@ -272,6 +272,42 @@ def test_ctrl_c_mid_epoch_then_resume_equals_uninterrupted(tmp_path, monkeypatch
     assert_same_params(tmp_path / "A" / "best.npz", tmp_path / "B" / "best.npz")
 
 
+class _Killed(BaseException):
+    """Stands for SIGKILL: nothing after it runs (no handler saves anything)."""
+
+
+def test_killed_between_best_and_checkpoint_then_resume_equals_uninterrupted(tmp_path, monkeypatch):
+    """A run killed at the end of an epoch after best.npz but before checkpoint.npz is
+    written resumes from the previous checkpoint and ends with the same best and last
+    weights as an uninterrupted run (with the writes in the other order the best of that
+    epoch was lost)."""
+    model = _model(RICH)
+    kw = dict(data="digits", epochs=3, augment="crop1", schedule="cosine", **FAST)
+    full = T.train(model, out=tmp_path / "A", **kw)
+    real_save = T.Trainer.save
+    seen = {"best": 0}
+
+    def save(self, name=runs.CHECKPOINT):
+        if name == runs.CHECKPOINT and seen["best"] >= 2:  # best.npz of epoch >= 2 is on disk
+            raise _Killed()
+        path = real_save(self, name)
+        if name != runs.CHECKPOINT:
+            seen["best"] += 1
+        return path
+
+    with monkeypatch.context() as mp:
+        mp.setattr(T.Trainer, "save", save)
+        with pytest.raises(_Killed):
+            T.train(model, out=tmp_path / "B", **kw)
+    _, meta = runs.load_checkpoint(tmp_path / "B" / "checkpoint.npz")
+    assert meta["position"]["epoch"] < runs.load_checkpoint(tmp_path / "B" / "best.npz")[1]["position"]["epoch"]
+    done = T.train(model, resume=tmp_path / "B")
+    assert done.network.theta.tobytes() == full.network.theta.tobytes()
+    assert_same_params(tmp_path / "A" / "checkpoint.npz", tmp_path / "B" / "checkpoint.npz")
+    assert_same_params(tmp_path / "A" / "best.npz", tmp_path / "B" / "best.npz")
+    assert _learned(done.history) == _learned(full.history)
+
+
 def test_resume_of_a_finished_run_changes_nothing(tmp_path):
     model = _model()
     r = T.train(model, data="digits", epochs=2, out=tmp_path / "A", **FAST)
