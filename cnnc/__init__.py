@@ -10,17 +10,26 @@ from __future__ import annotations
 import os as _os
 
 
+# what _prefer_avx512_blas found: whether the CPU has AVX-512 and the OPENBLAS_CORETYPE the
+# environment had set before cnnc (``cnnc bench`` reports a slower kernel chosen that way)
+BLAS_CHOICE: dict = {"avx512": None, "preset_coretype": None}
+
+
 def _prefer_avx512_blas() -> None:
-    # OpenBLAS picks its AVX2 kernels on some AVX-512 CPUs; SkylakeX is ~1.6x faster
-    # there (../shared/PERF.md). It must be set before NumPy is imported.
-    if "OPENBLAS_CORETYPE" in _os.environ:
-        return
+    # OpenBLAS picks its AVX2 kernels on some AVX-512 CPUs; SkylakeX is ~1.6x faster for large
+    # GEMMs and up to 2.5x for LeNet-sized ones there (../shared/PERF.md, README "Speed").
+    # It must be set before NumPy is imported; an explicit setting is respected.
     try:
         with open("/proc/cpuinfo", encoding="ascii", errors="ignore") as f:
             flags = next((line for line in f if line.startswith("flags")), "")
     except OSError:
+        flags = None
+    avx512 = None if flags is None else (" avx512f" in flags and " avx512vl" in flags
+                                         and " avx512bw" in flags)
+    BLAS_CHOICE.update(avx512=avx512, preset_coretype=_os.environ.get("OPENBLAS_CORETYPE"))
+    if "OPENBLAS_CORETYPE" in _os.environ:
         return
-    if " avx512f" in flags and " avx512vl" in flags and " avx512bw" in flags:
+    if avx512:
         _os.environ["OPENBLAS_CORETYPE"] = "SkylakeX"
 
 

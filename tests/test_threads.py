@@ -74,3 +74,41 @@ def test_results_do_not_depend_on_how_many_threads_run():
     assert l1 == l2
     np.testing.assert_array_equal(g1, g2)
     np.testing.assert_array_equal(f1, f2)
+
+
+def _fake_blas(monkeypatch, arch: str, avx512: bool, preset):
+    import cnnc
+    from cnnc import bench
+
+    monkeypatch.setitem(cnnc.BLAS_CHOICE, "avx512", avx512)
+    monkeypatch.setitem(cnnc.BLAS_CHOICE, "preset_coretype", preset)
+    monkeypatch.setattr(threads, "blas_info", lambda: {"blas": [{"architecture": arch}]})
+    return bench.blas_note()
+
+
+def test_bench_warns_when_the_environment_pins_slower_blas_kernels(monkeypatch):
+    note = _fake_blas(monkeypatch, "Haswell", True, "Haswell")
+    assert note["kernels"] == ["Haswell"] and "OPENBLAS_CORETYPE=Haswell" in note["warning"]
+    # no warning: the CPU has no AVX-512, nothing was preset, or the kernels are AVX-512 ones
+    assert _fake_blas(monkeypatch, "Haswell", False, "Haswell")["warning"] is None
+    assert _fake_blas(monkeypatch, "Haswell", True, None)["warning"] is None
+    assert _fake_blas(monkeypatch, "SkylakeX", True, "SkylakeX")["warning"] is None
+
+
+def test_cnnc_selects_avx512_blas_kernels_only_when_nothing_is_set(monkeypatch):
+    """With OPENBLAS_CORETYPE unset cnnc sets SkylakeX on AVX-512 CPUs; a value from the
+    environment is kept. (In-process: NumPy's BLAS is loaded already, so nothing changes for
+    this process; the environment is restored afterwards.)"""
+    import cnnc
+
+    saved = dict(cnnc.BLAS_CHOICE)
+    try:
+        monkeypatch.delenv("OPENBLAS_CORETYPE", raising=False)
+        cnnc._prefer_avx512_blas()
+        assert os.environ.get("OPENBLAS_CORETYPE") == ("SkylakeX" if cnnc.BLAS_CHOICE["avx512"] else None)
+        assert cnnc.BLAS_CHOICE["preset_coretype"] is None
+        monkeypatch.setenv("OPENBLAS_CORETYPE", "Zen")
+        cnnc._prefer_avx512_blas()
+        assert os.environ["OPENBLAS_CORETYPE"] == "Zen" and cnnc.BLAS_CHOICE["preset_coretype"] == "Zen"
+    finally:
+        cnnc.BLAS_CHOICE.update(saved)
