@@ -18,7 +18,7 @@ from cnnc.kernels import threads as runtime
 
 runtime.configure()
 
-from cnnc.kernels import conv, dense  # noqa: E402
+from cnnc.kernels import conv, winograd, dense  # noqa: E402
 
 # ---------------------------------------------------------------------------------------
 # naive reference (float64)
@@ -310,6 +310,25 @@ def test_winograd_matches_reference(cfg, forced, request):
     np.testing.assert_allclose(dw2, dw_ref, rtol=1e-10, atol=1e-10)
     if bias:
         np.testing.assert_allclose(db2, db_ref, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("T", [2, 3])
+@pytest.mark.parametrize("cfg", [
+    (1, 16, 32, 32, 16, 3, 3, (1, 1), (1, 1), (1, 1), 1, True, True),
+    (1, 5, 13, 11, 7, 3, 3, (1, 1), (0, 0), (1, 1), 1, False, False),  # partial tiles
+    (2, 3, 18, 17, 70, 3, 3, (1, 1), (2, 2), (1, 1), 1, True, False),  # Fo > 64, 2 images
+    (1, 4, 30, 9, 3, 3, 3, (1, 1), (1, 0), (1, 1), 1, True, True),
+], ids=_cfg_id)
+def test_winograd_tile_split_matches_reference(cfg, T):
+    """The forward of batches smaller than the thread count (tile rows split over threads)."""
+    N, C, H, W, F, KH, KW, s, p, d, G, bias, relu = cfg
+    x, w, b, _ = _make(cfg, np.float64, seed=6)
+    y_ref = ref_forward(x, w, b if bias else None, s, p, d, G, relu)
+    y = np.full(y_ref.shape, np.nan)
+    u, pad, per, _ = winograd.wino_small_sizes(C, F, H, W, y.shape[2], y.shape[3], T)
+    ws = np.full(u + pad + T * per, np.nan)
+    winograd.wino_conv_small(x, w, b, bias, relu, y, ws, p[0], p[1], T)
+    np.testing.assert_allclose(y, y_ref, rtol=1e-9, atol=1e-9)
 
 
 @pytest.mark.parametrize("cfg", WINO_CONFIGS, ids=_cfg_id)

@@ -264,6 +264,10 @@ def conv2d_workspace_size(N, C, H, W, F, KH, KW, OH, OW, groups):
         pw_ = _wino.wino_dw_sizes(int(N), int(C), int(F), H, W, int(OH), int(OW),
                                   _WINO_TILES)[0]
         size = max(size, T * pw_)
+        if int(N) < work_chunks():  # the tile-split forward of small batches
+            chunks = work_chunks()
+            u, pad, per, _ = _wino.wino_small_sizes(int(C), int(F), H, W, int(OH), int(OW), chunks)
+            size = max(size, u + pad + chunks * per)
     return int(size)
 
 
@@ -284,6 +288,16 @@ def _wino_dw_ok(C, F, KH, KW, sh, sw, ph, pw, dh, dw, groups, path):
     """Winograd for the weight gradient?"""
     return _wino_ok(C, F, KH, KW, sh, sw, ph, pw, dh, dw, groups, path) and (
         path == PATH_WINO or (C >= _WINO_DW_MIN_CH and F >= _WINO_DW_MIN_CH))
+
+
+def _wino_small_fits(ws, Ci, Fo, Hi, Wi, Ho, Wo, T):
+    """Enough tile rows (one per thread) and tiles (16 per thread) for the tile-split
+    Winograd kernel, and a workspace that holds it?"""
+    TH, TW = (Ho + 3) // 4, (Wo + 3) // 4
+    if TH < T or TH * TW < 16 * T:
+        return False
+    u, pad, per, _ = _wino.wino_small_sizes(Ci, Fo, Hi, Wi, Ho, Wo, T)
+    return ws.size >= u + pad + T * per
 
 
 def _wino_fits(ws, N, Ci, Fo, Hi, Wi, Ho, Wo):
@@ -790,13 +804,18 @@ def conv2d_forward(x, w, b, y, ws, sh, sw, ph, pw, dh, dw, groups, has_bias, rel
     F, _, KH, KW = w.shape
     OH, OW = y.shape[2], y.shape[3]
     T = _chunks()
-    # fewer images than threads: Winograd and the per-image path would leave threads idle
-    # unless the images have enough Winograd tiles; else split each image's work
-    small = N < T and groups == 1 and FORCE_PATH == PATH_AUTO and ws.size >= C * KH * KW * OH * OW
+    wino = (_wino_ok(C, F, KH, KW, sh, sw, ph, pw, dh, dw, groups, FORCE_PATH, _WINO_FWD_MIN_CH)
+            and _wino_worth(C, F, OH, OW, FORCE_PATH))
+    # fewer images than threads: the batch-parallel kernels would leave threads idle, so each
+    # image's work is split: Winograd by tile rows where every thread gets >= 16 tiles, else
+    # im2col by channels and the GEMM by columns
+    small = N < T and groups == 1 and FORCE_PATH == PATH_AUTO
+    if small and wino and _wino_small_fits(ws, C, F, H, W, OH, OW, T):
+        _wino.wino_conv_small(x, w, b, bool(has_bias), bool(relu), y, ws, ph, pw, T)
+        return
+    small = small and ws.size >= C * KH * KW * OH * OW
     tiles = N * ((OH + 3) // 4) * ((OW + 3) // 4)
-    if (_wino_ok(C, F, KH, KW, sh, sw, ph, pw, dh, dw, groups, FORCE_PATH, _WINO_FWD_MIN_CH)
-            and _wino_worth(C, F, OH, OW, FORCE_PATH) and _wino_fits(ws, N, C, F, H, W, OH, OW)
-            and not (small and tiles < T * _WINO_TILES)):
+    if wino and _wino_fits(ws, N, C, F, H, W, OH, OW) and not (small and tiles < T * _WINO_TILES):
         _wino.wino_conv(x, x, False, w, False, b, bool(has_bias), bool(relu), y, ws, ph, pw,
                         T, _WINO_TILES)
         return

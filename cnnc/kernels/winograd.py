@@ -245,8 +245,8 @@ def _w4_in(ws, boff, C, Hp, Wp, TH, TW, voff, Tb, t0):
 
 
 @njit(cache=True, fastmath=_FASTMATH)
-def _w4_out(ws, moff, Fo, Tb, t0, TH, TW, b, has_bias, relu, of, ooff, Ho, Wo):
-    """out[f, 4th+i, 4tw+j] = (A^T M A)[i, j] (+ bias, ReLU), clipped (generated)."""
+def _w4_out(ws, moff, Fo, Tb, t0, TH, TW, b, has_bias, relu, of, ooff, Ho, Wo, th0):
+    """out[f, 4(th0+th)+i, 4tw+j] = (A^T M A)[i, j] (+ bias, ReLU), clipped (generated)."""
     FT = _kstride(Fo, Tb)
     zero = of.dtype.type(0)
     k2 = ws.dtype.type(2)
@@ -258,7 +258,7 @@ def _w4_out(ws, moff, Fo, Tb, t0, TH, TW, b, has_bias, relu, of, ooff, Ho, Wo):
         ob = ooff + f * Ho * Wo
         for th in range(TH):
             mr = _u(mb + th * TW)
-            oh = 4 * th
+            oh = 4 * (th0 + th)
             for tw in range(TW):
                 o = mr + _u(tw)
                 m0 = ws[o]
@@ -593,7 +593,7 @@ def _wino_kernel(mode, src, msk, use_mask, w, transpose, b, has_bias, relu, out,
                                  ws, voff + k * VS, Tb, 0.0, ws, moff + k * MS + m0 * Tb, Tb)
                 for i in range(nB):
                     _w4_out(ws, moff, Fo, Tb, i * TPI, TH, TW, b, has_bias, relu, of,
-                            (nb + i) * FHW, Ho, Wo)
+                            (nb + i) * FHW, Ho, Wo, 0)
             else:
                 for k in range(36):  # dU[k]^T [Ci, Fo] += V[k] [Ci, L] . D[k] [L, Fo]
                     for m0 in range(0, Ci, 64):
@@ -617,6 +617,71 @@ def _wino_kernel(mode, src, msk, use_mask, w, transpose, b, has_bias, relu, out,
         if has_bias:
             for f in range(Fo):
                 b[f] = ws[36 * US + f]
+
+
+@njit(cache=True)
+def wino_small_sizes(Ci, Fo, Hi, Wi, Ho, Wo, T):
+    """(U elements, padded image elements, per-thread elements, tile rows per thread) for
+    :func:`wino_conv_small`."""
+    TH = (Ho + 3) // 4
+    TW = (Wo + 3) // 4
+    R = (TH + T - 1) // T
+    Tb = R * TW
+    pad = Ci * (4 * TH + 2) * (4 * TW + 2)
+    return 36 * _kstride(Fo, Ci), pad, 36 * (_kstride(Ci, Tb) + _kstride(Fo, Tb)), R
+
+
+@njit(parallel=True, cache=True, fastmath=_FASTMATH)
+def _wino_small(src, w, b, has_bias, relu, out, ws, ph, pw, T, cst):
+    """The forward Winograd conv of a batch smaller than the thread count: per image, the
+    padded image is shared and each thread transforms, multiplies and writes back its own
+    range of tile rows (the batch-parallel kernel would run such a batch on one thread)."""
+    N = src.shape[0]
+    Ci = src.shape[1]
+    Hi = src.shape[2]
+    Wi = src.shape[3]
+    Fo = out.shape[1]
+    Ho = out.shape[2]
+    Wo = out.shape[3]
+    TH = (Ho + 3) // 4
+    TW = (Wo + 3) // 4
+    Hp = 4 * TH + 2
+    Wp = 4 * TW + 2
+    usz, psz, per, R = wino_small_sizes(Ci, Fo, Hi, Wi, Ho, Wo, T)
+    Tb = R * TW
+    VS = _kstride(Ci, Tb)
+    MS = _kstride(Fo, Tb)
+    US = _kstride(Fo, Ci)
+    sf = src.reshape(src.size)
+    of = out.reshape(out.size)
+    wf = w.reshape(w.size)
+    CHW = Ci * Hi * Wi
+    FHW = Fo * Ho * Wo
+    poff = usz
+    gemm(_N, _T, 36, Fo * Ci, 9, 1.0, cst, 0, 9, wf, 0, 9, 0.0, ws, 0, US)  # U = GK . w^T
+    for n in range(N):
+        _wino_pad(sf, sf, False, n * CHW, Ci, Hi, Wi, ph, pw, Hp, Wp, ws, poff)
+        for t in prange(T):
+            th0 = t * R
+            th1 = min(TH, th0 + R)
+            if th1 > th0:
+                voff = usz + psz + t * per
+                moff = voff + 36 * VS
+                L = (th1 - th0) * TW
+                _w4_in(ws, poff + 4 * th0 * Wp, Ci, Hp, Wp, th1 - th0, TW, voff, Tb, 0)
+                for k in range(36):
+                    for m0 in range(0, Fo, 64):
+                        mm = min(64, Fo - m0)
+                        gemm(_N, _N, mm, L, Ci, 1.0, ws, k * US + m0 * Ci, Ci,
+                             ws, voff + k * VS, Tb, 0.0, ws, moff + k * MS + m0 * Tb, Tb)
+                _w4_out(ws, moff, Fo, Tb, 0, th1 - th0, TW, b, has_bias, relu, of, n * FHW,
+                        Ho, Wo, th0)
+
+
+def wino_conv_small(src, w, b, has_bias, relu, out, ws, ph, pw, nthreads):
+    """out = conv3x3(src, w) (+ b, ReLU), padding (ph, pw), stride 1, tile rows split over
+    ``nthreads`` (for batches smaller than the thread count)."""
+    _wino_small(src, w, b, has_bias, relu, out, ws, ph, pw, nthreads, _consts(ws.dtype))
 
 
 def wino_conv(src, msk, use_mask, w, transpose, b, has_bias, relu, out, ws, ph, pw, nthreads,

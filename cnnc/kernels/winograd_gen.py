@@ -65,8 +65,8 @@ def gen_in():
 def gen_out():
     L=[]
     L.append('@njit(cache=True, fastmath=_FASTMATH)')
-    L.append('def _w4_out(ws, moff, Fo, Tb, t0, TH, TW, b, has_bias, relu, of, ooff, Ho, Wo):')
-    L.append('    """out[f, 4th+i, 4tw+j] = (A^T M A)[i, j] (+ bias, ReLU), clipped '
+    L.append('def _w4_out(ws, moff, Fo, Tb, t0, TH, TW, b, has_bias, relu, of, ooff, Ho, Wo, th0):')
+    L.append('    """out[f, 4(th0+th)+i, 4tw+j] = (A^T M A)[i, j] (+ bias, ReLU), clipped '
              '(generated)."""')
     L.append('    FT = _kstride(Fo, Tb)')
     L.append('    zero = of.dtype.type(0)')
@@ -77,7 +77,7 @@ def gen_out():
     L.append('        ob = ooff + f * Ho * Wo')
     L.append('        for th in range(TH):')
     L.append('            mr = _u(mb + th * TW)')
-    L.append('            oh = 4 * th')
+    L.append('            oh = 4 * (th0 + th)')
     L.append('            for tw in range(TW):')
     ind='                '
     L.append(f'{ind}o = mr + _u(tw)')
