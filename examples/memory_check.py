@@ -1,5 +1,5 @@
 """Training memory: what `cnnc check --batch N` predicts vs the measured peak RSS increase
-of a training step (fresh process per model; kernels loaded beforehand at batch 1, so
+of a training step (fresh process per model; kernels loaded beforehand on a tiny batch, so
 the increase is the network's parameters, buffers and workspaces, not machine code).
 
     python examples/memory_check.py                  # LeNet-5 @ 64, VGG-ish @ 128, ResNet-8 @ 128
@@ -29,8 +29,12 @@ def worker(path: str, batch: int) -> dict:
     import cnnc
     from cnnc.bench import training_setup
 
+    from cnnc.kernels.threads import work_chunks
+
     model = cnnc.compile_file(path)
-    training_setup(model, 1)[2]()  # loads (or compiles) every kernel the step uses
+    # loads (or compiles) every kernel the step uses: a batch of one image per thread chunk
+    # takes the batch-parallel kernels (a smaller one takes those that split each image)
+    training_setup(model, work_chunks())[2]()
     before = _rss()
     peak_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     net, ex, step = training_setup(model, batch)
