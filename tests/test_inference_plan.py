@@ -142,3 +142,19 @@ def test_resnet8_eval_mode_against_torch():
         torch.set_num_threads(old)
     assert any(s.folded_bn for s in net.inference_executor(3).plan.steps)
     close(net.forward(x), theirs, 2e-4, "logits (eval mode, folded batch norm)")
+
+
+@pytest.mark.parametrize("text, input", [
+    ("[[conv3-relu]*2 - pool]*2 - fc", "3x32x32"),  # Winograd layers (32 and 64 channels)
+    ("conv3(16) - bn - relu - conv3(32, stride=2, pad=1) - bn - relu - gap - fc", "3x16x16"),
+])
+def test_single_images_match_the_batch(text, input):
+    """A batch smaller than the thread count takes the kernels that split each image over
+    the threads (Winograd by tile rows, im2col by channels and columns); image by image
+    the logits equal those of one batch."""
+    net = cnnc.compile(text, input=input, classes=10).network(seed=1, dtype="float64")
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((5, *net.input_shape))
+    whole = net.forward(x)
+    one_by_one = np.concatenate([net.forward(x[i:i + 1]) for i in range(5)])
+    np.testing.assert_allclose(one_by_one, whole, rtol=1e-10, atol=1e-10)
