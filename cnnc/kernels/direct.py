@@ -1,0 +1,222 @@
+"""Direct convolution (NCHW, stride 1, dilation 1, one group) on the register-blocked
+micro-kernel of :mod:`cnnc.kernels.microkernel`: forward, data gradient, weight gradient.
+
+No im2col and no BLAS. Per image, the input is zero-padded into a per-thread buffer ``xp``
+of ``C x Hp x Wp``; output row ``oh``, columns ``ow0 .. ow0+NR`` of filters ``f0 .. f0+MR``
+are then one micro-kernel call, a GEMM over ``k = (c, kh, kw)`` whose B rows are shifted
+slices of ``xp``::
+
+    y[n, f, oh, ow0 + j] = sum_k w[f, k] * xp[koff[k] + oh*Wp + ow0 + j],
+    koff[(c, kh, kw)] = c*Hp*Wp + kh*Wp + kw
+
+Bias and ReLU are applied as the micro-kernel stores. Output rows narrower than ``NR``
+(16 float32 columns) are computed on the "wide" grid of ``OH x Wp`` columns instead (each
+row then carries ``Wp - OW`` garbage columns), into a buffer copied out afterwards.
+
+* data gradient: the same kernel on ``dy`` (masked by ``y > 0`` after a fused ReLU), padded
+  by ``K - 1 - p``, with the filters flipped and transposed;
+* weight gradient: ``dW^T[k, f] += sum_q xp[koff[k] + q] * dyT[q, f]`` over the wide grid
+  ``q = oh*Wp + ow`` of each image (``dyT`` is ``dy`` transposed, zero in the garbage
+  columns), per-thread partials summed at the end.
+
+Measured on the 2-core AVX2 EPYC, batch 128, 2 threads (ResNet-8's 16 -> 16 layer at 32x32):
+forward 3.5 ms in the micro-kernel (172 GFLOP/s) against 7.8 ms for Winograd + OpenBLAS.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+from cnnc.kernels.blas import uidx as _u
+from cnnc.kernels.microkernel import mk1, mk2, mk3, mk4, mks1, mks2, mks3, mks4, mk_cols
+from cnnc.kernels.winograd import _wino_pad as _pad
+
+NR_MAX = 16  # micro-kernel columns (float32; 8 for float64): sizes are computed with it
+MR = 4
+
+
+@njit(cache=True)
+def _rows(mr, a, a0, arow, ar0, b, b0, btab, kk, c, c0, ldc, nc, beta, bias, bias0, has_bias,
+          relu):
+    """``mr`` (1-4) rows of the micro-kernel, B rows from ``btab``."""
+    if mr >= 4:
+        mk4(a, a0, arow, ar0, b, b0, btab, 0, kk, c, c0, ldc, nc, beta, bias, bias0, has_bias, relu)
+    elif mr == 3:
+        mk3(a, a0, arow, ar0, b, b0, btab, 0, kk, c, c0, ldc, nc, beta, bias, bias0, has_bias, relu)
+    elif mr == 2:
+        mk2(a, a0, arow, ar0, b, b0, btab, 0, kk, c, c0, ldc, nc, beta, bias, bias0, has_bias, relu)
+    else:
+        mk1(a, a0, arow, ar0, b, b0, btab, 0, kk, c, c0, ldc, nc, beta, bias, bias0, has_bias, relu)
+
+
+@njit(cache=True)
+def _rows_strided(mr, a, a0, arow, ar0, b, b0, ldb, kk, c, c0, ldc, nc, beta, bias, has_bias):
+    """``mr`` (1-4) rows of the micro-kernel, B rows ``ldb`` apart."""
+    if mr >= 4:
+        mks4(a, a0, arow, ar0, b, b0, arow, ldb, kk, c, c0, ldc, nc, beta, bias, 0, has_bias, 0)
+    elif mr == 3:
+        mks3(a, a0, arow, ar0, b, b0, arow, ldb, kk, c, c0, ldc, nc, beta, bias, 0, has_bias, 0)
+    elif mr == 2:
+        mks2(a, a0, arow, ar0, b, b0, arow, ldb, kk, c, c0, ldc, nc, beta, bias, 0, has_bias, 0)
+    else:
+        mks1(a, a0, arow, ar0, b, b0, arow, ldb, kk, c, c0, ldc, nc, beta, bias, 0, has_bias, 0)
+
+
+@njit(cache=True)
+def _tables(C, F, KH, KW, Hp, Wp):
+    """(koff: the offset of each (c, kh, kw) in a padded image, arow: filter rows f*C*KH*KW)."""
+    K = C * KH * KW
+    koff = np.empty(K, np.int64)
+    for c in range(C):
+        for kh in range(KH):
+            for kw in range(KW):
+                koff[(c * KH + kh) * KW + kw] = c * Hp * Wp + kh * Wp + kw
+    arow = np.empty(F, np.int64)
+    for f in range(F):
+        arow[f] = f * K
+    return koff, arow
+
+
+@njit(cache=True)
+def sizes(N, C, H, W, F, KH, KW, ph, pw, T):
+    """(shared, per-thread) workspace elements for forward, data and weight gradients."""
+    Hp, Wp = H + 2 * ph, W + 2 * pw
+    OH, OW = Hp - KH + 1, Wp - KW + 1
+    qh, qw = KH - 1 - ph, KW - 1 - pw
+    Hq, Wq = OH + 2 * qh, OW + 2 * qw
+    R = NR_MAX
+    K = C * KH * KW
+    Fp = (F + R - 1) // R * R
+    fwd = C * Hp * Wp + R + F * ((OH * Wp + R - 1) // R * R)
+    dx = F * Hq * Wq + R + C * ((H * Wq + R - 1) // R * R)
+    dw = C * Hp * Wp + R + OH * Wp * Fp + K * Fp + F
+    return F * K, max(fwd, dx, dw)
+
+
+@njit(cache=True, fastmath=True)
+def _image(sf, mf, use_mask, soff, C, H, W, ph, pw, wf, arow, koff, F, KH, KW, out, ooff, bias,
+           has_bias, relu, ws, xp, ob, nr):
+    """out[ooff:] (F x OH x OW) = conv(pad(src * mask), w) + bias (ReLU) for one image,
+    the padded image at ws[xp:], the wide-grid buffer (rows narrower than nr) at ws[ob:]."""
+    Hp, Wp = H + 2 * ph, W + 2 * pw
+    OH, OW = Hp - KH + 1, Wp - KW + 1
+    K = C * KH * KW
+    _pad(sf, mf, use_mask, soff, C, H, W, ph, pw, Hp, Wp, ws, xp)
+    if OW >= nr:
+        for oh in range(OH):
+            for ow0 in range(0, OW, nr):
+                nc = min(nr, OW - ow0)
+                for f0 in range(0, F, MR):
+                    _rows(min(MR, F - f0), wf, 0, arow, f0, ws, xp + oh * Wp + ow0, koff, K, out,
+                          ooff + (f0 * OH + oh) * OW + ow0, OH * OW, nc, 0, bias, f0, has_bias,
+                          relu)
+    else:
+        Q = OH * Wp
+        Qp = (Q + nr - 1) // nr * nr
+        for q0 in range(0, Qp, nr):
+            for f0 in range(0, F, MR):
+                _rows(min(MR, F - f0), wf, 0, arow, f0, ws, xp + q0, koff, K, ws,
+                      ob + f0 * Qp + q0, Qp, nr, 0, bias, f0, has_bias, relu)
+        for f in range(F):
+            for oh in range(OH):
+                s = _u(ob + f * Qp + oh * Wp)
+                d = _u(ooff + (f * OH + oh) * OW)
+                for j in range(OW):
+                    out[d + _u(j)] = ws[s + _u(j)]
+
+
+@njit(parallel=True, cache=True, fastmath=True)
+def direct_conv(src, msk, use_mask, w, transpose, b, has_bias, relu, out, ws, ph, pw, T):
+    """out = relu(conv(src * (msk > 0), w') + b), stride 1: ``w' = w`` (forward) or, with
+    ``transpose``, the flipped transposed filters (data gradient: ``src`` = dy, ``out`` = dx,
+    padding ``K - 1 - p``). src: (N, Ci, Hi, Wi), out: (N, Co, Ho, Wo)."""
+    N, Ci, Hi, Wi = src.shape
+    Co, Ho, Wo = out.shape[1], out.shape[2], out.shape[3]
+    F, Cw, KH, KW = w.shape
+    Hp, Wp = Hi + 2 * ph, Wi + 2 * pw
+    K = Ci * KH * KW
+    nr = mk_cols(ws)
+    shared, per = sizes(N, Cw, Ho if transpose else Hi, Wo if transpose else Wi, F, KH, KW,
+                        KH - 1 - ph if transpose else ph, KW - 1 - pw if transpose else pw, T)
+    if transpose:  # wt[c, f, kh, kw] = w[f, c, KH-1-kh, KW-1-kw]
+        wf = ws[:Co * K]
+        for c in range(Co):
+            for f in range(Ci):
+                for kh in range(KH):
+                    for kw in range(KW):
+                        wf[((c * Ci + f) * KH + kh) * KW + kw] = w[f, c, KH - 1 - kh, KW - 1 - kw]
+    else:
+        wf = w.reshape(w.size)
+    koff, arow = _tables(Ci, Co, KH, KW, Hp, Wp)
+    sf = src.reshape(src.size)
+    mf = msk.reshape(msk.size)
+    of = out.reshape(out.size)
+    CHW = Ci * Hi * Wi
+    OHW = Co * Ho * Wo
+    T = min(T, N)
+    for t in prange(T):
+        xp = shared + t * per
+        ob = xp + Ci * Hp * Wp + NR_MAX
+        for n in range(t * N // T, (t + 1) * N // T):
+            _image(sf, mf, use_mask, n * CHW, Ci, Hi, Wi, ph, pw, wf, arow, koff, Co, KH, KW,
+                   of, n * OHW, b, has_bias, relu, ws, xp, ob, nr)
+
+
+@njit(parallel=True, cache=True, fastmath=True)
+def direct_dw(x, dy, y, relu, dwt, db, has_bias, ws, ph, pw, T):
+    """dW (and db) of the stride-1 convolution ``y = relu(conv(x, w) + b)``, overwritten."""
+    N, C, H, W = x.shape
+    F, _, KH, KW = dwt.shape
+    OH, OW = dy.shape[2], dy.shape[3]
+    Hp, Wp = H + 2 * ph, W + 2 * pw
+    K = C * KH * KW
+    nr = mk_cols(ws)
+    Fp = (F + nr - 1) // nr * nr
+    Q = OH * Wp
+    shared, per = sizes(N, C, H, W, F, KH, KW, ph, pw, T)
+    koff, arow = _tables(C, F, KH, KW, Hp, Wp)
+    xf = x.reshape(x.size)
+    dyf = dy.reshape(dy.size)
+    yf = y.reshape(y.size)
+    zero = ws.dtype.type(0)
+    CHW = C * H * W
+    T = min(T, N)
+    for t in prange(T):
+        xp = shared + t * per
+        dyt = xp + C * Hp * Wp + NR_MAX
+        part = dyt + Q * Fp
+        dbp = part + K * Fp
+        for j in range(Q * Fp + K * Fp + F):
+            ws[_u(dyt + j)] = zero
+        for n in range(t * N // T, (t + 1) * N // T):
+            _pad(xf, xf, False, n * CHW, C, H, W, ph, pw, Hp, Wp, ws, xp)
+            for f in range(F):
+                acc = zero
+                for oh in range(OH):
+                    s = _u(((n * F + f) * OH + oh) * OW)
+                    d = _u(dyt + oh * Wp * Fp + f)
+                    for ow in range(OW):
+                        v = dyf[s + _u(ow)]
+                        if relu and not yf[s + _u(ow)] > zero:
+                            v = zero
+                        ws[d + _u(ow * Fp)] = v
+                        acc += v
+                ws[dbp + f] += acc
+            for k0 in range(0, K, MR):
+                for f0 in range(0, F, nr):
+                    _rows_strided(min(MR, K - k0), ws, xp, koff, k0, ws, dyt + f0, Fp, Q, ws,
+                                  part + k0 * Fp + f0, Fp, min(nr, F - f0), 1, ws, 0)
+    dwf = dwt.reshape(dwt.size)
+    for f in range(F):
+        for k in range(K):
+            acc = zero
+            for t in range(T):
+                acc += ws[shared + t * per + C * Hp * Wp + NR_MAX + Q * Fp + k * Fp + f]
+            dwf[f * K + k] = acc
+    if has_bias:
+        for f in range(F):
+            acc = zero
+            for t in range(T):
+                acc += ws[shared + t * per + C * Hp * Wp + NR_MAX + Q * Fp + K * Fp + f]
+            db[f] = acc
