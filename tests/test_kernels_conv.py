@@ -101,8 +101,8 @@ def run_conv(x, w, b, s, p, d, groups, has_bias, relu, dy, need_dx=True, ws_scal
     return y, dx, dwt, db
 
 
-@pytest.fixture(params=[conv.PATH_COMPACT, conv.PATH_WIDE, conv.PATH_AUTO, conv.PATH_WINO],
-                ids=["compact", "wide", "auto", "wino"])
+@pytest.fixture(params=[conv.PATH_COMPACT, conv.PATH_WIDE, conv.PATH_AUTO, conv.PATH_WINO,
+                        conv.PATH_DIRECT], ids=["compact", "wide", "auto", "wino", "direct"])
 def path(request):
     old = conv.FORCE_PATH
     conv.FORCE_PATH = request.param

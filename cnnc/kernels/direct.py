@@ -29,11 +29,12 @@ import numpy as np
 from numba import njit, prange
 
 from cnnc.kernels.blas import uidx as _u
-from cnnc.kernels.microkernel import mk1, mk2, mk3, mk4, mks1, mks2, mks3, mks4, mk_cols
+from cnnc.kernels.microkernel import COLS_F32, mk1, mk2, mk3, mk4, mks1, mks2, mks3, mks4, mk_cols
 from cnnc.kernels.winograd import _wino_pad as _pad
 
-NR_MAX = 16  # micro-kernel columns (float32; 8 for float64): sizes are computed with it
+NR_MAX = COLS_F32  # micro-kernel columns of the widest case (float32): sizes use it
 MR = 4
+_DW_COLS = 256  # wide-grid columns per weight-gradient pass: dyT's slice stays in L1
 
 
 @njit(cache=True)
@@ -155,12 +156,14 @@ def direct_conv(src, msk, use_mask, w, transpose, b, has_bias, relu, out, ws, ph
     CHW = Ci * Hi * Wi
     OHW = Co * Ho * Wo
     T = min(T, N)
+    hb = 1 if has_bias else 0
+    rl = 1 if relu else 0
     for t in prange(T):
         xp = shared + t * per
         ob = xp + Ci * Hp * Wp + NR_MAX
         for n in range(t * N // T, (t + 1) * N // T):
             _image(sf, mf, use_mask, n * CHW, Ci, Hi, Wi, ph, pw, wf, arow, koff, Co, KH, KW,
-                   of, n * OHW, b, has_bias, relu, ws, xp, ob, nr)
+                   of, n * OHW, b, hb, rl, ws, xp, ob, nr)
 
 
 @njit(parallel=True, cache=True, fastmath=True)
@@ -187,8 +190,10 @@ def direct_dw(x, dy, y, relu, dwt, db, has_bias, ws, ph, pw, T):
         dyt = xp + C * Hp * Wp + NR_MAX
         part = dyt + Q * Fp
         dbp = part + K * Fp
-        for j in range(Q * Fp + K * Fp + F):
-            ws[_u(dyt + j)] = zero
+        # the last wide-grid columns read up to KW - 1 elements past the padded image: zero
+        # them (they meet zeros of dyT, and NaN * 0 would not vanish)
+        for j in range(C * Hp * Wp, C * Hp * Wp + NR_MAX + Q * Fp + K * Fp + F):
+            ws[_u(xp + j)] = zero
         for n in range(t * N // T, (t + 1) * N // T):
             _pad(xf, xf, False, n * CHW, C, H, W, ph, pw, Hp, Wp, ws, xp)
             for f in range(F):
@@ -203,10 +208,13 @@ def direct_dw(x, dy, y, relu, dwt, db, has_bias, ws, ph, pw, T):
                         ws[d + _u(ow * Fp)] = v
                         acc += v
                 ws[dbp + f] += acc
-            for k0 in range(0, K, MR):
-                for f0 in range(0, F, nr):
-                    _rows_strided(min(MR, K - k0), ws, xp, koff, k0, ws, dyt + f0, Fp, Q, ws,
-                                  part + k0 * Fp + f0, Fp, min(nr, F - f0), 1, ws, 0)
+            for q0 in range(0, Q, _DW_COLS):  # dyT[q0:q0+_DW_COLS] stays in L1
+                qn = min(_DW_COLS, Q - q0)
+                for k0 in range(0, K, MR):
+                    for f0 in range(0, F, nr):
+                        _rows_strided(min(MR, K - k0), ws, xp + q0, koff, k0, ws,
+                                      dyt + q0 * Fp + f0, Fp, qn, ws, part + k0 * Fp + f0, Fp,
+                                      min(nr, F - f0), 1, ws, 0)
     dwf = dwt.reshape(dwt.size)
     for f in range(F):
         for k in range(K):

@@ -13,7 +13,8 @@ GFLOP/s peak). :func:`mk` is an intrinsic whose code is written here in LLVM IR,
 * ``B(k, :) = b[b0 + btab[k] : +NR]``: each of the ``K`` rows starts where a table says, so
   a convolution is a GEMM over (channel, kh, kw) whose rows are shifted slices of the padded
   image (no im2col), or ``b[b0 + k * ldb : +NR]`` when ``btab`` is empty;
-* ``NR`` = two vectors: 16 float32 or 8 float64 columns (:func:`mk_cols`); only the first
+* ``NR`` = two vectors (:func:`mk_cols`): 16 float32 or 8 float64 columns with AVX2, twice
+  that with AVX-512 (the vector width is the host CPU's, as Numba compiles for it); only the first
   ``nc`` columns are written, but all ``NR`` are read (callers leave slack after ``b``);
 * ``beta`` is 0 (overwrite) or 1 (accumulate).
 
@@ -35,8 +36,22 @@ _I64 = ir.IntType(64)
 _I32 = ir.IntType(32)
 
 
+def _vector_bits() -> int:
+    """The widest vectors of this CPU that the kernel uses: 512 bits with AVX-512, else 256."""
+    try:
+        import llvmlite.binding as llb
+
+        return 512 if llb.get_host_cpu_features().get("avx512f", False) else 256
+    except Exception:  # pragma: no cover - feature query unavailable
+        return 256
+
+
+VECTOR_BITS = _vector_bits()
+COLS_F32 = 2 * VECTOR_BITS // 32  # columns per call for float32 (the most of any dtype)
+
+
 def _lanes(dtype) -> int:
-    return 8 if dtype == types.float32 else 4
+    return VECTOR_BITS // (32 if dtype == types.float32 else 64)
 
 
 def _elem_ptr(context, builder, aty, aval, off):
