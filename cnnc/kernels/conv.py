@@ -36,6 +36,7 @@ from cnnc.kernels.blas import TRANS_T as _T
 from cnnc.kernels.blas import gemm
 from cnnc.kernels.blas import uidx as _u
 from cnnc.kernels import direct as _direct
+from cnnc.kernels.direct import phase_image as _phase_image
 from cnnc.kernels import winograd as _wino
 from cnnc.kernels.threads import work_chunks
 
@@ -259,11 +260,16 @@ def conv2d_workspace_size(N, C, H, W, F, KH, KW, OH, OW, groups):
     T = max(1, min(work_chunks(), int(N)))
     size = T * per
     H, W = int(H), int(W)
-    ph_, pw_ = (int(OH) - H + int(KH) - 1), (int(OW) - W + int(KW) - 1)  # 2 * padding at stride 1
-    if ph_ >= 0 and pw_ >= 0 and ph_ % 2 == 0 and pw_ % 2 == 0 and int(groups) == 1:
-        shared, per_d = _direct.sizes(int(N), int(C), H, W, int(F), int(KH), int(KW), ph_ // 2,
-                                      pw_ // 2, T)
-        size = max(size, shared + T * per_d)
+    if int(groups) == 1:  # the direct kernels, at each stride and padding these shapes allow
+        for st in (1, 2):
+            pads = [(p, q) for p in range(int(KH)) for q in range(int(KW))
+                    if (H + 2 * p - int(KH)) // st + 1 == int(OH)
+                    and (W + 2 * q - int(KW)) // st + 1 == int(OW)]
+            if pads:
+                p, q = max(pads)
+                shared, per_d = _direct.sizes(int(N), int(C), H, W, int(F), int(KH), int(KW),
+                                              p, q, T, st)
+                size = max(size, shared + T * per_d)
     dph, dpw = int(OH) - H + 2, int(OW) - W + 2  # 2 * padding if stride 1, dilation 1
     if (int(KH) == 3 and int(KW) == 3 and int(groups) == 1 and dph in (0, 2, 4)
             and dpw in (0, 2, 4) and _wino_ok(int(C), int(F), 3, 3, 1, 1, dph // 2,
@@ -299,14 +305,14 @@ def _wino_ok(C, F, KH, KW, sh, sw, ph, pw, dh, dw, groups, path, min_ch=None):
 
 
 def _direct_ok(KW, sh, sw, dh, dw, groups, path):
-    """The direct micro-kernel convolution applies (stride 1, dilation 1, one group, and
-    windows no wider than the slack after its padded images)?"""
-    return (path in (PATH_AUTO, PATH_DIRECT) and sh == 1 and sw == 1 and dh == 1 and dw == 1
-            and groups == 1 and KW <= _direct.NR_MAX)
+    """The direct micro-kernel convolution applies (stride 1 or 2 on both axes, dilation 1,
+    one group, and windows no wider than the slack after its padded images)?"""
+    return (path in (PATH_AUTO, PATH_DIRECT) and sh == sw and sh in (1, 2) and dh == 1
+            and dw == 1 and groups == 1 and KW <= _direct.NR_MAX)
 
 
-def _direct_fits(ws, N, C, H, W, F, KH, KW, ph, pw, T):
-    shared, per = _direct.sizes(N, C, H, W, F, KH, KW, ph, pw, T)
+def _direct_fits(ws, N, C, H, W, F, KH, KW, ph, pw, T, stride):
+    shared, per = _direct.sizes(N, C, H, W, F, KH, KW, ph, pw, T, stride)
     return ws.size >= shared + min(T, N) * per
 
 
@@ -428,45 +434,6 @@ def _col2im_wide(cols, coff, ldc, C, H, W, KH, KW, ph, pw, OH, OW, dxf, dxoff, w
 # q[kh%2][kw%2][c, oh + kh//2, ow + kw//2], so with the output computed on a grid of
 # OH x Wq, row (c, kh, kw) of the column matrix is ONE contiguous slice of a phase plane,
 # as in the wide layout (its last Wq - OW columns per row are garbage).
-
-
-@njit(cache=True, fastmath=True)
-def _phase_image(xf, xoff, C, H, W, ph, pw, KH, KW, Hq, Wq, buf, boff):
-    """buf[boff + ((a*2 + b)*C + c)*Hq*Wq + i*Wq + j] = xpad[c, 2i+a, 2j+b] (zero outside the
-    image). A 1x1 window needs phase (0, 0) only; otherwise all four planes are written,
-    an input row at a time: its even and odd elements go to the two planes of its row
-    phase in one loop (an interleaved load LLVM vectorizes; one strided loop per plane
-    took 3x longer)."""
-    zero = buf.dtype.type(0)
-    plane = Hq * Wq
-    if KH == 1 and KW == 1:
-        for c in range(C):
-            base = boff + c * plane
-            for i in range(Hq):
-                ih = 2 * i - ph
-                d = _u(base + i * Wq)
-                for j in range(Wq):
-                    iw = 2 * j - pw
-                    buf[d + _u(j)] = (xf[_u(xoff + (c * H + ih) * W + iw)]
-                                      if 0 <= ih < H and 0 <= iw < W else zero)
-        return
-    for j in range(4 * C * plane):
-        buf[_u(boff + j)] = zero
-    e = pw % 2  # input column 2k lands in plane b = e, column k + h; 2k+1 in 1 - e, k + h + e
-    h = pw // 2
-    half = W // 2
-    for c in range(C):
-        for ih in range(H):
-            a = (ih + ph) % 2
-            i = (ih + ph) // 2
-            row = _u(xoff + (c * H + ih) * W)
-            de = _u(boff + ((a * 2 + e) * C + c) * plane + i * Wq + h)
-            do = _u(boff + ((a * 2 + 1 - e) * C + c) * plane + i * Wq + h + e)
-            for k in range(half):
-                buf[de + _u(k)] = xf[row + _u(2) * _u(k)]
-                buf[do + _u(k)] = xf[row + _u(2) * _u(k) + _u(1)]
-            if W % 2:
-                buf[de + _u(half)] = xf[row + _u(W - 1)]
 
 
 @njit(cache=True, fastmath=True)
@@ -667,7 +634,7 @@ def _conv_fwd_split(x, w, b, y, ws, sh, sw, ph, pw, dh, dw, has_bias, relu, T):
 
 @njit(parallel=True, cache=True, fastmath=True)
 def _conv_bwd(x, w, y, dy, dx, dwt, db, ws, sh, sw, ph, pw, dh, dw, G, has_bias, relu,
-              need_dx, nthreads, fcols, bcols, path):
+              need_dx, need_dw, nthreads, fcols, bcols, path):
     N, C, H, W = x.shape
     F, Cg, KH, KW = w.shape
     OH = dy.shape[2]
@@ -730,8 +697,8 @@ def _conv_bwd(x, w, y, dy, dx, dwt, db, ws, sh, sw, ph, pw, dh, dw, G, has_bias,
                         for p in range(rlen, Wrow):
                             ws[d + _u(p)] = zero
                     ws[dbp + f] += acc
-            # columns of x for the block
-            if nB == 1 and pointwise:
+            # columns of x for the block (for dW only)
+            if (nB == 1 and pointwise) or not need_dw:
                 src = xf
                 soff = nb * CHW
             else:
@@ -747,7 +714,7 @@ def _conv_bwd(x, w, y, dy, dx, dwt, db, ws, sh, sw, ph, pw, dh, dw, G, has_bias,
                                 OH, OW, ws, cbuf + i * Pc, L)
                 src = ws
                 soff = cbuf
-            for g in range(G):
+            for g in range(G if need_dw else 0):
                 if dwT:  # dW_g^T [CgKK, Fg] += cols_g [CgKK, L] . dy_g^T [L, Fg]
                     gemm(_N, _T, CgKK, Fg, L, 1.0, src, soff + g * CgKK * L, L,
                          ws, dyb + g * Fg * L, L, 1.0, ws, dwp + g * Fg * CgKK, Fg)
@@ -781,7 +748,7 @@ def _conv_bwd(x, w, y, dy, dx, dwt, db, ws, sh, sw, ph, pw, dh, dw, G, has_bias,
                                     OW, dxf, n * CHW)
     # reduce the per-thread partials
     dwf = dwt.reshape(dwt.size)
-    for j in range(FCgKK):
+    for j in range(FCgKK if need_dw else 0):
         if dwT:  # partial holds, per group, [CgKK, Fg]
             g = j // (Fg * CgKK)
             r = j - g * Fg * CgKK
@@ -794,7 +761,7 @@ def _conv_bwd(x, w, y, dy, dx, dwt, db, ws, sh, sw, ph, pw, dh, dw, G, has_bias,
         for t in range(T):
             acc += ws[t * per + jj]
         dwf[j] = acc
-    if has_bias:
+    if has_bias and need_dw:
         for f in range(F):
             acc = zero
             for t in range(T):
@@ -842,8 +809,9 @@ def conv2d_forward(x, w, b, y, ws, sh, sw, ph, pw, dh, dw, groups, has_bias, rel
     small = small and ws.size >= C * KH * KW * OH * OW
     if (not small and _direct_ok(KW, sh, sw, dh, dw, groups, FORCE_PATH)
             and not (wino and min(C, F) >= _DIRECT_WINO_FWD_CH)
-            and _direct_fits(ws, N, C, H, W, F, KH, KW, ph, pw, T)):
-        _direct.direct_conv(x, x, False, w, False, b, bool(has_bias), bool(relu), y, ws, ph, pw, T)
+            and _direct_fits(ws, N, C, H, W, F, KH, KW, ph, pw, T, sh)):
+        _direct.direct_conv(x, x, False, w, False, b, bool(has_bias), bool(relu), y, ws, ph, pw,
+                            sh, T)
         return
     tiles = N * ((OH + 3) // 4) * ((OW + 3) // 4)
     if wino and _wino_fits(ws, N, C, F, H, W, OH, OW) and not (small and tiles < T * _WINO_TILES):
@@ -876,14 +844,19 @@ def conv2d_backward(x, w, y, dy, dx, dwt, db, ws, sh, sw, ph, pw, dh, dw, groups
     F, _, KH, KW = w.shape
     OH, OW = dy.shape[2], dy.shape[3]
     T = _chunks()
+    # the direct kernels: dW at stride 1 or 2, dx at stride 1 (else the im2col kernel's)
     if (_direct_ok(KW, sh, sw, dh, dw, groups, FORCE_PATH)
             and not (FORCE_PATH == PATH_AUTO and _wino_worth(C, F, OH, OW, FORCE_PATH)
                      and _wino_ok(C, F, KH, KW, sh, sw, ph, pw, dh, dw, groups, FORCE_PATH))
-            and _direct_fits(ws, N, C, H, W, F, KH, KW, ph, pw, T)):
-        _direct.direct_dw(x, dy, y, bool(relu), dwt, db, bool(has_bias), ws, ph, pw, T)
-        if need_dx:
+            and _direct_fits(ws, N, C, H, W, F, KH, KW, ph, pw, T, sh)):
+        _direct.direct_dw(x, dy, y, bool(relu), dwt, db, bool(has_bias), ws, ph, pw, sh, T)
+        if need_dx and sh == 1:
             _direct.direct_conv(dy, y, bool(relu), w, True, db, False, False, dx, ws,
-                                KH - 1 - ph, KW - 1 - pw, T)
+                                KH - 1 - ph, KW - 1 - pw, 1, T)
+        elif need_dx:
+            _conv_bwd(x, w, y, dy, dx, dwt, db, ws, sh, sw, ph, pw, dh, dw, groups,
+                      bool(has_bias), bool(relu), True, False, T, _FWD_TARGET_COLS,
+                      _BWD_TARGET_COLS, FORCE_PATH)
         return
     worth = _wino_worth(C, F, OH, OW, FORCE_PATH)
     wino_dx = (need_dx and worth and _wino_ok(C, F, KH, KW, sh, sw, ph, pw, dh, dw, groups, FORCE_PATH)
@@ -895,7 +868,7 @@ def conv2d_backward(x, w, y, dy, dx, dwt, db, ws, sh, sw, ph, pw, dh, dw, groups
                       _chunks(), _WINO_TILES)
     else:
         _conv_bwd(x, w, y, dy, dx, dwt, db, ws, sh, sw, ph, pw, dh, dw, groups,
-                  bool(has_bias), bool(relu), bool(need_dx) and not wino_dx,
+                  bool(has_bias), bool(relu), bool(need_dx) and not wino_dx, True,
                   _chunks(), _FWD_TARGET_COLS, _BWD_TARGET_COLS, FORCE_PATH)
     if wino_dx:
         # dx = conv(dy * (y > 0), flipped transposed w) with padding K - 1 - p

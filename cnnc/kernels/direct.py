@@ -37,6 +37,46 @@ MR = 4
 _DW_COLS = 256  # wide-grid columns per weight-gradient pass: dyT's slice stays in L1
 
 
+@njit(cache=True, fastmath=True)
+def phase_image(xf, xoff, C, H, W, ph, pw, KH, KW, Hq, Wq, buf, boff):
+    """buf[boff + ((a*2 + b)*C + c)*Hq*Wq + i*Wq + j] = xpad[c, 2i+a, 2j+b] (zero outside the
+    image). A 1x1 window needs phase (0, 0) only; otherwise all four planes are written,
+    an input row at a time: its even and odd elements go to the two planes of its row
+    phase in one loop (an interleaved load LLVM vectorizes; one strided loop per plane
+    took 3x longer)."""
+    zero = buf.dtype.type(0)
+    plane = Hq * Wq
+    if KH == 1 and KW == 1:
+        for c in range(C):
+            base = boff + c * plane
+            for i in range(Hq):
+                ih = 2 * i - ph
+                d = _u(base + i * Wq)
+                for j in range(Wq):
+                    iw = 2 * j - pw
+                    buf[d + _u(j)] = (xf[_u(xoff + (c * H + ih) * W + iw)]
+                                      if 0 <= ih < H and 0 <= iw < W else zero)
+        return
+    for j in range(4 * C * plane):
+        buf[_u(boff + j)] = zero
+    e = pw % 2  # input column 2k lands in plane b = e, column k + h; 2k+1 in 1 - e, k + h + e
+    h = pw // 2
+    half = W // 2
+    for c in range(C):
+        for ih in range(H):
+            a = (ih + ph) % 2
+            i = (ih + ph) // 2
+            row = _u(xoff + (c * H + ih) * W)
+            de = _u(boff + ((a * 2 + e) * C + c) * plane + i * Wq + h)
+            do = _u(boff + ((a * 2 + 1 - e) * C + c) * plane + i * Wq + h + e)
+            for k in range(half):
+                buf[de + _u(k)] = xf[row + _u(2) * _u(k)]
+                buf[do + _u(k)] = xf[row + _u(2) * _u(k) + _u(1)]
+            if W % 2:
+                buf[de + _u(half)] = xf[row + _u(W - 1)]
+
+
+
 @njit(cache=True)
 def _rows(mr, a, a0, arow, ar0, b, b0, btab, kk, c, c0, ldc, nc, beta, bias, bias0, has_bias,
           relu):
@@ -64,15 +104,30 @@ def _rows_strided(mr, a, a0, arow, ar0, b, b0, ldb, kk, c, c0, ldc, nc, beta, bi
         mks1(a, a0, arow, ar0, b, b0, arow, ldb, kk, c, c0, ldc, nc, beta, bias, 0, has_bias, 0)
 
 
+@njit(cache=True, inline="always")
+def _planes(H, W, ph, pw, stride):
+    """(rows, columns) of the planes the micro-kernel reads: the zero-padded image at stride
+    1, its four phase planes (``phase_image``) at stride 2."""
+    if stride == 1:
+        return H + 2 * ph, W + 2 * pw
+    return (H + 2 * ph + 1) // 2, (W + 2 * pw + 1) // 2
+
+
 @njit(cache=True)
-def _tables(C, F, KH, KW, Hp, Wp):
-    """(koff: the offset of each (c, kh, kw) in a padded image, arow: filter rows f*C*KH*KW)."""
+def _tables(C, F, KH, KW, Hp, Wp, stride):
+    """(koff: where each (c, kh, kw) starts in the prepared image, arow: filter rows
+    f*C*KH*KW). At stride 2, tap (kh, kw) reads phase plane (kh % 2, kw % 2) shifted by
+    (kh // 2, kw // 2)."""
     K = C * KH * KW
     koff = np.empty(K, np.int64)
     for c in range(C):
         for kh in range(KH):
             for kw in range(KW):
-                koff[(c * KH + kh) * KW + kw] = c * Hp * Wp + kh * Wp + kw
+                if stride == 1:
+                    o = c * Hp * Wp + kh * Wp + kw
+                else:
+                    o = (((kh % 2) * 2 + kw % 2) * C + c) * Hp * Wp + (kh // 2) * Wp + kw // 2
+                koff[(c * KH + kh) * KW + kw] = o
     arow = np.empty(F, np.int64)
     for f in range(F):
         arow[f] = f * K
@@ -80,30 +135,40 @@ def _tables(C, F, KH, KW, Hp, Wp):
 
 
 @njit(cache=True)
-def sizes(N, C, H, W, F, KH, KW, ph, pw, T):
+def _prepare(sf, mf, use_mask, soff, C, H, W, ph, pw, KH, KW, stride, Hp, Wp, ws, xp):
+    """The image the micro-kernel reads, at ws[xp:]: zero-padded (masked) at stride 1,
+    phase planes at stride 2."""
+    if stride == 1:
+        _pad(sf, mf, use_mask, soff, C, H, W, ph, pw, Hp, Wp, ws, xp)
+    else:
+        phase_image(sf, soff, C, H, W, ph, pw, KH, KW, Hp, Wp, ws, xp)
+
+
+@njit(cache=True)
+def sizes(N, C, H, W, F, KH, KW, ph, pw, T, stride=1):
     """(shared, per-thread) workspace elements for forward, data and weight gradients."""
-    Hp, Wp = H + 2 * ph, W + 2 * pw
-    OH, OW = Hp - KH + 1, Wp - KW + 1
+    Hp, Wp = _planes(H, W, ph, pw, stride)
+    OH, OW = (H + 2 * ph - KH) // stride + 1, (W + 2 * pw - KW) // stride + 1
     qh, qw = KH - 1 - ph, KW - 1 - pw
     Hq, Wq = OH + 2 * qh, OW + 2 * qw
     R = NR_MAX
     K = C * KH * KW
     Fp = (F + R - 1) // R * R
-    fwd = C * Hp * Wp + R + F * ((OH * Wp + R - 1) // R * R)
+    img = C * Hp * Wp * (1 if stride == 1 else 4) + R
+    fwd = img + F * ((OH * Wp + R - 1) // R * R)
     dx = F * Hq * Wq + R + C * ((H * Wq + R - 1) // R * R)
-    dw = C * Hp * Wp + R + OH * Wp * Fp + K * Fp + F
+    dw = img + OH * Wp * Fp + K * Fp + F
     return F * K, max(fwd, dx, dw)
 
 
 @njit(cache=True, fastmath=True)
-def _image(sf, mf, use_mask, soff, C, H, W, ph, pw, wf, arow, koff, F, KH, KW, out, ooff, bias,
-           has_bias, relu, ws, xp, ob, nr):
-    """out[ooff:] (F x OH x OW) = conv(pad(src * mask), w) + bias (ReLU) for one image,
-    the padded image at ws[xp:], the wide-grid buffer (rows narrower than nr) at ws[ob:]."""
-    Hp, Wp = H + 2 * ph, W + 2 * pw
-    OH, OW = Hp - KH + 1, Wp - KW + 1
+def _image(sf, mf, use_mask, soff, C, H, W, ph, pw, stride, wf, arow, koff, F, KH, KW, out,
+           ooff, OH, OW, bias, has_bias, relu, ws, xp, ob, nr):
+    """out[ooff:] (F x OH x OW) = conv(src * mask, w) + bias (ReLU) for one image, the
+    prepared image at ws[xp:], the wide-grid buffer (rows narrower than nr) at ws[ob:]."""
+    Hp, Wp = _planes(H, W, ph, pw, stride)
     K = C * KH * KW
-    _pad(sf, mf, use_mask, soff, C, H, W, ph, pw, Hp, Wp, ws, xp)
+    _prepare(sf, mf, use_mask, soff, C, H, W, ph, pw, KH, KW, stride, Hp, Wp, ws, xp)
     if OW >= nr:
         for oh in range(OH):
             for ow0 in range(0, OW, nr):
@@ -128,18 +193,20 @@ def _image(sf, mf, use_mask, soff, C, H, W, ph, pw, wf, arow, koff, F, KH, KW, o
 
 
 @njit(parallel=True, cache=True, fastmath=True)
-def direct_conv(src, msk, use_mask, w, transpose, b, has_bias, relu, out, ws, ph, pw, T):
-    """out = relu(conv(src * (msk > 0), w') + b), stride 1: ``w' = w`` (forward) or, with
-    ``transpose``, the flipped transposed filters (data gradient: ``src`` = dy, ``out`` = dx,
-    padding ``K - 1 - p``). src: (N, Ci, Hi, Wi), out: (N, Co, Ho, Wo)."""
+def direct_conv(src, msk, use_mask, w, transpose, b, has_bias, relu, out, ws, ph, pw, stride, T):
+    """out = relu(conv(src * (msk > 0), w') + b): ``w' = w`` (forward, stride 1 or 2) or,
+    with ``transpose``, the flipped transposed filters (data gradient of a stride-1 layer:
+    ``src`` = dy, ``out`` = dx, padding ``K - 1 - p``). src: (N, Ci, Hi, Wi), out: (N, Co,
+    Ho, Wo). The mask applies at stride 1 only."""
     N, Ci, Hi, Wi = src.shape
     Co, Ho, Wo = out.shape[1], out.shape[2], out.shape[3]
     F, Cw, KH, KW = w.shape
-    Hp, Wp = Hi + 2 * ph, Wi + 2 * pw
+    Hp, Wp = _planes(Hi, Wi, ph, pw, stride)
     K = Ci * KH * KW
     nr = mk_cols(ws)
     shared, per = sizes(N, Cw, Ho if transpose else Hi, Wo if transpose else Wi, F, KH, KW,
-                        KH - 1 - ph if transpose else ph, KW - 1 - pw if transpose else pw, T)
+                        KH - 1 - ph if transpose else ph, KW - 1 - pw if transpose else pw, T,
+                        stride)
     if transpose:  # wt[c, f, kh, kw] = w[f, c, KH-1-kh, KW-1-kw]
         wf = ws[:Co * K]
         for c in range(Co):
@@ -149,7 +216,7 @@ def direct_conv(src, msk, use_mask, w, transpose, b, has_bias, relu, out, ws, ph
                         wf[((c * Ci + f) * KH + kh) * KW + kw] = w[f, c, KH - 1 - kh, KW - 1 - kw]
     else:
         wf = w.reshape(w.size)
-    koff, arow = _tables(Ci, Co, KH, KW, Hp, Wp)
+    koff, arow = _tables(Ci, Co, KH, KW, Hp, Wp, stride)
     sf = src.reshape(src.size)
     mf = msk.reshape(msk.size)
     of = out.reshape(out.size)
@@ -160,25 +227,27 @@ def direct_conv(src, msk, use_mask, w, transpose, b, has_bias, relu, out, ws, ph
     rl = 1 if relu else 0
     for t in prange(T):
         xp = shared + t * per
-        ob = xp + Ci * Hp * Wp + NR_MAX
+        ob = xp + Ci * Hp * Wp * (1 if stride == 1 else 4) + NR_MAX
         for n in range(t * N // T, (t + 1) * N // T):
-            _image(sf, mf, use_mask, n * CHW, Ci, Hi, Wi, ph, pw, wf, arow, koff, Co, KH, KW,
-                   of, n * OHW, b, hb, rl, ws, xp, ob, nr)
+            _image(sf, mf, use_mask, n * CHW, Ci, Hi, Wi, ph, pw, stride, wf, arow, koff, Co, KH,
+                   KW, of, n * OHW, Ho, Wo, b, hb, rl, ws, xp, ob, nr)
 
 
 @njit(parallel=True, cache=True, fastmath=True)
-def direct_dw(x, dy, y, relu, dwt, db, has_bias, ws, ph, pw, T):
-    """dW (and db) of the stride-1 convolution ``y = relu(conv(x, w) + b)``, overwritten."""
+def direct_dw(x, dy, y, relu, dwt, db, has_bias, ws, ph, pw, stride, T):
+    """dW (and db) of the convolution ``y = relu(conv(x, w) + b)`` (stride 1 or 2),
+    overwritten."""
     N, C, H, W = x.shape
     F, _, KH, KW = dwt.shape
     OH, OW = dy.shape[2], dy.shape[3]
-    Hp, Wp = H + 2 * ph, W + 2 * pw
+    Hp, Wp = _planes(H, W, ph, pw, stride)
+    img = C * Hp * Wp * (1 if stride == 1 else 4)
     K = C * KH * KW
     nr = mk_cols(ws)
     Fp = (F + nr - 1) // nr * nr
     Q = OH * Wp
-    shared, per = sizes(N, C, H, W, F, KH, KW, ph, pw, T)
-    koff, arow = _tables(C, F, KH, KW, Hp, Wp)
+    shared, per = sizes(N, C, H, W, F, KH, KW, ph, pw, T, stride)
+    koff, arow = _tables(C, F, KH, KW, Hp, Wp, stride)
     xf = x.reshape(x.size)
     dyf = dy.reshape(dy.size)
     yf = y.reshape(y.size)
@@ -187,15 +256,15 @@ def direct_dw(x, dy, y, relu, dwt, db, has_bias, ws, ph, pw, T):
     T = min(T, N)
     for t in prange(T):
         xp = shared + t * per
-        dyt = xp + C * Hp * Wp + NR_MAX
+        dyt = xp + img + NR_MAX
         part = dyt + Q * Fp
         dbp = part + K * Fp
-        # the last wide-grid columns read up to KW - 1 elements past the padded image: zero
-        # them (they meet zeros of dyT, and NaN * 0 would not vanish)
-        for j in range(C * Hp * Wp, C * Hp * Wp + NR_MAX + Q * Fp + K * Fp + F):
+        # the last wide-grid columns read up to KW - 1 elements past the prepared image:
+        # zero them (they meet zeros of dyT, and NaN * 0 would not vanish)
+        for j in range(img, img + NR_MAX + Q * Fp + K * Fp + F):
             ws[_u(xp + j)] = zero
         for n in range(t * N // T, (t + 1) * N // T):
-            _pad(xf, xf, False, n * CHW, C, H, W, ph, pw, Hp, Wp, ws, xp)
+            _prepare(xf, xf, False, n * CHW, C, H, W, ph, pw, KH, KW, stride, Hp, Wp, ws, xp)
             for f in range(F):
                 acc = zero
                 for oh in range(OH):
@@ -220,11 +289,11 @@ def direct_dw(x, dy, y, relu, dwt, db, has_bias, ws, ph, pw, T):
         for k in range(K):
             acc = zero
             for t in range(T):
-                acc += ws[shared + t * per + C * Hp * Wp + NR_MAX + Q * Fp + k * Fp + f]
+                acc += ws[shared + t * per + img + NR_MAX + Q * Fp + k * Fp + f]
             dwf[f * K + k] = acc
     if has_bias:
         for f in range(F):
             acc = zero
             for t in range(T):
-                acc += ws[shared + t * per + C * Hp * Wp + NR_MAX + Q * Fp + K * Fp + f]
+                acc += ws[shared + t * per + img + NR_MAX + Q * Fp + K * Fp + f]
             db[f] = acc
