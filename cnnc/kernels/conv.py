@@ -304,11 +304,13 @@ def _wino_ok(C, F, KH, KW, sh, sw, ph, pw, dh, dw, groups, path, min_ch=None):
     return path == PATH_WINO or (C >= min_ch and F >= min_ch)
 
 
-def _direct_ok(KW, sh, sw, dh, dw, groups, path):
+def _direct_ok(KH, KW, sh, sw, dh, dw, groups, path):
     """The direct micro-kernel convolution applies (stride 1 or 2 on both axes, dilation 1,
-    one group, and windows no wider than the slack after its padded images)?"""
+    one group, a window larger than 1x1 -- a 1x1 layer's reduction over channels alone is
+    too short for it: ResNet-8's 1x1 stride-2 shortcuts ran 10-20% slower -- and no wider
+    than the slack after its padded images)?"""
     return (path in (PATH_AUTO, PATH_DIRECT) and sh == sw and sh in (1, 2) and dh == 1
-            and dw == 1 and groups == 1 and KW <= _direct.NR_MAX)
+            and dw == 1 and groups == 1 and 1 < KH * KW and KW <= _direct.NR_MAX)
 
 
 def _direct_fits(ws, N, C, H, W, F, KH, KW, ph, pw, T, stride):
@@ -807,7 +809,7 @@ def conv2d_forward(x, w, b, y, ws, sh, sw, ph, pw, dh, dw, groups, has_bias, rel
         _wino.wino_conv_small(x, w, b, bool(has_bias), bool(relu), y, ws, ph, pw, T)
         return
     small = small and ws.size >= C * KH * KW * OH * OW
-    if (not small and _direct_ok(KW, sh, sw, dh, dw, groups, FORCE_PATH)
+    if (not small and _direct_ok(KH, KW, sh, sw, dh, dw, groups, FORCE_PATH)
             and not (wino and min(C, F) >= _DIRECT_WINO_FWD_CH)
             and _direct_fits(ws, N, C, H, W, F, KH, KW, ph, pw, T, sh)):
         _direct.direct_conv(x, x, False, w, False, b, bool(has_bias), bool(relu), y, ws, ph, pw,
@@ -845,7 +847,7 @@ def conv2d_backward(x, w, y, dy, dx, dwt, db, ws, sh, sw, ph, pw, dh, dw, groups
     OH, OW = dy.shape[2], dy.shape[3]
     T = _chunks()
     # the direct kernels: dW at stride 1 or 2, dx at stride 1 (else the im2col kernel's)
-    if (_direct_ok(KW, sh, sw, dh, dw, groups, FORCE_PATH)
+    if (_direct_ok(KH, KW, sh, sw, dh, dw, groups, FORCE_PATH)
             and not (FORCE_PATH == PATH_AUTO and _wino_worth(C, F, OH, OW, FORCE_PATH)
                      and _wino_ok(C, F, KH, KW, sh, sw, ph, pw, dh, dw, groups, FORCE_PATH))
             and _direct_fits(ws, N, C, H, W, F, KH, KW, ph, pw, T, sh)):
