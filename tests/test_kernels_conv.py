@@ -199,6 +199,41 @@ def test_conv_matches_reference(cfg, path):
         np.testing.assert_allclose(db, db_ref, rtol=1e-10, atol=1e-10)
 
 
+# The grid's maps are narrower than the micro-kernel's 16 (float32) / 8 (float64) columns,
+# so the direct kernels compute them on the wide grid; these reach its per-row path, a
+# partial last block of a row, filter counts that leave 1-3 rows for the last call, and
+# stride 2 through the phase planes.
+DIRECT_CONFIGS = [
+    (3, 3, 20, 37, 6, 3, 3, (1, 1), (1, 1), (1, 1), 1, True, True),
+    (2, 5, 18, 33, 7, 5, 3, (1, 1), (2, 0), (1, 1), 1, False, True),
+    (2, 4, 35, 40, 9, 3, 3, (2, 2), (1, 1), (1, 1), 1, True, False),
+    (3, 2, 21, 70, 5, 4, 2, (2, 2), (0, 1), (1, 1), 1, True, True),
+    (2, 16, 17, 17, 16, 3, 3, (1, 1), (0, 0), (1, 1), 1, False, False),
+]
+
+
+@pytest.mark.parametrize("dt", [np.float64, np.float32])
+@pytest.mark.parametrize("cfg", DIRECT_CONFIGS, ids=_cfg_id)
+def test_direct_conv_wide_maps_match_reference(cfg, dt):
+    N, C, H, W, F, KH, KW, s, p, d, G, bias, relu = cfg
+    x, w, b, dy = _make(cfg, dt, seed=2)
+    old = conv.FORCE_PATH
+    conv.FORCE_PATH = conv.PATH_DIRECT
+    try:
+        y, dx, dwt, db = run_conv(x, w, b, s, p, d, G, bias, relu, dy)
+    finally:
+        conv.FORCE_PATH = old
+    tol = dict(rtol=1e-10, atol=1e-10) if dt == np.float64 else dict(rtol=1e-4, atol=2e-3)
+    y_ref = ref_forward(x, w, b if bias else None, s, p, d, G, relu)
+    np.testing.assert_allclose(y, y_ref, **tol)
+    # the ReLU mask from the kernel's own y (float32 may round a y near 0 the other way)
+    dx_ref, dw_ref, db_ref = ref_backward(x, w, y.astype(np.float64), dy, s, p, d, G, relu, bias)
+    np.testing.assert_allclose(dx, dx_ref, **tol)
+    np.testing.assert_allclose(dwt, dw_ref, **tol)
+    if bias:
+        np.testing.assert_allclose(db, db_ref, **tol)
+
+
 @pytest.mark.parametrize("cfg", CONFIGS[::4], ids=_cfg_id)
 def test_conv_float32_matches_reference(cfg):
     N, C, H, W, F, KH, KW, s, p, d, G, bias, relu = cfg

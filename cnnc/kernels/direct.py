@@ -30,6 +30,7 @@ from numba import njit, prange
 
 from cnnc.kernels.blas import uidx as _u
 from cnnc.kernels.microkernel import COLS_F32, mk1, mk2, mk3, mk4, mks1, mks2, mks3, mks4, mk_cols
+from cnnc.kernels.winograd import _FASTMATH
 from cnnc.kernels.winograd import _wino_pad as _pad
 
 NR_MAX = COLS_F32  # micro-kernel columns of the widest case (float32): sizes use it
@@ -37,7 +38,7 @@ MR = 4
 _DW_COLS = 256  # wide-grid columns per weight-gradient pass: dyT's slice stays in L1
 
 
-@njit(cache=True, fastmath=True)
+@njit(cache=True, fastmath=_FASTMATH)
 def phase_image(xf, xoff, C, H, W, ph, pw, KH, KW, Hq, Wq, buf, boff):
     """buf[boff + ((a*2 + b)*C + c)*Hq*Wq + i*Wq + j] = xpad[c, 2i+a, 2j+b] (zero outside the
     image). A 1x1 window needs phase (0, 0) only; otherwise all four planes are written,
@@ -161,7 +162,7 @@ def sizes(N, C, H, W, F, KH, KW, ph, pw, T, stride=1):
     return F * K, max(fwd, dx, dw)
 
 
-@njit(cache=True, fastmath=True)
+@njit(cache=True, fastmath=_FASTMATH)
 def _image(sf, mf, use_mask, soff, C, H, W, ph, pw, stride, wf, arow, koff, F, KH, KW, out,
            ooff, OH, OW, bias, has_bias, relu, ws, xp, ob, nr):
     """out[ooff:] (F x OH x OW) = conv(src * mask, w) + bias (ReLU) for one image, the
@@ -192,7 +193,7 @@ def _image(sf, mf, use_mask, soff, C, H, W, ph, pw, stride, wf, arow, koff, F, K
                     out[d + _u(j)] = ws[s + _u(j)]
 
 
-@njit(parallel=True, cache=True, fastmath=True)
+@njit(parallel=True, cache=True, fastmath=_FASTMATH)
 def direct_conv(src, msk, use_mask, w, transpose, b, has_bias, relu, out, ws, ph, pw, stride, T):
     """out = relu(conv(src * (msk > 0), w') + b): ``w' = w`` (forward, stride 1 or 2) or,
     with ``transpose``, the flipped transposed filters (data gradient of a stride-1 layer:
@@ -233,7 +234,7 @@ def direct_conv(src, msk, use_mask, w, transpose, b, has_bias, relu, out, ws, ph
                    KW, of, n * OHW, Ho, Wo, b, hb, rl, ws, xp, ob, nr)
 
 
-@njit(parallel=True, cache=True, fastmath=True)
+@njit(parallel=True, cache=True, fastmath=_FASTMATH)
 def direct_dw(x, dy, y, relu, dwt, db, has_bias, ws, ph, pw, stride, T):
     """dW (and db) of the convolution ``y = relu(conv(x, w) + b)`` (stride 1 or 2),
     overwritten."""
