@@ -688,7 +688,8 @@ def _conv_bwd(x, w, y, dy, dx, dwt, db, ws, sh, sw, ph, pw, dh, dw, G, has_bias,
                         d = _u(dyb + f * L + i * Pc + r * Wrow)
                         if relu:
                             for p in range(rlen):
-                                v = dyf[s + _u(p)] if yf[s + _u(p)] > zero else zero
+                                v = dyf[s + _u(p)]  # both loads unconditional: a select, no branch
+                                v = v if yf[s + _u(p)] > zero else zero
                                 ws[d + _u(p)] = v
                                 acc += v
                         else:

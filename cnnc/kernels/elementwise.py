@@ -55,7 +55,8 @@ def relu_backward(dy, y, dx):
     """dx = dy * (y > 0), from the forward output y. dy, y, dx: (n,)."""
     n = dy.shape[0]
     for i in prange(n):
-        dx[i] = dy[i] if y[i] > 0 else 0
+        g = dy[i]  # loaded either way: a select the loop vectorizes, not a branch
+        dx[i] = g if y[i] > 0 else 0
 
 
 @njit(cache=True, parallel=True, error_model="numpy")

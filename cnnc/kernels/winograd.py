@@ -89,7 +89,8 @@ def _wino_pad(sf, mf, use_mask, soff, C, H, W, ph, pw, Hp, Wp, ws, boff):
             dp = d + _u(pw)
             if use_mask:
                 for j in range(W):
-                    ws[dp + _u(j)] = sf[s + _u(j)] if mf[s + _u(j)] > zero else zero
+                    v = sf[s + _u(j)]  # loaded either way: a select, not a branch
+                    ws[dp + _u(j)] = v if mf[s + _u(j)] > zero else zero
             else:
                 for j in range(W):
                     ws[dp + _u(j)] = sf[s + _u(j)]
