@@ -18,7 +18,7 @@ from cnnc.kernels import threads as runtime
 
 runtime.configure()
 
-from cnnc.kernels import conv, winograd, dense  # noqa: E402
+from cnnc.kernels import conv, direct, winograd, dense  # noqa: E402
 
 # ---------------------------------------------------------------------------------------
 # naive reference (float64)
@@ -294,6 +294,25 @@ def test_conv_forward_split_over_threads(cfg, T):
     ws = np.full(C * KH * KW * y.shape[2] * y.shape[3], np.nan)
     conv._conv_fwd_split(x, w, b, y, ws, s[0], s[1], p[0], p[1], d[0], d[1], bias, relu, T)
     np.testing.assert_allclose(y, y_ref, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("dt", [np.float64, np.float32])
+@pytest.mark.parametrize("T", [2, 3, 5])
+@pytest.mark.parametrize("cfg", [c for c in CONFIGS + DIRECT_CONFIGS
+                                 if c[10] == 1 and c[7][0] == c[7][1] and c[7][0] in (1, 2)
+                                 and c[9] == (1, 1) and c[5] * c[6] > 1][::2], ids=_cfg_id)
+def test_direct_forward_rows_split_over_threads(cfg, T, dt):
+    """The direct path for batches smaller than the thread count (one prepared image, output
+    rows split over the threads: per row, or on the wide grid) matches the reference,
+    whatever the number of pieces, including more pieces than rows."""
+    N, C, H, W, F, KH, KW, s, p, d, G, bias, relu = cfg
+    x, w, b, _ = _make(cfg, dt, seed=6)
+    y_ref = ref_forward(x, w, b if bias else None, s, p, d, G, relu)
+    y = np.full(y_ref.shape, np.nan, dt)
+    ws = np.full(direct.small_size(C, H, W, F, KH, KW, p[0], p[1], s[0], T), np.nan, dt)
+    direct.direct_conv_rows(x, w, b, bias, relu, y, ws, p[0], p[1], s[0], T)
+    tol = dict(rtol=1e-10, atol=1e-10) if dt == np.float64 else dict(rtol=1e-4, atol=2e-4)
+    np.testing.assert_allclose(y, y_ref, **tol)
 
 
 # ---------------------------------------------------------------------------------------

@@ -270,6 +270,9 @@ def conv2d_workspace_size(N, C, H, W, F, KH, KW, OH, OW, groups):
                 shared, per_d = _direct.sizes(int(N), int(C), H, W, int(F), int(KH), int(KW),
                                               p, q, T, st)
                 size = max(size, shared + T * per_d)
+                if int(N) < work_chunks():  # the row-split forward of small batches
+                    size = max(size, _direct.small_size(int(C), H, W, int(F), int(KH), int(KW),
+                                                        p, q, st, work_chunks()))
     dph, dpw = int(OH) - H + 2, int(OW) - W + 2  # 2 * padding if stride 1, dilation 1
     if (int(KH) == 3 and int(KW) == 3 and int(groups) == 1 and dph in (0, 2, 4)
             and dpw in (0, 2, 4) and _wino_ok(int(C), int(F), 3, 3, 1, 1, dph // 2,
@@ -808,6 +811,11 @@ def conv2d_forward(x, w, b, y, ws, sh, sw, ph, pw, dh, dw, groups, has_bias, rel
     small = N < T and groups == 1 and FORCE_PATH == PATH_AUTO
     if small and wino and _wino_small_fits(ws, C, F, H, W, OH, OW, T):
         _wino.wino_conv_small(x, w, b, bool(has_bias), bool(relu), y, ws, ph, pw, T)
+        return
+    if (small and _direct_ok(KH, KW, sh, sw, dh, dw, groups, PATH_AUTO)
+            and not (wino and min(C, F) >= _DIRECT_WINO_FWD_CH)
+            and ws.size >= _direct.small_size(C, H, W, F, KH, KW, ph, pw, sh, T)):
+        _direct.direct_conv_rows(x, w, b, bool(has_bias), bool(relu), y, ws, ph, pw, sh, T)
         return
     small = small and ws.size >= C * KH * KW * OH * OW
     if (not small and _direct_ok(KH, KW, sh, sw, dh, dw, groups, FORCE_PATH)

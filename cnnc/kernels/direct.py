@@ -234,6 +234,63 @@ def direct_conv(src, msk, use_mask, w, transpose, b, has_bias, relu, out, ws, ph
                    KW, of, n * OHW, Ho, Wo, b, hb, rl, ws, xp, ob, nr)
 
 
+@njit(cache=True)
+def small_size(C, H, W, F, KH, KW, ph, pw, stride, T):
+    """Workspace elements of :func:`direct_conv_rows` with T threads."""
+    Hp, Wp = _planes(H, W, ph, pw, stride)
+    OH = (H + 2 * ph - KH) // stride + 1
+    R = NR_MAX
+    rows = (OH + T - 1) // T
+    return C * Hp * Wp * (1 if stride == 1 else 4) + R + T * F * ((rows * Wp + R - 1) // R + 1) * R
+
+
+@njit(parallel=True, cache=True, fastmath=_FASTMATH)
+def direct_conv_rows(x, w, b, has_bias, relu, y, ws, ph, pw, stride, T):
+    """The forward pass of a batch smaller than the thread count (batch-1 latency): per
+    image, one prepared image, and the threads split its output rows."""
+    N, C, H, W = x.shape
+    F, _, KH, KW = w.shape
+    OH, OW = y.shape[2], y.shape[3]
+    Hp, Wp = _planes(H, W, ph, pw, stride)
+    K = C * KH * KW
+    nr = mk_cols(ws)
+    img = C * Hp * Wp * (1 if stride == 1 else 4) + NR_MAX
+    rows = (OH + T - 1) // T
+    Qt = ((rows * Wp + NR_MAX - 1) // NR_MAX + 1) * NR_MAX  # a thread's wide-grid columns
+    koff, arow = _tables(C, F, KH, KW, Hp, Wp, stride)
+    wf = w.reshape(w.size)
+    xf = x.reshape(x.size)
+    yf = y.reshape(y.size)
+    hb = 1 if has_bias else 0
+    rl = 1 if relu else 0
+    for n in range(N):
+        _prepare(xf, xf, False, n * C * H * W, C, H, W, ph, pw, KH, KW, stride, Hp, Wp, ws, 0)
+        for t in prange(T):
+            r0 = t * OH // T
+            r1 = (t + 1) * OH // T
+            if OW >= nr:
+                for oh in range(r0, r1):
+                    for ow0 in range(0, OW, nr):
+                        for f0 in range(0, F, MR):
+                            _rows(min(MR, F - f0), wf, 0, arow, f0, ws, oh * Wp + ow0, koff, K,
+                                  yf, ((n * F + f0) * OH + oh) * OW + ow0, OH * OW,
+                                  min(nr, OW - ow0), 0, b, f0, hb, rl)
+            elif r1 > r0:
+                ob = img + t * F * Qt
+                Q = (r1 - r0) * Wp
+                Qp = (Q + nr - 1) // nr * nr
+                for q0 in range(0, Qp, nr):
+                    for f0 in range(0, F, MR):
+                        _rows(min(MR, F - f0), wf, 0, arow, f0, ws, r0 * Wp + q0, koff, K, ws,
+                              ob + f0 * Qp + q0, Qp, nr, 0, b, f0, hb, rl)
+                for f in range(F):
+                    for oh in range(r0, r1):
+                        s = _u(ob + f * Qp + (oh - r0) * Wp)
+                        dd = _u(((n * F + f) * OH + oh) * OW)
+                        for j in range(OW):
+                            yf[dd + _u(j)] = ws[s + _u(j)]
+
+
 @njit(parallel=True, cache=True, fastmath=_FASTMATH)
 def direct_dw(x, dy, y, relu, dwt, db, has_bias, ws, ph, pw, stride, T):
     """dW (and db) of the convolution ``y = relu(conv(x, w) + b)`` (stride 1 or 2),
