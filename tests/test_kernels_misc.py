@@ -846,3 +846,26 @@ def test_adam_vs_torch(setting):
         lambda ps: cls(ps, lr=lr, betas=(b1, b2), eps=eps, weight_decay=wd),
         lambda p, g, step: optim.adam_update(p, g, m, v, lr, b1, b2, eps, wd, step, decoupled),
     )
+
+
+@pytest.mark.parametrize("T", [1, 2, 3, 4])
+@pytest.mark.parametrize("shape", [(3, 2, 5, 7), (2, 3, 6, 6), (1, 1, 9, 30), (4, 5, 28, 28),
+                                   (2, 2, 3, 3), (3, 1, 11, 17), (1, 2, 2, 2), (5, 3, 4, 33)])
+def test_maxpool_2x2s2_rows_match_general_kernel(shape, T):
+    """The 2x2 stride-2 kernels compute whole vectors per output row, their extra outputs
+    landing on rows computed later: values, argmax and gradients equal the general
+    kernels' for any split of the rows over threads, odd sizes included."""
+    rng = np.random.default_rng(sum(shape) + T)
+    x = rng.standard_normal(shape).astype(np.float32)
+    out = (shape[0], shape[1], shape[2] // 2, shape[3] // 2)
+    y, a = np.full(out, np.nan, np.float32), np.full(out, -7, np.int32)
+    y2, a2 = np.full(out, np.nan, np.float32), np.full(out, -7, np.int32)
+    pool._maxpool_2x2s2(x, y, a, T)
+    pool._maxpool_general(x, y2, a2, 2, 2, 2, 2, 0, 0)
+    np.testing.assert_array_equal(y, y2)
+    np.testing.assert_array_equal(a, a2)
+    dy = rng.standard_normal(out).astype(np.float32)
+    dx, dx2 = np.full_like(x, np.nan), np.full_like(x, np.nan)
+    pool._maxpool_2x2s2_backward(dy, a, dx, T)
+    pool._maxpool_scatter(dy, a2, dx2)
+    np.testing.assert_array_equal(dx, dx2)
