@@ -852,9 +852,10 @@ def test_adam_vs_torch(setting):
 @pytest.mark.parametrize("shape", [(3, 2, 5, 7), (2, 3, 6, 6), (1, 1, 9, 30), (4, 5, 28, 28),
                                    (2, 2, 3, 3), (3, 1, 11, 17), (1, 2, 2, 2), (5, 3, 4, 33)])
 def test_maxpool_2x2s2_rows_match_general_kernel(shape, T):
-    """The 2x2 stride-2 kernels compute whole vectors per output row, their extra outputs
-    landing on rows computed later: values, argmax and gradients equal the general
-    kernels' for any split of the rows over threads, odd sizes included."""
+    """The 2x2 stride-2 kernels (the forward computes whole vectors per output row, its
+    extra outputs landing on rows computed later; the backward loops over input columns):
+    values, argmax and gradients equal the general kernels' for any split of the rows
+    over threads, odd sizes included."""
     rng = np.random.default_rng(sum(shape) + T)
     x = rng.standard_normal(shape).astype(np.float32)
     out = (shape[0], shape[1], shape[2] // 2, shape[3] // 2)

@@ -198,12 +198,9 @@ def _maxpool_2x2s2_backward(dy, argmax, dx, T):
     dxf = dx.reshape(dx.size)
     zero = dx.dtype.type(0)
     w1 = np.int32(w_in)
-    one = np.int32(1)
     rows = n_img * n_ch * oh_n
-    ow_up = (ow_n + 7) // 8 * 8
     for t in prange(T):
-        r_hi = (t + 1) * rows // T
-        for r in range(t * rows // T, r_hi):
+        for r in range(t * rows // T, (t + 1) * rows // T):
             plane = r // oh_n
             oh = r - plane * oh_n
             xo = plane * h_in * w_in
@@ -211,24 +208,16 @@ def _maxpool_2x2s2_backward(dy, argmax, dx, T):
             r1 = r0 + _u(w_in)
             s = _u(r * ow_n)
             base = np.int32(2 * oh * w_in)
-            # extra outputs (see _row_len) write past the end of input row 2*oh: into the
-            # start of row 2*oh + 1, rewritten just below, and into later rows of this
-            # thread, which rewrite them
-            n = _row_len(r, r_hi, ow_n, ow_up)
-            for ow in range(n):
-                g = dyf[s + _u(ow)]
-                o = af[s + _u(ow)] - base - np.int32(2 * ow)  # offset in the window
-                j = _u(2 * ow)
-                dxf[r0 + j] = g if o == 0 else zero
-                dxf[r0 + j + _u(1)] = g if o == one else zero
-                dxf[r1 + j] = g if o == w1 else zero
-                dxf[r1 + j + _u(1)] = g if o == w1 + one else zero
-            for ow in range(min(ow_n, n - ow_n + 1) if n > ow_n else 0):
-                g = dyf[s + _u(ow)]
-                o = af[s + _u(ow)] - base - np.int32(2 * ow)
-                j = _u(2 * ow)
-                dxf[r1 + j] = g if o == w1 else zero
-                dxf[r1 + j + _u(1)] = g if o == w1 + one else zero
+            # a loop over input columns: contiguous stores, each window's dy and argmax
+            # read twice (4-5x faster than 4 strided stores per window: LeNet's 28x28
+            # 0.38 -> 0.09 ms, 128x32x32x32 4.9 -> 1.0 ms)
+            for iw in range(2 * ow_n):
+                ow = _u(iw >> 1)
+                g = dyf[s + ow]
+                o = af[s + ow] - base - np.int32(iw & ~1)  # offset in the window
+                e = np.int32(iw & 1)
+                dxf[r0 + _u(iw)] = g if o == e else zero
+                dxf[r1 + _u(iw)] = g if o == w1 + e else zero
             if w_in & 1:  # the last column is in no window
                 dxf[r0 + _u(w_in - 1)] = zero
                 dxf[r1 + _u(w_in - 1)] = zero
