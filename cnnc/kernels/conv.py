@@ -807,19 +807,21 @@ def conv2d_forward(x, w, b, y, ws, sh, sw, ph, pw, dh, dw, groups, has_bias, rel
     wino = (_wino_ok(C, F, KH, KW, sh, sw, ph, pw, dh, dw, groups, FORCE_PATH, _WINO_FWD_MIN_CH)
             and _wino_worth(C, F, OH, OW, FORCE_PATH))
     # fewer images than threads: the batch-parallel kernels would leave threads idle, so each
-    # image's work is split: Winograd by tile rows where every thread gets >= 16 tiles, else
-    # im2col by channels and the GEMM by columns
+    # image's work is split: the direct kernel by output rows, else Winograd by tile rows where
+    # every thread gets >= 16 tiles, else im2col by channels and the GEMM by columns
     small = N < T and groups == 1 and FORCE_PATH == PATH_AUTO
+    # batch-1 latency, 2 threads, one process: the direct row split beat Winograd's tile
+    # split at every channel count (32 -> 32 at 32x32 0.16 against 0.27 ms, 64 -> 64 at
+    # 16x16 0.16 against 0.31, 128 -> 128 at 8x8 0.20 against 0.26)
+    pieces = 2 * T if OH >= 8 * T else T
+    if (small and _direct_ok(KH, KW, sh, sw, dh, dw, groups, PATH_AUTO)
+            and ws.size >= _direct.small_size(C, H, W, F, KH, KW, ph, pw, sh, pieces)):
+        # two pieces per thread where the rows allow: one image's rows are little work
+        # each, and a thread that wakes late then leaves less to the others
+        _direct.direct_conv_rows(x, w, b, bool(has_bias), bool(relu), y, ws, ph, pw, sh, pieces)
+        return
     if small and wino and _wino_small_fits(ws, C, F, H, W, OH, OW, T):
         _wino.wino_conv_small(x, w, b, bool(has_bias), bool(relu), y, ws, ph, pw, T)
-        return
-    if (small and _direct_ok(KH, KW, sh, sw, dh, dw, groups, PATH_AUTO)
-            and not (wino and min(C, F) >= _DIRECT_WINO_FWD_CH)
-            and ws.size >= _direct.small_size(C, H, W, F, KH, KW, ph, pw, sh, 2 * T)):
-        # two pieces per thread: one image's rows are little work each, and a thread that
-        # wakes late then leaves less to the others (32 -> 32 channels at 32x32, 2 threads:
-        # 0.196 ms in 2 pieces, 0.167 ms in 4)
-        _direct.direct_conv_rows(x, w, b, bool(has_bias), bool(relu), y, ws, ph, pw, sh, 2 * T)
         return
     small = small and ws.size >= C * KH * KW * OH * OW
     if (not small and _direct_ok(KH, KW, sh, sw, dh, dw, groups, FORCE_PATH)
