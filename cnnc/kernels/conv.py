@@ -827,8 +827,7 @@ def conv2d_forward(x, w, b, y, ws, sh, sw, ph, pw, dh, dw, groups, has_bias, rel
     if (not small and _direct_ok(KH, KW, sh, sw, dh, dw, groups, FORCE_PATH)
             and not (wino and min(C, F) >= _DIRECT_WINO_FWD_CH)
             and _direct_fits(ws, N, C, H, W, F, KH, KW, ph, pw, T, sh)):
-        _direct.direct_conv(x, x, False, w, False, b, bool(has_bias), bool(relu), y, ws, ph, pw,
-                            sh, T)
+        _direct.direct_conv(x, w, b, bool(has_bias), bool(relu), y, ws, ph, pw, sh, T)
         return
     tiles = N * ((OH + 3) // 4) * ((OW + 3) // 4)
     if wino and _wino_fits(ws, N, C, F, H, W, OH, OW) and not (small and tiles < T * _WINO_TILES):
@@ -867,11 +866,9 @@ def conv2d_backward(x, w, y, dy, dx, dwt, db, ws, sh, sw, ph, pw, dh, dw, groups
                      and max(C, F) >= _DIRECT_WINO_FWD_CH
                      and _wino_ok(C, F, KH, KW, sh, sw, ph, pw, dh, dw, groups, FORCE_PATH))
             and _direct_fits(ws, N, C, H, W, F, KH, KW, ph, pw, T, sh)):
-        _direct.direct_dw(x, dy, y, bool(relu), dwt, db, bool(has_bias), ws, ph, pw, sh, T)
-        if need_dx and sh == 1:
-            _direct.direct_conv(dy, y, bool(relu), w, True, db, False, False, dx, ws,
-                                KH - 1 - ph, KW - 1 - pw, 1, T)
-        elif need_dx:
+        _direct.direct_backward(x, w, dy, y, bool(relu), dwt, db, bool(has_bias), dx,
+                                bool(need_dx) and sh == 1, ws, ph, pw, sh, T)
+        if need_dx and sh != 1:
             _conv_bwd(x, w, y, dy, dx, dwt, db, ws, sh, sw, ph, pw, dh, dw, groups,
                       bool(has_bias), bool(relu), True, False, T, _FWD_TARGET_COLS,
                       _BWD_TARGET_COLS, FORCE_PATH)

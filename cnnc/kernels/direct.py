@@ -1,26 +1,33 @@
-"""Direct convolution (NCHW, stride 1, dilation 1, one group) on the register-blocked
+"""Direct convolution (NCHW, stride 1 or 2, dilation 1, one group) on the register-blocked
 micro-kernel of :mod:`cnnc.kernels.microkernel`: forward, data gradient, weight gradient.
 
 No im2col and no BLAS. Per image, the input is zero-padded into a per-thread buffer ``xp``
-of ``C x Hp x Wp``; output row ``oh``, columns ``ow0 .. ow0+NR`` of filters ``f0 .. f0+MR``
-are then one micro-kernel call, a GEMM over ``k = (c, kh, kw)`` whose B rows are shifted
-slices of ``xp``::
+of ``C x Hp x Wp`` (stride 2: split into four phase planes, :func:`phase_image`, so that
+every tap again reads a contiguous shifted slice); output row ``oh``, columns
+``ow0 .. ow0+NR`` of filters ``f0 .. f0+MR`` are then one micro-kernel call, a GEMM over
+``k = (c, kh, kw)`` whose B rows are shifted slices of ``xp``::
 
     y[n, f, oh, ow0 + j] = sum_k w[f, k] * xp[koff[k] + oh*Wp + ow0 + j],
-    koff[(c, kh, kw)] = c*Hp*Wp + kh*Wp + kw
+    koff[(c, kh, kw)] = c*Hp*Wp + kh*Wp + kw          (stride 1)
 
 Bias and ReLU are applied as the micro-kernel stores. Output rows narrower than ``NR``
-(16 float32 columns) are computed on the "wide" grid of ``OH x Wp`` columns instead (each
-row then carries ``Wp - OW`` garbage columns), into a buffer copied out afterwards.
+(16 float32 columns with AVX2) are computed on the "wide" grid of ``OH x Wp`` columns
+instead (each row then carries ``Wp - OW`` garbage columns), into a buffer copied out.
+Batches smaller than the thread count split one image's rows (:func:`direct_conv_rows`).
 
-* data gradient: the same kernel on ``dy`` (masked by ``y > 0`` after a fused ReLU), padded
-  by ``K - 1 - p``, with the filters flipped and transposed;
+Backward (:func:`direct_backward`), per image, reading ``dy`` (masked by ``y > 0`` after a
+fused ReLU) from memory once, into a copy padded by ``K - 1 - p``:
+
+* data gradient (stride 1): the forward computation on that copy with the filters flipped
+  and transposed;
 * weight gradient: ``dW^T[k, f] += sum_q xp[koff[k] + q] * dyT[q, f]`` over the wide grid
-  ``q = oh*Wp + ow`` of each image (``dyT`` is ``dy`` transposed, zero in the garbage
-  columns), per-thread partials summed at the end; db is the same sum with a row of ones.
+  ``q = oh*Wp + ow`` (``dyT`` is ``dy`` transposed, zero in the garbage columns), per-thread
+  partials summed at the end; db is the same GEMM's row of ones.
 
 Measured on the 2-core AVX2 EPYC, batch 128, 2 threads (ResNet-8's 16 -> 16 layer at 32x32):
-forward 3.5 ms in the micro-kernel (172 GFLOP/s) against 7.8 ms for Winograd + OpenBLAS.
+forward 3.9 ms (the micro-kernel alone 3.5 ms, 172 GFLOP/s) against 7.2-7.8 ms for Winograd
++ OpenBLAS; dx + dW 9.0 ms against 13.7 ms for im2col + OpenBLAS. Fast-math without
+reassociation, as in :mod:`cnnc.kernels.winograd`: compiled and cached kernels agree bitwise.
 """
 
 from __future__ import annotations
@@ -147,7 +154,8 @@ def _prepare(sf, mf, use_mask, soff, C, H, W, ph, pw, KH, KW, stride, Hp, Wp, ws
 
 @njit(cache=True)
 def sizes(N, C, H, W, F, KH, KW, ph, pw, T, stride=1):
-    """(shared, per-thread) workspace elements for forward, data and weight gradients."""
+    """(shared, per-thread) workspace elements for the forward pass and for the backward
+    pass (weight and data gradients, one image at a time, both buffers at once)."""
     Hp, Wp = _planes(H, W, ph, pw, stride)
     OH, OW = (H + 2 * ph - KH) // stride + 1, (W + 2 * pw - KW) // stride + 1
     qh, qw = KH - 1 - ph, KW - 1 - pw
@@ -159,7 +167,7 @@ def sizes(N, C, H, W, F, KH, KW, ph, pw, T, stride=1):
     fwd = img + F * ((OH * Wp + R - 1) // R * R)
     dx = F * Hq * Wq + R + C * ((H * Wq + R - 1) // R * R)
     dw = img + OH * Wp * (1 + Fp) + (K + 1) * Fp
-    return F * K, max(fwd, dx, dw)
+    return F * K, max(fwd, dx + dw)
 
 
 @njit(cache=True, fastmath=_FASTMATH)
@@ -168,8 +176,17 @@ def _image(sf, mf, use_mask, soff, C, H, W, ph, pw, stride, wf, arow, koff, F, K
     """out[ooff:] (F x OH x OW) = conv(src * mask, w) + bias (ReLU) for one image, the
     prepared image at ws[xp:], the wide-grid buffer (rows narrower than nr) at ws[ob:]."""
     Hp, Wp = _planes(H, W, ph, pw, stride)
-    K = C * KH * KW
     _prepare(sf, mf, use_mask, soff, C, H, W, ph, pw, KH, KW, stride, Hp, Wp, ws, xp)
+    _compute(C, Wp, wf, arow, koff, F, KH, KW, out, ooff, OH, OW, bias, has_bias, relu, ws, xp,
+             ob, nr)
+
+
+@njit(cache=True, fastmath=_FASTMATH)
+def _compute(C, Wp, wf, arow, koff, F, KH, KW, out, ooff, OH, OW, bias, has_bias, relu, ws, xp,
+             ob, nr):
+    """The micro-kernel calls of :func:`_image` on an image prepared at ws[xp:] with row
+    pitch Wp."""
+    K = C * KH * KW
     if OW >= nr:
         for oh in range(OH):
             for ow0 in range(0, OW, nr):
@@ -194,44 +211,29 @@ def _image(sf, mf, use_mask, soff, C, H, W, ph, pw, stride, wf, arow, koff, F, K
 
 
 @njit(parallel=True, cache=True, fastmath=_FASTMATH)
-def direct_conv(src, msk, use_mask, w, transpose, b, has_bias, relu, out, ws, ph, pw, stride, T):
-    """out = relu(conv(src * (msk > 0), w') + b): ``w' = w`` (forward, stride 1 or 2) or,
-    with ``transpose``, the flipped transposed filters (data gradient of a stride-1 layer:
-    ``src`` = dy, ``out`` = dx, padding ``K - 1 - p``). src: (N, Ci, Hi, Wi), out: (N, Co,
-    Ho, Wo). The mask applies at stride 1 only."""
-    N, Ci, Hi, Wi = src.shape
-    Co, Ho, Wo = out.shape[1], out.shape[2], out.shape[3]
-    F, Cw, KH, KW = w.shape
-    Hp, Wp = _planes(Hi, Wi, ph, pw, stride)
-    K = Ci * KH * KW
+def direct_conv(x, w, b, has_bias, relu, y, ws, ph, pw, stride, T):
+    """y = relu(conv(x, w) + b), stride 1 or 2. x: (N, C, H, W), y: (N, F, OH, OW)."""
+    N, C, H, W = x.shape
+    F, _, KH, KW = w.shape
+    OH, OW = y.shape[2], y.shape[3]
+    Hp, Wp = _planes(H, W, ph, pw, stride)
     nr = mk_cols(ws)
-    shared, per = sizes(N, Cw, Ho if transpose else Hi, Wo if transpose else Wi, F, KH, KW,
-                        KH - 1 - ph if transpose else ph, KW - 1 - pw if transpose else pw, T,
-                        stride)
-    if transpose:  # wt[c, f, kh, kw] = w[f, c, KH-1-kh, KW-1-kw]
-        wf = ws[:Co * K]
-        for c in range(Co):
-            for f in range(Ci):
-                for kh in range(KH):
-                    for kw in range(KW):
-                        wf[((c * Ci + f) * KH + kh) * KW + kw] = w[f, c, KH - 1 - kh, KW - 1 - kw]
-    else:
-        wf = w.reshape(w.size)
-    koff, arow = _tables(Ci, Co, KH, KW, Hp, Wp, stride)
-    sf = src.reshape(src.size)
-    mf = msk.reshape(msk.size)
-    of = out.reshape(out.size)
-    CHW = Ci * Hi * Wi
-    OHW = Co * Ho * Wo
+    shared, per = sizes(N, C, H, W, F, KH, KW, ph, pw, T, stride)
+    koff, arow = _tables(C, F, KH, KW, Hp, Wp, stride)
+    wf = w.reshape(w.size)
+    xf = x.reshape(x.size)
+    yf = y.reshape(y.size)
+    CHW = C * H * W
+    FHW = F * OH * OW
     T = min(T, N)
     hb = 1 if has_bias else 0
     rl = 1 if relu else 0
     for t in prange(T):
         xp = shared + t * per
-        ob = xp + Ci * Hp * Wp * (1 if stride == 1 else 4) + NR_MAX
+        ob = xp + C * Hp * Wp * (1 if stride == 1 else 4) + NR_MAX
         for n in range(t * N // T, (t + 1) * N // T):
-            _image(sf, mf, use_mask, n * CHW, Ci, Hi, Wi, ph, pw, stride, wf, arow, koff, Co, KH,
-                   KW, of, n * OHW, Ho, Wo, b, hb, rl, ws, xp, ob, nr)
+            _image(xf, xf, False, n * CHW, C, H, W, ph, pw, stride, wf, arow, koff, F, KH, KW,
+                   yf, n * FHW, OH, OW, b, hb, rl, ws, xp, ob, nr)
 
 
 @njit(cache=True)
@@ -292,9 +294,11 @@ def direct_conv_rows(x, w, b, has_bias, relu, y, ws, ph, pw, stride, T):
 
 
 @njit(parallel=True, cache=True, fastmath=_FASTMATH)
-def direct_dw(x, dy, y, relu, dwt, db, has_bias, ws, ph, pw, stride, T):
-    """dW (and db) of the convolution ``y = relu(conv(x, w) + b)`` (stride 1 or 2),
-    overwritten. db is one more row of the same GEMM: a row of ones against dyT."""
+def direct_backward(x, w, dy, y, relu, dwt, db, has_bias, dx, need_dx, ws, ph, pw, stride, T):
+    """dW (and db) of the convolution ``y = relu(conv(x, w) + b)`` (stride 1 or 2), and
+    with ``need_dx`` (stride 1) dx, all overwritten. db is one more row of the dW GEMM (a
+    row of ones against dyT). Per image, dy (masked) is read from memory once: into the
+    zero-padded copy the data gradient convolves, and from there (L2) into dyT."""
     N, C, H, W = x.shape
     F, _, KH, KW = dwt.shape
     OH, OW = dy.shape[2], dy.shape[3]
@@ -306,6 +310,21 @@ def direct_dw(x, dy, y, relu, dwt, db, has_bias, ws, ph, pw, stride, T):
     Q = OH * Wp
     shared, per = sizes(N, C, H, W, F, KH, KW, ph, pw, T, stride)
     koff, arow = _tables(C, F, KH, KW, Hp, Wp, stride)
+    qh, qw = KH - 1 - ph, KW - 1 - pw  # the data gradient's padding of dy
+    Hq, Wq = OH + 2 * qh, OW + 2 * qw
+    dyimg = F * Hq * Wq
+    if need_dx:  # wt[c, f, kh, kw] = w[f, c, KH-1-kh, KW-1-kw]
+        wt = ws[:C * F * KH * KW]
+        for c in range(C):
+            for f in range(F):
+                for kh in range(KH):
+                    for kw in range(KW):
+                        wt[((c * F + f) * KH + kh) * KW + kw] = w[f, c, KH - 1 - kh, KW - 1 - kw]
+        koff_t, arow_t = _tables(F, C, KH, KW, Hq, Wq, 1)
+    else:
+        wt = ws[:1]
+        koff_t, arow_t = koff, arow
+    dxf = dx.reshape(dx.size)
     rows = np.empty(K + 1, np.int64)  # A rows relative to the prepared image: taps, then ones
     rows[:K] = koff
     rows[K] = img + NR_MAX
@@ -321,6 +340,8 @@ def direct_dw(x, dy, y, relu, dwt, db, has_bias, ws, ph, pw, stride, T):
         ones = xp + img + NR_MAX
         dyt = ones + Q
         part = dyt + Q * Fp
+        dyp = part + (K + 1) * Fp  # padded masked dy, then dx's wide-grid buffer
+        obx = dyp + dyimg + NR_MAX
         # the last wide-grid columns read up to KW - 1 elements past the prepared image:
         # zero them (they meet zeros of dyT, and NaN * 0 would not vanish); dyT's garbage
         # columns and padded filters stay zero
@@ -332,7 +353,15 @@ def direct_dw(x, dy, y, relu, dwt, db, has_bias, ws, ph, pw, stride, T):
             ws[_u(dyt + j)] = zero
         for n in range(t * N // T, (t + 1) * N // T):
             _prepare(xf, xf, False, n * CHW, C, H, W, ph, pw, KH, KW, stride, Hp, Wp, ws, xp)
-            for f in range(F):
+            if need_dx:
+                _pad(dyf, yf, relu, n * F * OH * OW, F, OH, OW, qh, qw, Hq, Wq, ws, dyp)
+                for f in range(F):
+                    for oh in range(OH):
+                        s = _u(dyp + f * Hq * Wq + (oh + qh) * Wq + qw)
+                        d = _u(dyt + oh * Wp * Fp + f)
+                        for ow in range(OW):
+                            ws[d + _u(ow * Fp)] = ws[s + _u(ow)]
+            for f in range(F if not need_dx else 0):
                 for oh in range(OH):
                     s = _u(((n * F + f) * OH + oh) * OW)
                     d = _u(dyt + oh * Wp * Fp + f)
@@ -350,6 +379,9 @@ def direct_dw(x, dy, y, relu, dwt, db, has_bias, ws, ph, pw, stride, T):
                         _rows_strided(min(MR, K + 1 - k0), ws, xp + q0, rows, k0, ws,
                                       dyt + q0 * Fp + f0, Fp, qn, ws, part + k0 * Fp + f0, Fp,
                                       min(nr, F - f0), 1, ws, 0)
+            if need_dx:
+                _compute(F, Wq, wt, arow_t, koff_t, C, KH, KW, dxf, n * CHW, H, W, ws, 0, 0, ws,
+                         dyp, obx, nr)
     dwf = dwt.reshape(dwt.size)
     base = img + NR_MAX + Q + Q * Fp
     for f in range(F):
