@@ -20,10 +20,13 @@ helper (the function behind ``np.dot`` in njit code: SciPy's OpenBLAS), which ad
 Workspace: ``conv2d_workspace_size`` elements = threads x per-thread need (im2col block,
 GEMM output block, dW/db partials); it does not grow with the batch beyond one block.
 
-3x3 stride-1 layers with >= 32 channels in and out (>= 16 for the forward pass) use
-Winograd F(4x4,3x3) instead
-(:mod:`cnnc.kernels.winograd`; chosen in :func:`conv2d_forward` / :func:`conv2d_backward`,
-workspace sized for both).  ``CNNC_CONV_PATH`` / :data:`FORCE_PATH` force one path.
+Stride-1 and stride-2 layers with windows larger than 1x1 (dilation 1, one group) run as
+direct convolutions on a register-blocked micro-kernel instead (:mod:`cnnc.kernels.direct`),
+except 3x3 stride-1 layers with 64 channels (in and out for the forward pass, on one side
+for the backward), which use Winograd F(4x4,3x3) (:mod:`cnnc.kernels.winograd`); the data
+gradient of stride-2 layers stays here.  Chosen in :func:`conv2d_forward` /
+:func:`conv2d_backward`, workspace sized for all.  ``CNNC_CONV_PATH`` / :data:`FORCE_PATH`
+force one path.
 """
 
 from __future__ import annotations
@@ -144,11 +147,12 @@ _MAX_BLOCK_ELEMS = 1 << 19  # cap on the im2col block (elements): 2 MiB in float
 # (3x3, stride 1, dilation 1, groups 1, padding <= 2; any channel count).  Automatic uses
 # Winograd for such layers with >= _WINO_MIN_CH channels in and out, im2col otherwise.
 PATH_AUTO, PATH_COMPACT, PATH_WIDE, PATH_WINO, PATH_DIRECT = 0, 1, 2, 3, 4
-# Direct convolution on the register-blocked micro-kernel (cnnc.kernels.direct) for stride-1,
-# undilated, ungrouped layers. Measured on the 2-core AVX2 EPYC, batch 128, 2 threads, ms
-# forward / dx / dW, direct against the path chosen before (Winograd or im2col + OpenBLAS):
-# 16->16 at 32x32 3.8 / 4.1 / 6.0 against 7.2 / 13.7 (dx + dW); 32->32 at 32x32 14.9 / 15.9 /
-# 20.0 against 17.7 / 34.3; 64->64 at 16x16 14.8 / 14.9 / 19.1 against 10.6 / 22.3; LeNet-5's
+# Direct convolution on the register-blocked micro-kernel (cnnc.kernels.direct) for stride-1
+# and stride-2, undilated, ungrouped layers with windows larger than 1x1. Measured on the
+# 2-core AVX2 EPYC, batch 128, 2 threads, ms forward / backward (dx + dW), direct against
+# the path chosen before (Winograd or im2col + OpenBLAS): 16->16 at 32x32 3.9 / 9.0 against
+# 7.2 / 13.7; 32->32 at 32x32 14.9 / 33.5 against 17.7 / 33.1; 64->64 at 16x16 14.8 / 34
+# against 10.6 / 22.3; ResNet-8's stride-2 16->32 forward 3.1 against 4.2; LeNet-5's
 # 5x5 layers at batch 64 0.34 and 0.29 forward against 0.63 and 0.69. Winograd keeps the
 # layers where it has enough channels: forward from 64 in and out, backward from 64 on one
 # side (32 -> 32 at 16x16: direct 8.3 ms, Winograd 9.0; 32 -> 64 at 16x16: 22 and 16 ms).
