@@ -156,7 +156,7 @@ PATH_AUTO, PATH_COMPACT, PATH_WIDE, PATH_WINO, PATH_DIRECT = 0, 1, 2, 3, 4
 # 5x5 layers at batch 64 0.34 and 0.29 forward against 0.63 and 0.69. Winograd keeps the
 # layers where it has enough channels: forward from 64 in and out, backward from 64 on one
 # side (32 -> 32 at 16x16: direct 8.3 ms, Winograd 9.0; 32 -> 64 at 16x16: 22 and 16 ms).
-_DIRECT_WINO_FWD_CH = int(_os.environ.get("CNNC_CONV_DIRECT_WINO_FWD_CH", "64"))
+_DIRECT_WINO_CH = int(_os.environ.get("CNNC_CONV_DIRECT_WINO_CH", "64"))
 FORCE_PATH = int(_os.environ.get("CNNC_CONV_PATH", "0"))
 # Winograd: 4x4-output tiles per GEMM block, and the channel thresholds.  Measured on the
 # 2-core AVX-512 Xeon (VGG-ish layers, batch 128, vs im2col): forward 1.8-2.6x, dx 1.4-2.4x,
@@ -829,7 +829,7 @@ def conv2d_forward(x, w, b, y, ws, sh, sw, ph, pw, dh, dw, groups, has_bias, rel
         return
     small = small and ws.size >= C * KH * KW * OH * OW
     if (not small and _direct_ok(KH, KW, sh, sw, dh, dw, groups, FORCE_PATH)
-            and not (wino and min(C, F) >= _DIRECT_WINO_FWD_CH)
+            and not (wino and min(C, F) >= _DIRECT_WINO_CH)
             and _direct_fits(ws, N, C, H, W, F, KH, KW, ph, pw, T, sh)):
         _direct.direct_conv(x, w, b, bool(has_bias), bool(relu), y, ws, ph, pw, sh, T)
         return
@@ -867,7 +867,7 @@ def conv2d_backward(x, w, y, dy, dx, dwt, db, ws, sh, sw, ph, pw, dh, dw, groups
     # the direct kernels: dW at stride 1 or 2, dx at stride 1 (else the im2col kernel's)
     if (_direct_ok(KH, KW, sh, sw, dh, dw, groups, FORCE_PATH)
             and not (FORCE_PATH == PATH_AUTO and _wino_worth(C, F, OH, OW, FORCE_PATH)
-                     and max(C, F) >= _DIRECT_WINO_FWD_CH
+                     and max(C, F) >= _DIRECT_WINO_CH
                      and _wino_ok(C, F, KH, KW, sh, sw, ph, pw, dh, dw, groups, FORCE_PATH))
             and _direct_fits(ws, N, C, H, W, F, KH, KW, ph, pw, T, sh)):
         _direct.direct_backward(x, w, dy, y, bool(relu), dwt, db, bool(has_bias), dx,

@@ -178,33 +178,34 @@ def _image(sf, mf, use_mask, soff, C, H, W, ph, pw, stride, wf, arow, koff, F, K
     Hp, Wp = _planes(H, W, ph, pw, stride)
     _prepare(sf, mf, use_mask, soff, C, H, W, ph, pw, KH, KW, stride, Hp, Wp, ws, xp)
     _compute(C, Wp, wf, arow, koff, F, KH, KW, out, ooff, OH, OW, bias, has_bias, relu, ws, xp,
-             ob, nr)
+             ob, nr, 0, OH)
 
 
 @njit(cache=True, fastmath=_FASTMATH)
 def _compute(C, Wp, wf, arow, koff, F, KH, KW, out, ooff, OH, OW, bias, has_bias, relu, ws, xp,
-             ob, nr):
-    """The micro-kernel calls of :func:`_image` on an image prepared at ws[xp:] with row
-    pitch Wp."""
+             ob, nr, r0, r1):
+    """The micro-kernel calls of :func:`_image` for output rows r0 .. r1 of an image
+    prepared at ws[xp:] with row pitch Wp (the wide grid, for rows narrower than nr, in
+    ws[ob:])."""
     K = C * KH * KW
     if OW >= nr:
-        for oh in range(OH):
+        for oh in range(r0, r1):
             for ow0 in range(0, OW, nr):
                 nc = min(nr, OW - ow0)
                 for f0 in range(0, F, MR):
                     _rows(min(MR, F - f0), wf, 0, arow, f0, ws, xp + oh * Wp + ow0, koff, K, out,
                           ooff + (f0 * OH + oh) * OW + ow0, OH * OW, nc, 0, bias, f0, has_bias,
                           relu)
-    else:
-        Q = OH * Wp
+    elif r1 > r0:
+        Q = (r1 - r0) * Wp
         Qp = (Q + nr - 1) // nr * nr
         for q0 in range(0, Qp, nr):
             for f0 in range(0, F, MR):
-                _rows(min(MR, F - f0), wf, 0, arow, f0, ws, xp + q0, koff, K, ws,
+                _rows(min(MR, F - f0), wf, 0, arow, f0, ws, xp + r0 * Wp + q0, koff, K, ws,
                       ob + f0 * Qp + q0, Qp, nr, 0, bias, f0, has_bias, relu)
         for f in range(F):
-            for oh in range(OH):
-                s = _u(ob + f * Qp + oh * Wp)
+            for oh in range(r0, r1):
+                s = _u(ob + f * Qp + (oh - r0) * Wp)
                 d = _u(ooff + (f * OH + oh) * OW)
                 for j in range(OW):
                     out[d + _u(j)] = ws[s + _u(j)]
@@ -254,7 +255,6 @@ def direct_conv_rows(x, w, b, has_bias, relu, y, ws, ph, pw, stride, T):
     F, _, KH, KW = w.shape
     OH, OW = y.shape[2], y.shape[3]
     Hp, Wp = _planes(H, W, ph, pw, stride)
-    K = C * KH * KW
     nr = mk_cols(ws)
     img = C * Hp * Wp * (1 if stride == 1 else 4) + NR_MAX
     rows = (OH + T - 1) // T
@@ -268,29 +268,8 @@ def direct_conv_rows(x, w, b, has_bias, relu, y, ws, ph, pw, stride, T):
     for n in range(N):
         _prepare(xf, xf, False, n * C * H * W, C, H, W, ph, pw, KH, KW, stride, Hp, Wp, ws, 0)
         for t in prange(T):
-            r0 = t * OH // T
-            r1 = (t + 1) * OH // T
-            if OW >= nr:
-                for oh in range(r0, r1):
-                    for ow0 in range(0, OW, nr):
-                        for f0 in range(0, F, MR):
-                            _rows(min(MR, F - f0), wf, 0, arow, f0, ws, oh * Wp + ow0, koff, K,
-                                  yf, ((n * F + f0) * OH + oh) * OW + ow0, OH * OW,
-                                  min(nr, OW - ow0), 0, b, f0, hb, rl)
-            elif r1 > r0:
-                ob = img + t * F * Qt
-                Q = (r1 - r0) * Wp
-                Qp = (Q + nr - 1) // nr * nr
-                for q0 in range(0, Qp, nr):
-                    for f0 in range(0, F, MR):
-                        _rows(min(MR, F - f0), wf, 0, arow, f0, ws, r0 * Wp + q0, koff, K, ws,
-                              ob + f0 * Qp + q0, Qp, nr, 0, b, f0, hb, rl)
-                for f in range(F):
-                    for oh in range(r0, r1):
-                        s = _u(ob + f * Qp + (oh - r0) * Wp)
-                        dd = _u(((n * F + f) * OH + oh) * OW)
-                        for j in range(OW):
-                            yf[dd + _u(j)] = ws[s + _u(j)]
+            _compute(C, Wp, wf, arow, koff, F, KH, KW, yf, n * F * OH * OW, OH, OW, b, hb, rl, ws,
+                     0, img + t * F * Qt, nr, t * OH // T, (t + 1) * OH // T)
 
 
 @njit(parallel=True, cache=True, fastmath=_FASTMATH)
@@ -381,7 +360,7 @@ def direct_backward(x, w, dy, y, relu, dwt, db, has_bias, dx, need_dx, ws, ph, p
                                       min(nr, F - f0), 1, ws, 0)
             if need_dx:
                 _compute(F, Wq, wt, arow_t, koff_t, C, KH, KW, dxf, n * CHW, H, W, ws, 0, 0, ws,
-                         dyp, obx, nr)
+                         dyp, obx, nr, 0, H)
     dwf = dwt.reshape(dwt.size)
     base = img + NR_MAX + Q + Q * Fp
     for f in range(F):
