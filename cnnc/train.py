@@ -12,6 +12,7 @@ checkpoint ends with exactly the weights of an uninterrupted one.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import signal
@@ -32,6 +33,8 @@ from .optim import Optimizer, Schedule
 from .runs import (BEST, CHECKPOINT, find_checkpoint, load_training_checkpoint, new_run_dir,
                    params_of, save_checkpoint, training_arrays, training_meta, write_history)
 from .settings import DEFAULT_LR, TRAINING
+
+CURVES_EVERY = 30.0  # seconds between redraws of curves.png while training runs
 
 if TYPE_CHECKING:
     from .compiler import Model
@@ -275,6 +278,8 @@ class Trainer:
         self.epoch_start_state = _rng_state(self.shuffle_rng)
         self.pos = _Position()
         self.history: list[dict] = []
+        self._curves_drawn = 0  # epochs in the curves.png written last
+        self._curves_time = time.perf_counter()
         self.best_val: float | None = None
         self.best_score: tuple[float, float] | None = None
 
@@ -335,9 +340,30 @@ class Trainer:
         self.best_score = tuple(meta["best_score"]) if meta.get("best_score") else None
 
     # ---- outputs
-    def write_history(self) -> None:
-        if self.out_dir is not None and self.history and self.world.is_root:
-            write_history(self.out_dir, self.history, self.model.filename)
+    def write_history(self, final: bool = False) -> None:
+        """history.csv/json after every epoch; curves.png at the end of the run (finished,
+        interrupted or failed) and in between at most every CURVES_EVERY seconds, so a
+        short epoch does not wait for matplotlib."""
+        if self.out_dir is None or not self.history or not self.world.is_root:
+            return
+        now = time.perf_counter()
+        drawn = self._curves_drawn
+        curves = drawn != len(self.history) and (final or now - self._curves_time >= CURVES_EVERY)
+        write_history(self.out_dir, self.history, self.model.filename, curves=curves)
+        if curves:
+            self._curves_drawn, self._curves_time = len(self.history), time.perf_counter()
+
+    @contextlib.contextmanager
+    def _final_curves(self):
+        """curves.png of every epoch when the loop ends, however it ends (an error while
+        drawing after a failed run does not hide the failure)."""
+        try:
+            yield
+        except BaseException:
+            with contextlib.suppress(Exception):
+                self.write_history(final=True)
+            raise
+        self.write_history(final=True)
 
     # ---- loop
     def run(self) -> TrainResult:
@@ -360,7 +386,7 @@ class Trainer:
         start = time.perf_counter() - self.pos.seconds
         next_adapt = time.perf_counter() + 2.0
         interrupted = False
-        with _Interrupt() as stop:
+        with _Interrupt() as stop, self._final_curves():
             while self.pos.epoch < cfg.epochs:
                 epoch = self.pos.epoch
                 # the permutation of this epoch comes from the state saved at its start

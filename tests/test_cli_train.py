@@ -294,7 +294,7 @@ def test_resume_after_interruption_equals_uninterrupted_run(cli, tmp_path, how):
     b = tmp_path / "B"
     proc = start_training([*args, "--out", b], tmp_path)
     try:
-        wait_for(b / "curves.png", proc)  # written last at the end of epoch 1
+        wait_for(b / "history.json", proc)  # written last at the end of epoch 1
         assert (b / "checkpoint.npz").exists()
         # aim for the middle of epoch 2 (any moment must do; the Python-level test in
         # test_train.py stops at exact steps)

@@ -216,6 +216,43 @@ def test_history_files_and_checkpoints(tmp_path):
         T.train(_model(), data="digits", epochs=1, out=out)
     assert (out / "checkpoint.npz").read_bytes() == before
 
+def _count_curves(monkeypatch):
+    """The epochs of every curves.png drawn (a list that fills as training runs)."""
+    drawn = []
+    real = runs.history.plot_history
+
+    def plot(history, title):
+        drawn.append(len(history))
+        return real(history, title)
+
+    monkeypatch.setattr(runs.history, "plot_history", plot)
+    return drawn
+
+
+@pytest.mark.parametrize("every, expected", [(1e9, [3]), (0.0, [1, 2, 3])])
+def test_curves_are_drawn_at_the_end_and_at_most_every_few_seconds(tmp_path, monkeypatch, every,
+                                                                      expected):
+    drawn = _count_curves(monkeypatch)
+    monkeypatch.setattr(T, "CURVES_EVERY", every)
+    T.train(_model(), data="digits", epochs=3, out=tmp_path / "run", **FAST)
+    assert drawn == expected
+    assert (tmp_path / "run" / "curves.png").read_bytes().startswith(PNG_SIGNATURE)
+
+
+def test_curves_are_drawn_when_training_fails(tmp_path, monkeypatch):
+    drawn = _count_curves(monkeypatch)
+    monkeypatch.setattr(T, "CURVES_EVERY", 1e9)
+
+    def fail(net, data, out_dir, epoch):
+        if epoch == 2:
+            raise RuntimeError("callback failed")
+
+    with pytest.raises(RuntimeError, match="callback failed"):
+        T.train(_model(), data="digits", epochs=4, out=tmp_path / "run", epoch_callback=fail, **FAST)
+    assert drawn == [2]
+    assert len(json.loads((tmp_path / "run" / "history.json").read_text())) == 2
+
+
 
 def test_new_run_dir_numbering(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)

@@ -10,15 +10,18 @@ from ..atomic import atomic_write_bytes, atomic_write_text
 from .folder import CURVES, HISTORY_CSV, HISTORY_JSON
 
 
-def write_history(out_dir: Path, history: list[dict], title: str) -> None:
-    """``history.csv``, ``history.json`` and ``curves.png`` in ``out_dir``, each atomically."""
+def write_history(out_dir: Path, history: list[dict], title: str, curves: bool = True) -> None:
+    """``history.csv``, ``history.json`` and (with ``curves``) ``curves.png`` in ``out_dir``,
+    each atomically. Drawing the curves costs about 0.2 s (and importing matplotlib more),
+    so the training loop redraws them only now and then (:class:`cnnc.train.Trainer`)."""
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=list(history[0]))
     writer.writeheader()
     writer.writerows(history)
     atomic_write_text(out_dir / HISTORY_CSV, buf.getvalue())
     atomic_write_text(out_dir / HISTORY_JSON, json.dumps(history, indent=1))
-    atomic_write_bytes(out_dir / CURVES, plot_history(history, title))
+    if curves:
+        atomic_write_bytes(out_dir / CURVES, plot_history(history, title))
 
 
 def plot_history(history: list[dict], title: str) -> bytes:
