@@ -35,6 +35,7 @@ from .runs import (BEST, CHECKPOINT, find_checkpoint, load_training_checkpoint, 
 from .settings import DEFAULT_LR, TRAINING
 
 CURVES_EVERY = 30.0  # seconds between redraws of curves.png while training runs
+EVAL_BATCH = 500  # images per forward pass of an evaluation
 
 if TYPE_CHECKING:
     from .compiler import Model
@@ -167,7 +168,7 @@ def prepare_data(model_shape, classes: int | None, cfg: TrainConfig, train_ds: D
 # ---------------------------------------------------------------------------
 
 
-def evaluate(net: "Network", x, y, batch: int = 500, *, mean=None, std=None) -> dict:
+def evaluate(net: "Network", x, y, batch: int = EVAL_BATCH, *, mean=None, std=None) -> dict:
     """Accuracy, mean loss and confusion matrix (rows: true class, columns: predicted),
     inference mode (dropout off, batch norm on running statistics). ``x`` is used as given
     unless ``mean``/``std`` (``TrainResult.mean``/``.std``) are given: then raw images are
@@ -280,6 +281,7 @@ class Trainer:
         self.history: list[dict] = []
         self._curves_drawn = 0  # epochs in the curves.png written last
         self._curves_time = time.perf_counter()
+        self._helper = None  # the compile helper while run() runs
         self.best_val: float | None = None
         self.best_score: tuple[float, float] | None = None
 
@@ -366,7 +368,25 @@ class Trainer:
         self.write_history(final=True)
 
     # ---- loop
+    def _helper_spec(self) -> dict | None:
+        """What a compile helper (:mod:`cnnc.precompile`) needs, or None where none should run."""
+        from . import precompile
+        from .kernels.threads import cores
+
+        if not precompile.enabled() or self.world.size > 1 or cores() < 2:
+            return None
+        return precompile.spec_for(self.model, self.net, self.local_batch, self.cfg,
+                                   [len(self.data.y_val), len(self.data.y_test)])
+
     def run(self) -> TrainResult:
+        """Train to the configured epoch count (or an interruption) and test. On a cold
+        kernel cache a helper process compiles kernels alongside until the first epoch ends."""
+        from .precompile import CompileHelper
+
+        with CompileHelper(self._helper_spec()) as self._helper:
+            return self._run()
+
+    def _run(self) -> TrainResult:
         from tqdm import tqdm
 
         cfg, data, net, world = self.cfg, self.data, self.net, self.world
@@ -481,6 +501,8 @@ class Trainer:
             "seconds": seconds,
         }
         self.history.append(row)
+        if self._helper is not None:  # every kernel of a step and an evaluation is compiled now
+            self._helper.stop()
         self.pos.epoch = epoch + 1
         self.pos.iteration = 0
         self.epoch_start_state = _rng_state(self.shuffle_rng)

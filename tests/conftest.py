@@ -17,6 +17,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+# Training starts a compile helper process on a cold kernel cache (cnnc.precompile); the
+# suite runs without one (tests/test_precompile.py turns it on where it is under test)
+os.environ.setdefault("CNNC_COMPILE_HELPER", "0")
+
 # ---------------------------------------------------------------------------- paths
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -142,7 +142,7 @@ def _tables(C, F, KH, KW, Hp, Wp, stride):
     return koff, arow
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _prepare(sf, mf, use_mask, soff, C, H, W, ph, pw, KH, KW, stride, Hp, Wp, ws, xp):
     """The image the micro-kernel reads, at ws[xp:]: zero-padded (masked) at stride 1,
     phase planes at stride 2."""
@@ -170,7 +170,7 @@ def sizes(N, C, H, W, F, KH, KW, ph, pw, T, stride=1):
     return F * K, max(fwd, dx + dw)
 
 
-@njit(cache=True, fastmath=_FASTMATH)
+@njit(cache=True, fastmath=_FASTMATH, inline="always")
 def _image(sf, mf, use_mask, soff, C, H, W, ph, pw, stride, wf, arow, koff, F, KH, KW, out,
            ooff, OH, OW, bias, has_bias, relu, ws, xp, ob, nr):
     """out[ooff:] (F x OH x OW) = conv(src * mask, w) + bias (ReLU) for one image, the
@@ -305,7 +305,8 @@ def direct_backward(x, w, dy, y, relu, dwt, db, has_bias, dx, need_dx, ws, ph, p
         koff_t, arow_t = koff, arow
     dxf = dx.reshape(dx.size)
     rows = np.empty(K + 1, np.int64)  # A rows relative to the prepared image: taps, then ones
-    rows[:K] = koff
+    for k in range(K):  # (a slice assignment would compile a shape-mismatch error path)
+        rows[k] = koff[k]
     rows[K] = img + NR_MAX
     xf = x.reshape(x.size)
     dyf = dy.reshape(dy.size)

@@ -157,21 +157,36 @@ def _codegen(mr, use_table):
                         v = builder.select(do_relu, builder.select(
                             builder.fcmp_ordered(">", v, zero), v, zero), v)
                         builder.store(v, cp, align=1)
-            with otherwise:
+            with otherwise:  # the first nc columns: masked loads and stores
+                ptr = vty.as_pointer()
+                align = ir.Constant(_I32, 4 if dt == types.float32 else 8)
+                mty = ir.VectorType(ir.IntType(1), lanes)
+                suffix = f"v{lanes}f{'32' if dt == types.float32 else '64'}.p0"
+                mload = cgutils.get_or_insert_function(
+                    builder.module, ir.FunctionType(vty, [ptr, _I32, mty, vty]),
+                    f"llvm.masked.load.{suffix}")
+                mstore = cgutils.get_or_insert_function(
+                    builder.module, ir.FunctionType(ir.VoidType(), [vty, ptr, _I32, mty]),
+                    f"llvm.masked.store.{suffix}")
+                i64v = ir.VectorType(_I64, lanes)
+                ncv = builder.shuffle_vector(
+                    builder.insert_element(ir.Constant(i64v, ir.Undefined), nc, ir.Constant(_I32, 0)),
+                    ir.Constant(i64v, ir.Undefined), splat)
+                masks = [builder.icmp_signed("<", ir.Constant(i64v, [lanes * j + e for e in range(lanes)]),
+                                             ncv) for j in range(2)]
                 for r in range(mr):
                     pr = builder.gep(pc, [builder.mul(ldc, ir.Constant(_I64, r))])
                     bb = builder.select(add_bias, builder.load(builder.gep(pbias, [ir.Constant(_I64, r)])),
                                         fzero)
+                    bbv = bcast(bb)
                     for j in range(2):
-                        for e in range(lanes):
-                            col = lanes * j + e
-                            with builder.if_then(builder.icmp_signed("<", ir.Constant(_I64, col), nc)):
-                                cp = builder.gep(pr, [ir.Constant(_I64, col)])
-                                v = builder.fadd(builder.extract_element(out[r][j], ir.Constant(_I32, e)), bb)
-                                v = builder.select(accumulate, builder.fadd(v, builder.load(cp)), v)
-                                v = builder.select(do_relu, builder.select(
-                                    builder.fcmp_ordered(">", v, fzero), v, fzero), v)
-                                builder.store(v, cp)
+                        cp = builder.bitcast(builder.gep(pr, [ir.Constant(_I64, lanes * j)]), ptr)
+                        v = builder.fadd(out[r][j], bbv)
+                        old = builder.call(mload, [cp, align, masks[j], zero])
+                        v = builder.select(accumulate, builder.fadd(v, old), v)
+                        v = builder.select(do_relu, builder.select(
+                            builder.fcmp_ordered(">", v, zero), v, zero), v)
+                        builder.call(mstore, [v, cp, align, masks[j]])
         return context.get_dummy_value()
 
     return codegen

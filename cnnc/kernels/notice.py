@@ -81,6 +81,9 @@ class CompileNotice:
             def on_end(self, ev):
                 notice._on_end(ev)
 
+        from .. import precompile
+
+        self._helpers = precompile.started()
         self._listener = _Listener()
         event.register("numba:compile", self._listener)
         return self
@@ -90,5 +93,9 @@ class CompileNotice:
 
         event.unregister("numba:compile", self._listener)
         if self.enabled and self.times and exc[0] is None:
-            self.write(f"compiled {self.compiled} kernels in {self.seconds:.1f} s "
-                       "(cached for later runs)")
+            from .. import precompile
+
+            helped = precompile.started() > self._helpers
+            self.write(f"compiled {self.compiled} kernels in {self.seconds:.1f} s"
+                       + (", a second process compiling others alongside" if helped else "")
+                       + " (cached for later runs)")

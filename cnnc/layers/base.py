@@ -377,6 +377,11 @@ class Op:
     def backward(self, xs: list, y, dy, dxs: list) -> None:
         raise NotImplementedError
 
+    def assume_trained(self) -> None:
+        """Take the state a training forward leaves (which kernels the backward calls), without
+        computing anything: the compile helper (:mod:`cnnc.precompile`) runs backward passes
+        on zeros before their forward, to compile their kernels early."""
+
     def join(self, world) -> None:
         """Data-parallel training: ``world`` (:class:`cnnc.distributed.World`) holds the other
         ranks. Ops whose result depends on the whole batch (batch norm) sum over it; others

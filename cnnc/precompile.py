@@ -1,0 +1,209 @@
+"""A second process that compiles a model's kernels while training compiles them too.
+
+On a cold kernel cache the first training run spends most of its time in Numba compiling
+kernels, one at a time, on one core (the digits example: about 24 s of compiling against
+3 s of training on a 2-core machine). Training calls its kernels in a fixed order: the
+forward steps, the loss, the backward steps (last layer first), the optimizer, and at the
+end of the epoch the inference pass of the evaluation. :class:`CompileHelper` starts, at
+the first compilation it sees, ``python -m cnnc.precompile``: a process that builds the
+same network and calls the same kernels in the *reverse* order, on zeros. Every kernel it
+compiles lands in Numba's on-disk cache, so when training reaches that kernel it loads it
+(a few milliseconds) instead of compiling it; the two processes meet in the middle and the
+wait is roughly halved. Nothing but the kernel cache is shared: the helper reads its model
+from stdin, writes nothing else, and its results are thrown away.
+
+It runs only where it can help: a cold cache (a compilation actually started), at least two
+cores, one process (not under MPI, whose ranks already fill the cores), and not with
+``CNNC_COMPILE_HELPER=0``. It stops by itself when its list is done, when training ends its
+first epoch (by then every kernel is compiled), or when its parent goes away.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from typing import Callable
+
+ENV_SWITCH = "CNNC_COMPILE_HELPER"
+
+
+_STARTED = [0]  # helpers started by this process (the compile notice mentions them)
+
+
+def started() -> int:
+    """How many compile helpers this process has started."""
+    return _STARTED[0]
+
+
+def enabled() -> bool:
+    """Whether training may start a compile helper (``CNNC_COMPILE_HELPER``, default on)."""
+    return os.environ.get(ENV_SWITCH, "1").strip().lower() not in ("0", "false", "no", "off")
+
+
+class CompileHelper:
+    """Context manager: on the first Numba compilation while active, start the helper
+    process with ``spec`` (see :func:`timeline` for what it runs); :meth:`stop` (or leaving)
+    ends it. ``spec`` is a JSON-able dict: the model (``source``, ``filename``, ``input``,
+    ``classes``, ``width``), ``dtype``, the training ``batch``, the ``optimizer`` settings
+    and the ``eval_batches`` sizes."""
+
+    def __init__(self, spec: dict | None):
+        self.spec = spec
+        self.proc: subprocess.Popen | None = None
+        self._listener = None
+
+    # ---- numba's compile events
+    def __enter__(self) -> "CompileHelper":
+        if self.spec is None:
+            return self
+        from numba.core import event
+
+        helper = self
+
+        class _Listener(event.Listener):
+            def on_start(self, ev):
+                helper._start()
+
+            def on_end(self, ev):
+                pass
+
+        self._listener = _Listener()
+        event.register("numba:compile", self._listener)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def _unlisten(self) -> None:
+        if self._listener is not None:
+            from numba.core import event
+
+            event.unregister("numba:compile", self._listener)
+            self._listener = None
+
+    def _start(self) -> None:
+        if self.spec is None or self._listener is None:
+            return
+        import numba
+
+        env = dict(os.environ)
+        # the same work split as the parent (kernels choose their path by it), run on 1 thread
+        env["NUMBA_NUM_THREADS"] = str(numba.config.NUMBA_NUM_THREADS)
+        env["CNNC_THREADS"] = "1"
+        env[ENV_SWITCH] = "0"
+        try:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "cnnc.precompile", str(os.getpid())], stdin=subprocess.PIPE,
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+        except OSError:  # no process to spare: training compiles everything itself
+            self.spec = None
+            return
+        self.proc = proc
+        _STARTED[0] += 1
+        try:
+            proc.stdin.write(json.dumps(self.spec).encode())
+            proc.stdin.close()
+        except OSError:  # it is gone already
+            self.stop()
+        self.spec = None  # one helper per run
+
+    def stop(self) -> None:
+        """End the helper (if it still runs) and stop listening."""
+        self._unlisten()
+        proc, self.proc = self.proc, None
+        if proc is None:
+            return
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def spec_for(model, net, batch: int, cfg, eval_sizes: list[int]) -> dict:
+    """The helper's spec for training ``model`` (network ``net``) at ``batch`` with the
+    :class:`~cnnc.train.TrainConfig` ``cfg``; ``eval_sizes``: the evaluation set sizes."""
+    from .train import EVAL_BATCH
+
+    chunks = set()
+    for n in eval_sizes:
+        if n > 0:
+            chunks.add(min(EVAL_BATCH, n))
+            if n % EVAL_BATCH:
+                chunks.add(n % EVAL_BATCH)
+    return {
+        "source": model.source, "filename": model.filename, "input": list(model.input_shape),
+        "classes": net.classes, "width": model.header.width, "dtype": str(net.dtype),
+        "batch": batch, "eval_batches": sorted(chunks),
+        "optimizer": {"kind": cfg.optimizer, "momentum": cfg.momentum, "nesterov": cfg.nesterov,
+                      "weight_decay": cfg.weight_decay},
+    }
+
+
+def timeline(spec: dict) -> list[Callable[[], object]]:
+    """The kernel calls of a training step and an evaluation (the network of ``spec``, on
+    zero-filled buffers), in the order that meets training's in the middle: what training
+    reaches last comes first. Training runs forward, loss, backward (last layer first),
+    optimizer, then the evaluation; so the helper runs the optimizer, the backward steps
+    first layer first, the loss, the forward steps last layer first, and the evaluation's
+    forward last (it mostly calls the training forward's kernels, compiled by then)."""
+    from .compiler import compile as compile_text
+    from .kernels import loss as loss_kernels
+    from .optim import Optimizer
+
+    model = compile_text(spec["source"], filename=spec["filename"], input=tuple(spec["input"]),
+                         classes=spec["classes"], width=spec["width"])
+    net = model.network(seed=0, dtype=spec["dtype"])
+    opt = spec["optimizer"]
+    optimizer = Optimizer(opt["kind"], net.theta, net.grad, momentum=opt["momentum"],
+                          nesterov=opt["nesterov"], weight_decay=opt["weight_decay"])
+    calls: list[Callable[[], object]] = []
+
+    def forward(ex, training):
+        for step in reversed(ex.plan.steps):
+            op = ex.ops[step.node]
+            calls.append(lambda op=op, step=step: op.forward(
+                [ex.values[s] for s in step.inputs], ex.values[step.output], training))
+
+    ex = net.executor(spec["batch"])
+    for op in ex.ops.values():  # backward before forward: as after a training forward
+        op.assume_trained()
+    calls.append(lambda: optimizer.step(1e-3))
+    calls.append(lambda: loss_kernels.count_correct(ex.logits, ex.labels))
+    for step in ex.plan.steps:
+        calls.append(lambda step=step: ex._run_backward((step,)))
+    calls.append(lambda: loss_kernels.softmax_xent_backward(ex.probs, ex.labels,
+                                                            ex.grads[ex.plan.logits]))
+    calls.append(ex.loss)
+    forward(ex, True)
+    for batch in spec["eval_batches"]:
+        iex = net.inference_executor(batch)
+        if iex.plan.inference:
+            calls.append(iex._refold)
+        forward(iex, False)
+        calls.append(iex.loss)
+    return calls
+
+
+def _main(argv: list[str]) -> int:
+    parent = int(argv[0]) if argv else os.getppid()
+    try:
+        spec = json.loads(sys.stdin.read())
+        calls = timeline(spec)
+    except Exception:
+        return 1
+    for call in calls:
+        if os.getppid() != parent:  # training is gone: nothing to compile for
+            return 0
+        try:
+            call()
+        except Exception:  # a kernel the helper cannot run on zeros: training compiles it
+            pass
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_main(sys.argv[1:]))

@@ -1,0 +1,181 @@
+"""The compile helper (cnnc.precompile): a second process that compiles a model's kernels on
+a cold cache, in the reverse of training's order, so that training loads them instead."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import numba
+import pytest
+
+from cnnc import precompile
+from cnnc import train as T
+from conftest import ROOT
+
+RICH = "conv3(8) - bn - relu - pool - dropout(0.25) - fc(32) - relu - fc"
+SETTINGS = dict(data="digits", epochs=1, batch=32, optimizer="adam", lr=0.01)
+
+# the Trainer's spec for RICH on the digits, and the training run, in separate processes
+# that share one (cold) kernel cache
+HELPER_SIDE = """
+import json, sys
+import cnnc
+from cnnc import precompile
+from cnnc import train as T
+model = cnnc.compile(%(model)r, input="1x8x8", classes=10)
+cfg = T.TrainConfig.from_header(model.header, **%(settings)r)
+train_ds, test_ds = T.D.resolve_dataset(cfg.data, cfg.data_dir)
+data = T.prepare_data(model.input_shape, model.classes, cfg, train_ds, test_ds)
+spec = T.Trainer(model, cfg, data, None, progress=False)._helper_spec()
+for call in precompile.timeline(spec):
+    call()
+print(json.dumps(spec))
+"""
+TRAINING_SIDE = """
+import json
+import cnnc
+from cnnc import train as T
+from cnnc.kernels.notice import CompileNotice
+model = cnnc.compile(%(model)r, input="1x8x8", classes=10)
+with CompileNotice(enabled=False) as notice:
+    T.train(model, **%(settings)r)
+print(json.dumps([name for name, _ in notice.times]))
+"""
+
+
+def _run(code: str, env: dict) -> str:
+    r = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], env=env, cwd=ROOT,
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    return r.stdout.strip().splitlines()[-1]
+
+
+def test_after_the_helper_training_compiles_no_kernel(tmp_path):
+    """Everything a training step and an evaluation call is on the helper's list: after
+    the helper has run its whole list, training finds every kernel in the cache."""
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "cache"), NUMBA_NUM_THREADS="2",
+               CNNC_THREADS="1", CNNC_COMPILE_HELPER="1", CNNC_OFFLINE="1")
+    args = {"model": RICH, "settings": SETTINGS}
+    spec = json.loads(_run(HELPER_SIDE % args, env))
+    assert spec["batch"] == 32 and spec["optimizer"]["kind"] == "adam" and spec["classes"] == 10
+    # nothing compiled yet in a fresh process would show up as an empty cache
+    assert any(p.suffix == ".nbi" for p in (tmp_path / "cache").rglob("*"))
+    compiled = json.loads(_run(TRAINING_SIDE % args, dict(env, CNNC_COMPILE_HELPER="0")))
+    assert compiled == []
+
+
+def test_helper_stops_when_its_parent_is_not_there(tmp_path):
+    """A helper whose parent is gone compiles none of its list (it stops at the first
+    kernel boundary)."""
+    spec = {"source": "conv3(4) - relu - pool - fc", "filename": "<string>", "input": [1, 8, 8],
+            "classes": 10, "width": None, "dtype": "float32", "batch": 8, "eval_batches": [8],
+            "optimizer": {"kind": "sgd", "momentum": 0.9, "nesterov": False, "weight_decay": 0.0}}
+    cache = tmp_path / "cache"
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(cache), CNNC_THREADS="1")
+    r = subprocess.run([sys.executable, "-m", "cnnc.precompile", "1"], input=json.dumps(spec),
+                       env=env, capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert r.returncode == 0, r.stderr
+    names = {p.name for p in cache.rglob("*.nbi")}
+    assert not any("sgd_update" in n or "count_correct" in n for n in names), names
+
+
+def test_helper_rejects_a_bad_spec_quietly():
+    r = subprocess.run([sys.executable, "-m", "cnnc.precompile", str(os.getpid())],
+                       input="not json", capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert r.returncode == 1 and r.stdout == ""
+
+
+class _FakeHelper:
+    """Stands in for CompileHelper: records the spec and when it is stopped."""
+
+    events: list = []
+
+    def __init__(self, spec):
+        _FakeHelper.events.append(("spec", spec))
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        _FakeHelper.events.append(("exit",))
+
+    def stop(self):
+        _FakeHelper.events.append(("stop",))
+
+
+@pytest.fixture
+def fake_helper(monkeypatch):
+    _FakeHelper.events = []
+    monkeypatch.setattr(precompile, "CompileHelper", _FakeHelper)
+    return _FakeHelper.events
+
+
+def _model():
+    import cnnc
+
+    return cnnc.compile(RICH, input="1x8x8", classes=10)
+
+
+def test_training_gives_the_helper_its_spec_and_stops_it_after_the_first_epoch(fake_helper,
+                                                                              monkeypatch):
+    monkeypatch.setenv("CNNC_COMPILE_HELPER", "1")
+    monkeypatch.setattr("cnnc.kernels.threads.cores", lambda: 2)
+    r = T.train(_model(), **dict(SETTINGS, epochs=2),
+                epoch_callback=lambda net, data, out, epoch: fake_helper.append(("epoch", epoch)))
+    spec = fake_helper[0][1]
+    assert spec["batch"] == 32 and spec["optimizer"]["kind"] == "adam"
+    assert spec["source"] == RICH and spec["input"] == [1, 8, 8] and spec["classes"] == 10
+    assert r.history[0]["val_accuracy"] is not None and spec["eval_batches"], spec
+    kinds = [e[0] for e in fake_helper]
+    assert kinds.index("stop") < kinds.index("epoch") and kinds[-1] == "exit"
+
+
+@pytest.mark.parametrize("switch, cores", [("0", 2), ("1", 1)])
+def test_no_helper_when_switched_off_or_on_one_core(fake_helper, monkeypatch, switch, cores):
+    monkeypatch.setenv("CNNC_COMPILE_HELPER", switch)
+    monkeypatch.setattr("cnnc.kernels.threads.cores", lambda: cores)
+    T.train(_model(), **SETTINGS)
+    assert fake_helper[0] == ("spec", None)
+
+
+def test_eval_batches_cover_every_chunk_size():
+    class Cfg:
+        optimizer, momentum, nesterov, weight_decay = "sgd", 0.9, False, 0.0
+
+    model = _model()
+    net = model.network()
+    spec = precompile.spec_for(model, net, 16, Cfg, [1234, 0, 7])
+    assert spec["eval_batches"] == sorted({T.EVAL_BATCH, 1234 % T.EVAL_BATCH, 7})
+
+
+def test_a_compilation_starts_the_helper_and_stop_ends_it():
+    """The real helper process: started by the first compilation while active, ended by stop."""
+    model = _model()
+    net = model.network()
+
+    class Cfg:
+        optimizer, momentum, nesterov, weight_decay = "sgd", 0.9, False, 0.0
+
+    before = precompile.started()
+    helper = precompile.CompileHelper(precompile.spec_for(model, net, 8, Cfg, [8]))
+    with helper:
+        assert helper.proc is None
+        numba.njit(lambda v: v + 1)(1)  # a compilation
+        proc = helper.proc
+        assert proc is not None and precompile.started() == before + 1
+        numba.njit(lambda v: v + 2)(1)  # a later one starts no second helper
+        assert helper.proc is proc and precompile.started() == before + 1
+        helper.stop()
+        assert helper.proc is None and proc.poll() is not None
+    assert precompile.started() == before + 1
+
+
+def test_switch_values(monkeypatch):
+    for value, on in [("0", False), ("off", False), ("no", False), ("1", True), ("", True)]:
+        monkeypatch.setenv("CNNC_COMPILE_HELPER", value)
+        assert precompile.enabled() is on
+    monkeypatch.delenv("CNNC_COMPILE_HELPER")
+    assert precompile.enabled()
