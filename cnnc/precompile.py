@@ -126,14 +126,20 @@ class CompileHelper:
 def spec_for(model, net, batch: int, cfg, eval_sizes: list[int]) -> dict:
     """The helper's spec for training ``model`` (network ``net``) at ``batch`` with the
     :class:`~cnnc.train.TrainConfig` ``cfg``; ``eval_sizes``: the evaluation set sizes."""
+    from .kernels.threads import work_chunks
     from .train import EVAL_BATCH
 
+    # kernels choose their path by whether a batch is smaller than the work split, never
+    # by its size otherwise: the helper runs batches of at most that many images (its
+    # memory stays small whatever the training batch)
+    most = work_chunks()
     chunks = set()
     for n in eval_sizes:
         if n > 0:
-            chunks.add(min(EVAL_BATCH, n))
+            chunks.add(min(EVAL_BATCH, n, most))
             if n % EVAL_BATCH:
-                chunks.add(n % EVAL_BATCH)
+                chunks.add(min(n % EVAL_BATCH, most))
+    batch = min(batch, most)
     return {
         "source": model.source, "filename": model.filename, "input": list(model.input_shape),
         "classes": net.classes, "width": model.header.width, "dtype": str(net.dtype),

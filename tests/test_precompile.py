@@ -60,7 +60,7 @@ def test_after_the_helper_training_compiles_no_kernel(tmp_path):
                CNNC_THREADS="1", CNNC_COMPILE_HELPER="1", CNNC_OFFLINE="1")
     args = {"model": RICH, "settings": SETTINGS}
     spec = json.loads(_run(HELPER_SIDE % args, env))
-    assert spec["batch"] == 32 and spec["optimizer"]["kind"] == "adam" and spec["classes"] == 10
+    assert spec["batch"] == 2 and spec["optimizer"]["kind"] == "adam" and spec["classes"] == 10
     # nothing compiled yet in a fresh process would show up as an empty cache
     assert any(p.suffix == ".nbi" for p in (tmp_path / "cache").rglob("*"))
     compiled = json.loads(_run(TRAINING_SIDE % args, dict(env, CNNC_COMPILE_HELPER="0")))
@@ -126,7 +126,8 @@ def test_training_gives_the_helper_its_spec_and_stops_it_after_the_first_epoch(f
     r = T.train(_model(), **dict(SETTINGS, epochs=2),
                 epoch_callback=lambda net, data, out, epoch: fake_helper.append(("epoch", epoch)))
     spec = fake_helper[0][1]
-    assert spec["batch"] == 32 and spec["optimizer"]["kind"] == "adam"
+    assert spec["batch"] == min(32, numba.config.NUMBA_NUM_THREADS)
+    assert spec["optimizer"]["kind"] == "adam"
     assert spec["source"] == RICH and spec["input"] == [1, 8, 8] and spec["classes"] == 10
     assert r.history[0]["val_accuracy"] is not None and spec["eval_batches"], spec
     kinds = [e[0] for e in fake_helper]
@@ -141,14 +142,18 @@ def test_no_helper_when_switched_off_or_on_one_core(fake_helper, monkeypatch, sw
     assert fake_helper[0] == ("spec", None)
 
 
-def test_eval_batches_cover_every_chunk_size():
+def test_helper_batches_take_the_same_kernel_paths_with_little_memory(monkeypatch):
+    """Batches of at most the work split (kernels choose a path by batch < split only):
+    a batch of 1 stays 1, larger ones shrink to the split."""
     class Cfg:
         optimizer, momentum, nesterov, weight_decay = "sgd", 0.9, False, 0.0
 
+    monkeypatch.setattr("cnnc.kernels.threads.work_chunks", lambda: 4)
     model = _model()
     net = model.network()
-    spec = precompile.spec_for(model, net, 16, Cfg, [1234, 0, 7])
-    assert spec["eval_batches"] == sorted({T.EVAL_BATCH, 1234 % T.EVAL_BATCH, 7})
+    spec = precompile.spec_for(model, net, 256, Cfg, [1001, 0, 3])
+    assert spec["batch"] == 4 and spec["eval_batches"] == [1, 3, 4]
+    assert precompile.spec_for(model, net, 2, Cfg, [4])["batch"] == 2
 
 
 def test_a_compilation_starts_the_helper_and_stop_ends_it():
