@@ -134,19 +134,26 @@ def _bn_backward(x, gamma, dy, mean, invstd, dx, dgamma, dbeta, need_dx, y, relu
     dxf = dx.reshape(dx.size)
     yf = y.reshape(y.size)
     zero = dy.dtype.type(0)
+    # the ReLU test sits outside the inner loops: inside, LLVM kept a branch per element
+    # (1.9 ms against 1.25 ms for 128x16x32x32 on 2 threads)
     for c in prange(n_ch):
-        mu = mean[c]
+        mu = np.float64(mean[c])
         inv = invstd[c]
         sdy = 0.0
         sdyx = 0.0
         for n in range(n_img):
             o = _u((n * n_ch + c) * hw)
-            for j in range(hw):
-                g = dyf[o + _u(j)]
-                if relu:
-                    g = g if yf[o + _u(j)] > zero else zero
-                sdy += np.float64(g)
-                sdyx += np.float64(g) * (np.float64(xf[o + _u(j)]) - mu)
+            if relu:
+                for j in range(hw):
+                    v = dyf[o + _u(j)]  # loaded either way: a select, not a branch
+                    g = np.float64(v if yf[o + _u(j)] > zero else zero)
+                    sdy += g
+                    sdyx += g * (np.float64(xf[o + _u(j)]) - mu)
+            else:
+                for j in range(hw):
+                    g = np.float64(dyf[o + _u(j)])
+                    sdy += g
+                    sdyx += g * (np.float64(xf[o + _u(j)]) - mu)
         db = sdy
         dg = sdyx * inv
         dbeta[c] = db
@@ -157,11 +164,15 @@ def _bn_backward(x, gamma, dy, mean, invstd, dx, dgamma, dbeta, need_dx, y, relu
             coef = dg * inv / m
             for n in range(n_img):
                 o = _u((n * n_ch + c) * hw)
-                for j in range(hw):
-                    g = dyf[o + _u(j)]
-                    if relu:
-                        g = g if yf[o + _u(j)] > zero else zero
-                    dxf[o + _u(j)] = k * (np.float64(g) - mean_dy - (np.float64(xf[o + _u(j)]) - mu) * coef)
+                if relu:
+                    for j in range(hw):
+                        v = dyf[o + _u(j)]
+                        g = np.float64(v if yf[o + _u(j)] > zero else zero)
+                        dxf[o + _u(j)] = k * (g - mean_dy - (np.float64(xf[o + _u(j)]) - mu) * coef)
+                else:
+                    for j in range(hw):
+                        dxf[o + _u(j)] = k * (np.float64(dyf[o + _u(j)]) - mean_dy
+                                              - (np.float64(xf[o + _u(j)]) - mu) * coef)
 
 
 @njit(cache=True, error_model="numpy")
