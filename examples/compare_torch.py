@@ -194,11 +194,14 @@ KEYS = (("train_s", "train"), ("infer_s", "inference"), ("infer1_s", "inference,
 RUNNERS = (("cnnc", "-"), ("torch", "nchw"), ("torch", "channels_last"))
 
 
-def measure(rounds: int, steps: int, env: dict) -> list[dict]:
+def measure(rounds: int, steps: int, env: dict, models: list[str] | None = None) -> list[dict]:
     """Alternating rounds: per model, each round runs cnnc, PyTorch NCHW and PyTorch
-    channels_last, each in a fresh process (whole rounds alternate; the pools never meet)."""
+    channels_last, each in a fresh process (whole rounds alternate; the pools never meet).
+    ``models``: the model files' stems to measure (default: all)."""
     cases = []
     for name, path, batch, target in CASES:
+        if models and path.stem not in models:
+            continue
         runs: dict[str, dict[str, list[float]]] = {f"{fw}/{lay}": {k: [] for k, _ in KEYS}
                                                    for fw, lay in RUNNERS}
         macs = 0
@@ -260,6 +263,9 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--models", nargs="+", metavar="NAME",
+                    choices=[path.stem for _, path, _, _ in CASES],
+                    help="measure only these models (default: all three)")
     ap.add_argument("--keep-blas-env", action="store_true",
                     help="keep OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE from the environment (by default "
                          "they are removed, so OpenBLAS and cnnc pick the kernels for this CPU as on "
@@ -282,7 +288,7 @@ def main() -> None:
                                  "from compare_torch import sgemm_rate; print(sgemm_rate())"
                                  % str(Path(__file__).parent)], env=env, capture_output=True,
                                 text=True, check=True).stdout)
-    cases = measure(args.rounds, args.steps, env)
+    cases = measure(args.rounds, args.steps, env, args.models)
     report = {"sgemm_gflops_2_threads": round(rate, 1), "keep_blas_env": args.keep_blas_env, "rounds": args.rounds, "steps": args.steps,
               "load_before": load_before, "load_after": " ".join(f"{v:.2f}" for v in os.getloadavg()),
               "cases": cases}
