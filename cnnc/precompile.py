@@ -143,6 +143,7 @@ def spec_for(model, net, batch: int, cfg, eval_sizes: list[int]) -> dict:
     return {
         "source": model.source, "filename": model.filename, "input": list(model.input_shape),
         "classes": net.classes, "width": model.header.width, "dtype": str(net.dtype),
+        "variables": model.design.as_dict() if model.design is not None else None,
         "batch": batch, "eval_batches": sorted(chunks),
         "optimizer": {"kind": cfg.optimizer, "momentum": cfg.momentum, "nesterov": cfg.nesterov,
                       "weight_decay": cfg.weight_decay},
@@ -161,7 +162,8 @@ def timeline(spec: dict) -> list[Callable[[], object]]:
     from .optim import Optimizer
 
     model = compile_text(spec["source"], filename=spec["filename"], input=tuple(spec["input"]),
-                         classes=spec["classes"], width=spec["width"])
+                         classes=spec["classes"], width=spec["width"],
+                         variables=spec.get("variables"))
     net = model.network(seed=0, dtype=spec["dtype"])
     opt = spec["optimizer"]
     optimizer = Optimizer(opt["kind"], net.theta, net.grad, momentum=opt["momentum"],

@@ -466,6 +466,8 @@ class Trainer:
                 self.log(f"interrupted at epoch {self.pos.epoch + 1}, step {self.pos.iteration}"
                          + (f"; saved {path}" if path else ""))
         test = evaluate(net, data.x_test, data.y_test) if len(data.y_test) else {}
+        if world.size > 1:  # no rank leaves before rank 0 has written and said everything
+            world.any(False)  # (a rank that exits with 130 first gets the others killed)
         return TrainResult(net, self.history, test, self.out_dir, interrupted, self.best_val, self.pos.seconds,
                            data.mean, data.std, world.size, self.comm_seconds)
 
@@ -569,7 +571,8 @@ def train(model: "Model", *, x=None, y=None, x_test=None, y_test=None, out: str 
         from .compiler import compile as compile_text
 
         model = compile_text(model.source, filename=model.filename, input=model.input_shape,
-                             classes=train_ds.num_classes, width=model.header.width)
+                             classes=train_ds.num_classes, width=model.header.width,
+                             variables=model.design.as_dict() if model.design is not None else None)
     data = prepare_data(model.input_shape, model.classes, cfg, train_ds, test_ds)
     out_dir = Path(out) if out is not None else None
     the_world = world()

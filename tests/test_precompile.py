@@ -184,3 +184,23 @@ def test_switch_values(monkeypatch):
         assert precompile.enabled() is on
     monkeypatch.delenv("CNNC_COMPILE_HELPER")
     assert precompile.enabled()
+
+
+def test_helper_builds_the_design_training_runs():
+    """A model compiled with design variables (--set): the helper's network is that design,
+    not the file's defaults."""
+    import cnnc
+
+    class Cfg:
+        optimizer, momentum, nesterov, weight_decay = "sgd", 0.9, False, 0.0
+
+    text = "let N = 1\nlet pool = on\n[conv3(4) - relu]*N - pool? - fc"
+    model = cnnc.compile(text, input="1x8x8", classes=10, variables="N=3,pool=off")
+    spec = precompile.spec_for(model, model.network(), 4, Cfg, [4])
+    calls = precompile.timeline(json.loads(json.dumps(spec)))
+    net_layers = [n for n in model.layers if n.startswith("conv")]
+    assert len(net_layers) == 3 and not any(n.startswith("pool") for n in model.layers)
+    # per step: backward, forward, and the evaluation's forward; plus optimizer, count,
+    # the two loss calls, the evaluation's loss (no batch norm: no refold)
+    steps = len(model.network().plan.steps)
+    assert len(calls) == 3 * steps + 5
