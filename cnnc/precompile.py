@@ -123,11 +123,11 @@ class CompileHelper:
                 proc.wait()
 
 
-def spec_for(model, net, batch: int, cfg, eval_sizes: list[int]) -> dict:
+def spec_for(model, net, batch: int, cfg, eval_sizes: list[int], eval_batch: int = 500) -> dict:
     """The helper's spec for training ``model`` (network ``net``) at ``batch`` with the
-    :class:`~cnnc.train.TrainConfig` ``cfg``; ``eval_sizes``: the evaluation set sizes."""
+    :class:`~cnnc.train.TrainConfig` ``cfg``; ``eval_sizes``: the evaluation set sizes,
+    evaluated ``eval_batch`` images at a time."""
     from .kernels.threads import work_chunks
-    from .train import EVAL_BATCH
 
     # kernels choose their path by whether a batch is smaller than the work split, never
     # by its size otherwise: the helper runs batches of at most that many images (its
@@ -136,9 +136,9 @@ def spec_for(model, net, batch: int, cfg, eval_sizes: list[int]) -> dict:
     chunks = set()
     for n in eval_sizes:
         if n > 0:
-            chunks.add(min(EVAL_BATCH, n, most))
-            if n % EVAL_BATCH:
-                chunks.add(min(n % EVAL_BATCH, most))
+            chunks.add(min(eval_batch, n, most))
+            if n % eval_batch:
+                chunks.add(min(n % eval_batch, most))
     batch = min(batch, most)
     return {
         "source": model.source, "filename": model.filename, "input": list(model.input_shape),

@@ -376,7 +376,7 @@ class Trainer:
         if not precompile.enabled() or self.world.size > 1 or cores() < 2:
             return None
         return precompile.spec_for(self.model, self.net, self.local_batch, self.cfg,
-                                   [len(self.data.y_val), len(self.data.y_test)])
+                                   [len(self.data.y_val), len(self.data.y_test)], EVAL_BATCH)
 
     def run(self) -> TrainResult:
         """Train to the configured epoch count (or an interruption) and test. On a cold
