@@ -204,3 +204,24 @@ def test_helper_builds_the_design_training_runs():
     # the two loss calls, the evaluation's loss (no batch norm: no refold)
     steps = len(model.network().plan.steps)
     assert len(calls) == 3 * steps + 5
+
+
+def test_bench_cold_compile_runs_a_helper_and_the_warm_one_none(monkeypatch, tmp_path):
+    """`cnnc bench` measures the cold first step as `cnnc train` has it (a helper beside
+    it); with the cache filled, nothing compiles and no helper starts."""
+    from cnnc import bench
+    from cnnc.kernels.threads import cores
+
+    if cores() < 2:
+        pytest.skip("one core: no helper")
+    monkeypatch.setenv("CNNC_COMPILE_HELPER", "1")
+    (tmp_path / "m.cnn").write_text("input 1x8x8\nclasses 3\nconv3(4) - relu - pool - fc\n")
+    r = bench._compile_times([str(tmp_path / "m.cnn")], 4)
+    assert "cold_error" not in r and "warm_error" not in r, r
+    assert r["cold_compile_helper"] is True and r["warm_compile_helper"] is False
+    assert r["warm_first_step_s"] < r["cold_first_step_s"]
+    assert "a compile helper process" in bench.format_bench(
+        {**r, "model": "m", "batch": 4, "input_shape": [1, 8, 8], "params": 1, "macs_per_image": 1,
+         "train_images_per_s": 1, "train_ms_per_step": 1, "train_gflops": 1,
+         "infer_images_per_s": 1, "infer_ms_per_batch": 1, "infer_gflops": 1, "peak_rss_mib": 1,
+         "timing": "t", "flop_convention": "f", "threads": 2})
