@@ -9,8 +9,11 @@ the first compilation it sees, ``python -m cnnc.precompile``: a process that bui
 same network and calls the same kernels in the *reverse* order, on zeros. Every kernel it
 compiles lands in Numba's on-disk cache, so when training reaches that kernel it loads it
 (a few milliseconds) instead of compiling it; the two processes meet in the middle and the
-wait is roughly halved. Nothing but the kernel cache is shared: the helper reads its model
-from stdin, writes nothing else, and its results are thrown away.
+wait is roughly halved. When training misses the cache for a kernel the helper is
+compiling at that moment, it waits for the helper's result instead of compiling it a
+second time (the helper names the kernel it compiles in a file of a temporary folder).
+Nothing else is shared: the helper reads its model from stdin, writes nothing but the
+cache and that name, and its results are thrown away.
 
 It runs only where it can help: a cold cache (a compilation actually started), at least two
 cores, one process (not under MPI, whose ranks already fill the cores), and not with
@@ -21,11 +24,15 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
+import time
 from typing import Callable
 
 ENV_SWITCH = "CNNC_COMPILE_HELPER"
+WAIT_LIMIT = 300.0  # seconds training waits at most for one kernel the helper compiles
 
 
 _STARTED = [0]  # helpers started by this process (the compile notice mentions them)
@@ -52,6 +59,9 @@ class CompileHelper:
         self.spec = spec
         self.proc: subprocess.Popen | None = None
         self._listener = None
+        self._status_dir: str | None = None  # the helper writes there what it compiles now
+        self._load_overload = None  # Numba's cache lookup, while ours wraps it
+        self.waited = 0.0  # seconds training waited for kernels the helper was compiling
 
     # ---- numba's compile events
     def __enter__(self) -> "CompileHelper":
@@ -70,10 +80,55 @@ class CompileHelper:
 
         self._listener = _Listener()
         event.register("numba:compile", self._listener)
+        self._wrap_cache()
         return self
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+    # ---- waiting for what the helper is compiling
+    def _wrap_cache(self) -> None:
+        """On a cache miss for a kernel the helper is compiling right now, wait for it and
+        load its result instead of compiling the same kernel a second time."""
+        from numba.core import caching
+
+        original = caching.Cache.load_overload
+        helper = self
+
+        def load_overload(cache, sig, target_context):
+            cres = original(cache, sig, target_context)
+            if cres is None and helper._wait_for(cache._py_func):
+                cres = original(cache, sig, target_context)
+            return cres
+
+        self._load_overload = original
+        caching.Cache.load_overload = load_overload
+
+    def _unwrap_cache(self) -> None:
+        if self._load_overload is not None:
+            from numba.core import caching
+
+            caching.Cache.load_overload = self._load_overload
+            self._load_overload = None
+
+    def _compiling(self) -> str:
+        try:
+            with open(os.path.join(self._status_dir, "now"), encoding="utf-8") as f:
+                return f.read()
+        except (OSError, TypeError):
+            return ""
+
+    def _wait_for(self, py_func) -> bool:
+        """Wait (at most WAIT_LIMIT s) while the helper compiles ``py_func``; whether it was."""
+        name = _kernel_name(py_func)
+        if self.proc is None or self._status_dir is None or self._compiling() != name:
+            return False
+        start = time.monotonic()
+        while (self.proc is not None and self.proc.poll() is None and self._compiling() == name
+               and time.monotonic() - start < WAIT_LIMIT):
+            time.sleep(0.02)
+        self.waited += time.monotonic() - start
+        return True
 
     def _unlisten(self) -> None:
         if self._listener is not None:
@@ -93,11 +148,13 @@ class CompileHelper:
         env["CNNC_THREADS"] = "1"
         env[ENV_SWITCH] = "0"
         try:
+            self._status_dir = tempfile.mkdtemp(prefix="cnnc-compile-")
             proc = subprocess.Popen(
-                [sys.executable, "-m", "cnnc.precompile", str(os.getpid())], stdin=subprocess.PIPE,
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+                [sys.executable, "-m", "cnnc.precompile", str(os.getpid()), self._status_dir],
+                stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
         except OSError:  # no process to spare: training compiles everything itself
             self.spec = None
+            self.stop()
             return
         self.proc = proc
         _STARTED[0] += 1
@@ -109,18 +166,20 @@ class CompileHelper:
         self.spec = None  # one helper per run
 
     def stop(self) -> None:
-        """End the helper (if it still runs) and stop listening."""
+        """End the helper (if it still runs), stop listening and waiting."""
         self._unlisten()
+        self._unwrap_cache()
         proc, self.proc = self.proc, None
-        if proc is None:
-            return
-        if proc.poll() is None:
+        if proc is not None and proc.poll() is None:
             proc.terminate()
             try:
                 proc.wait(timeout=5)
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+        if self._status_dir is not None:
+            shutil.rmtree(self._status_dir, ignore_errors=True)
+            self._status_dir = None
 
 
 def spec_for(model, net, batch: int, cfg, eval_sizes: list[int], eval_batch: int = 500) -> dict:
@@ -154,9 +213,11 @@ def timeline(spec: dict) -> list[Callable[[], object]]:
     """The kernel calls of a training step and an evaluation (the network of ``spec``, on
     zero-filled buffers), in the order that meets training's in the middle: what training
     reaches last comes first. Training runs forward, loss, backward (last layer first),
-    optimizer, then the evaluation; so the helper runs the optimizer, the backward steps
-    first layer first, the loss, the forward steps last layer first, and the evaluation's
-    forward last (it mostly calls the training forward's kernels, compiled by then)."""
+    optimizer, then the evaluation; so the helper runs the backward steps first layer first
+    (the first layers' backward kernels are the costliest to compile, and training needs
+    them last but one), the optimizer, the loss, the forward steps last layer first, and the
+    evaluation's forward last (it mostly calls the training forward's kernels, compiled by
+    then)."""
     from .compiler import compile as compile_text
     from .kernels import loss as loss_kernels
     from .optim import Optimizer
@@ -179,10 +240,10 @@ def timeline(spec: dict) -> list[Callable[[], object]]:
     ex = net.executor(spec["batch"])
     for op in ex.ops.values():  # backward before forward: as after a training forward
         op.assume_trained()
-    calls.append(lambda: optimizer.step(1e-3))
-    calls.append(lambda: loss_kernels.count_correct(ex.logits, ex.labels))
     for step in ex.plan.steps:
         calls.append(lambda step=step: ex._run_backward((step,)))
+    calls.append(lambda: optimizer.step(1e-3))
+    calls.append(lambda: loss_kernels.count_correct(ex.logits, ex.labels))
     calls.append(lambda: loss_kernels.softmax_xent_backward(ex.probs, ex.labels,
                                                             ex.grads[ex.plan.logits]))
     calls.append(ex.loss)
@@ -196,6 +257,41 @@ def timeline(spec: dict) -> list[Callable[[], object]]:
     return calls
 
 
+def _kernel_name(py_func) -> str:
+    return f"{getattr(py_func, '__module__', '?')}.{getattr(py_func, '__qualname__', '?')}"
+
+
+def _report_compiling(status_dir: str) -> None:
+    """Keep ``status_dir/now`` naming the kernel this process is compiling ('' between)."""
+    from numba.core import event
+
+    path = os.path.join(status_dir, "now")
+    depth = [0]
+
+    def write(text: str) -> None:
+        tmp = f"{path}.{os.getpid()}"
+        try:
+            with open(tmp, "w", encoding="utf-8") as f:
+                f.write(text)
+            os.replace(tmp, path)
+        except OSError:
+            pass
+
+    class _Listener(event.Listener):
+        def on_start(self, ev):
+            depth[0] += 1
+            if depth[0] == 1:
+                dispatcher = ev.data.get("dispatcher") if isinstance(ev.data, dict) else None
+                write(_kernel_name(getattr(dispatcher, "py_func", None)))
+
+        def on_end(self, ev):
+            depth[0] -= 1
+            if depth[0] == 0:
+                write("")
+
+    event.register("numba:compile", _Listener())
+
+
 def _main(argv: list[str]) -> int:
     parent = int(argv[0]) if argv else os.getppid()
     try:
@@ -203,6 +299,8 @@ def _main(argv: list[str]) -> int:
         calls = timeline(spec)
     except Exception:
         return 1
+    if len(argv) > 1:
+        _report_compiling(argv[1])
     for call in calls:
         if os.getppid() != parent:  # training is gone: nothing to compile for
             return 0

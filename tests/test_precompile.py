@@ -225,3 +225,52 @@ def test_bench_cold_compile_runs_a_helper_and_the_warm_one_none(monkeypatch, tmp
          "train_images_per_s": 1, "train_ms_per_step": 1, "train_gflops": 1,
          "infer_images_per_s": 1, "infer_ms_per_batch": 1, "infer_gflops": 1, "peak_rss_mib": 1,
          "timing": "t", "flop_convention": "f", "threads": 2})
+
+
+def _kernel():
+    pass
+
+
+def test_training_waits_for_the_kernel_the_helper_is_compiling(tmp_path):
+    """A cache miss for the kernel the helper names waits until the helper is done with it
+    (then looks in the cache again); any other kernel does not wait."""
+    import threading
+    import time
+
+    helper = precompile.CompileHelper(None)
+    helper.proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    helper._status_dir = str(tmp_path)
+    now = tmp_path / "now"
+    try:
+        now.write_text(precompile._kernel_name(_kernel))
+        assert helper._wait_for(numba.njit) is False  # another function: no wait
+        threading.Timer(0.4, lambda: now.write_text("")).start()
+        t = time.monotonic()
+        assert helper._wait_for(_kernel) is True
+        assert 0.3 < time.monotonic() - t < 10 and helper.waited > 0.3
+        now.write_text(precompile._kernel_name(_kernel))
+        helper.proc.kill()  # a helper that dies: no waiting for it
+        helper.proc.wait()
+        t = time.monotonic()
+        helper._wait_for(_kernel)
+        assert time.monotonic() - t < 1
+    finally:
+        helper.proc.kill()
+        helper.proc.wait()
+        helper._status_dir = None
+
+
+def test_the_cache_lookup_is_wrapped_only_while_a_helper_is_active():
+    from numba.core import caching
+
+    original = caching.Cache.load_overload
+    model = _model()
+
+    class Cfg:
+        optimizer, momentum, nesterov, weight_decay = "sgd", 0.9, False, 0.0
+
+    with precompile.CompileHelper(precompile.spec_for(model, model.network(), 2, Cfg, [])):
+        assert caching.Cache.load_overload is not original
+    assert caching.Cache.load_overload is original
+    with precompile.CompileHelper(None):
+        assert caching.Cache.load_overload is original
