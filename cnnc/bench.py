@@ -58,11 +58,9 @@ def first_step(model, batch: int, t0: float) -> float:
     with a compile helper process on a cold cache as ``cnnc train`` has
     (:mod:`cnnc.precompile`)."""
     from . import precompile
-    from .kernels.threads import cores
 
     net = model.network(seed=0)
-    spec = (precompile.spec_for(model, net, batch, _BenchOptimizer, [])
-            if precompile.enabled() and cores() >= 2 else None)
+    spec = precompile.spec_for(model, net, batch, _BenchOptimizer, []) if precompile.wanted() else None
     with precompile.CompileHelper(spec):
         training_setup(model, batch, net)[2]()
     return time.perf_counter() - t0

@@ -48,6 +48,13 @@ def enabled() -> bool:
     return os.environ.get(ENV_SWITCH, "1").strip().lower() not in ("0", "false", "no", "off")
 
 
+def wanted() -> bool:
+    """Whether a helper can help this process: switched on, and a second core for it."""
+    from .kernels.threads import cores
+
+    return enabled() and cores() >= 2
+
+
 class CompileHelper:
     """Context manager: on the first Numba compilation while active, start the helper
     process with ``spec`` (see :func:`timeline` for what it runs); :meth:`stop` (or leaving)
@@ -67,19 +74,9 @@ class CompileHelper:
     def __enter__(self) -> "CompileHelper":
         if self.spec is None:
             return self
-        from numba.core import event
+        from .kernels.events import listen_top_level
 
-        helper = self
-
-        class _Listener(event.Listener):
-            def on_start(self, ev):
-                helper._start()
-
-            def on_end(self, ev):
-                pass
-
-        self._listener = _Listener()
-        event.register("numba:compile", self._listener)
+        self._listener = listen_top_level(lambda f: self._start(), lambda f: None)
         self._wrap_cache()
         return self
 
@@ -124,7 +121,7 @@ class CompileHelper:
         if self.proc is None or self._status_dir is None or self._compiling() != name:
             return False
         start = time.monotonic()
-        while (self.proc is not None and self.proc.poll() is None and self._compiling() == name
+        while (self.proc.poll() is None and self._compiling() == name
                and time.monotonic() - start < WAIT_LIMIT):
             time.sleep(0.02)
         self.waited += time.monotonic() - start
@@ -132,9 +129,9 @@ class CompileHelper:
 
     def _unlisten(self) -> None:
         if self._listener is not None:
-            from numba.core import event
+            from .kernels.events import unlisten
 
-            event.unregister("numba:compile", self._listener)
+            unlisten(self._listener)
             self._listener = None
 
     def _start(self) -> None:
@@ -263,10 +260,9 @@ def _kernel_name(py_func) -> str:
 
 def _report_compiling(status_dir: str) -> None:
     """Keep ``status_dir/now`` naming the kernel this process is compiling ('' between)."""
-    from numba.core import event
+    from .kernels.events import listen_top_level
 
     path = os.path.join(status_dir, "now")
-    depth = [0]
 
     def write(text: str) -> None:
         tmp = f"{path}.{os.getpid()}"
@@ -277,19 +273,7 @@ def _report_compiling(status_dir: str) -> None:
         except OSError:
             pass
 
-    class _Listener(event.Listener):
-        def on_start(self, ev):
-            depth[0] += 1
-            if depth[0] == 1:
-                dispatcher = ev.data.get("dispatcher") if isinstance(ev.data, dict) else None
-                write(_kernel_name(getattr(dispatcher, "py_func", None)))
-
-        def on_end(self, ev):
-            depth[0] -= 1
-            if depth[0] == 0:
-                write("")
-
-    event.register("numba:compile", _Listener())
+    listen_top_level(lambda py_func: write(_kernel_name(py_func)), lambda py_func: write(""))
 
 
 def _main(argv: list[str]) -> int:

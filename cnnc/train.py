@@ -348,9 +348,8 @@ class Trainer:
         short epoch does not wait for matplotlib."""
         if self.out_dir is None or not self.history or not self.world.is_root:
             return
-        now = time.perf_counter()
-        drawn = self._curves_drawn
-        curves = drawn != len(self.history) and (final or now - self._curves_time >= CURVES_EVERY)
+        curves = self._curves_drawn != len(self.history) and (
+            final or time.perf_counter() - self._curves_time >= CURVES_EVERY)
         write_history(self.out_dir, self.history, self.model.filename, curves=curves)
         if curves:
             self._curves_drawn, self._curves_time = len(self.history), time.perf_counter()
@@ -371,9 +370,8 @@ class Trainer:
     def _helper_spec(self) -> dict | None:
         """What a compile helper (:mod:`cnnc.precompile`) needs, or None where none should run."""
         from . import precompile
-        from .kernels.threads import cores
 
-        if not precompile.enabled() or self.world.size > 1 or cores() < 2:
+        if self.world.size > 1 or not precompile.wanted():
             return None
         return precompile.spec_for(self.model, self.net, self.local_batch, self.cfg,
                                    [len(self.data.y_val), len(self.data.y_test)], EVAL_BATCH)

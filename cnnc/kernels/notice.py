@@ -13,6 +13,8 @@ import sys
 import time
 from typing import Callable, TextIO
 
+from .events import listen_top_level, unlisten
+
 
 class CompileNotice:
     """Context manager: a notice on ``stream`` (stderr) while kernels compile.
@@ -27,7 +29,6 @@ class CompileNotice:
         self.enabled = enabled
         self._write = write
         self.times: list[tuple[str, float]] = []
-        self._depth = 0
         self._start = 0.0
         self._first = None
         self._listener = None
@@ -43,22 +44,16 @@ class CompileNotice:
         else:
             print(msg, file=stream, flush=True)
 
-    # ---- numba events
-    def _on_start(self, event) -> None:
-        self._depth += 1
-        if self._depth == 1:
-            self._start = time.perf_counter()
-            if self._first is None:
-                self._first = self._start
-                if self.enabled:
-                    self.write("compiling kernels (first run only; later runs load them from Numba's cache) ...")
+    # ---- numba events (top-level compilations)
+    def _on_start(self, py_func) -> None:
+        self._start = time.perf_counter()
+        if self._first is None:
+            self._first = self._start
+            if self.enabled:
+                self.write("compiling kernels (first run only; later runs load them from Numba's cache) ...")
 
-    def _on_end(self, event) -> None:
-        self._depth = max(self._depth - 1, 0)
-        if self._depth == 0:
-            dispatcher = event.data.get("dispatcher") if isinstance(event.data, dict) else None
-            name = getattr(getattr(dispatcher, "py_func", None), "__qualname__", "?")
-            self.times.append((name, time.perf_counter() - self._start))
+    def _on_end(self, py_func) -> None:
+        self.times.append((getattr(py_func, "__qualname__", "?"), time.perf_counter() - self._start))
 
     @property
     def compiled(self) -> int:
@@ -70,28 +65,14 @@ class CompileNotice:
         return sum(t for _, t in self.times)
 
     def __enter__(self) -> "CompileNotice":
-        from numba.core import event
-
-        notice = self
-
-        class _Listener(event.Listener):
-            def on_start(self, ev):
-                notice._on_start(ev)
-
-            def on_end(self, ev):
-                notice._on_end(ev)
-
         from .. import precompile
 
         self._helpers = precompile.started()
-        self._listener = _Listener()
-        event.register("numba:compile", self._listener)
+        self._listener = listen_top_level(self._on_start, self._on_end)
         return self
 
     def __exit__(self, *exc) -> None:
-        from numba.core import event
-
-        event.unregister("numba:compile", self._listener)
+        unlisten(self._listener)
         if self.enabled and self.times and exc[0] is None:
             from .. import precompile
 
