@@ -36,7 +36,8 @@ import numpy as np
 from numba import njit, prange
 
 from cnnc.kernels.blas import uidx as _u
-from cnnc.kernels.microkernel import COLS_F32, mk1, mk2, mk3, mk4, mks1, mks2, mks3, mks4, mk_cols
+from cnnc.kernels.microkernel import (COLS_F32, mk1, mk2, mk3, mk4, mk_cols, mks1, mks2, mks3, mks4,
+                                     tr_block, tr_size)
 from cnnc.kernels.winograd import _FASTMATH
 from cnnc.kernels.winograd import _wino_pad as _pad
 
@@ -272,6 +273,34 @@ def direct_conv_rows(x, w, b, has_bias, relu, y, ws, ph, pw, stride, T):
                      0, img + t * F * Qt, nr, t * OH // T, (t + 1) * OH // T)
 
 
+
+@njit(cache=True, fastmath=_FASTMATH, inline="always")
+def _transpose(src, s0, pitch, fs, mask, use_mask, F, OH, OW, ws, d0, Wp, Fp):
+    """dyT for the weight gradient: ws[d0 + (oh*Wp + ow)*Fp + f] = src[s0 + f*fs + oh*pitch +
+    ow] (zero where ``use_mask`` and mask, laid out as src, is not > 0), in register-transposed
+    blocks (:func:`tr_block`; at 16 x 32 x 32, batch 128: 0.26 ms against 0.92 ms element by
+    element) and the ragged edges one element at a time."""
+    B = tr_size(ws)
+    Fb = F - F % B
+    Wb = OW - OW % B
+    um = 1 if use_mask else 0
+    zero = ws.dtype.type(0)
+    for oh in range(OH):
+        so = s0 + oh * pitch
+        d = d0 + oh * Wp * Fp
+        for f0 in range(0, Fb, B):
+            for ow0 in range(0, Wb, B):
+                o = so + f0 * fs + ow0
+                tr_block(src, o, fs, mask, o, um, ws, d + ow0 * Fp + f0, Fp)
+        for f in range(F):
+            s = _u(so + f * fs)
+            for ow in range(Wb if f < Fb else 0, OW):
+                v = src[s + _u(ow)]
+                if use_mask:
+                    v = v if mask[s + _u(ow)] > zero else zero
+                ws[_u(d + ow * Fp + f)] = v
+
+
 @njit(parallel=True, cache=True, fastmath=_FASTMATH)
 def direct_backward(x, w, dy, y, relu, dwt, db, has_bias, dx, need_dx, ws, ph, pw, stride, T):
     """dW (and db) of the convolution ``y = relu(conv(x, w) + b)`` (stride 1 or 2), and
@@ -335,23 +364,11 @@ def direct_backward(x, w, dy, y, relu, dwt, db, has_bias, dx, need_dx, ws, ph, p
             _prepare(xf, xf, False, n * CHW, C, H, W, ph, pw, KH, KW, stride, Hp, Wp, ws, xp)
             if need_dx:
                 _pad(dyf, yf, relu, n * F * OH * OW, F, OH, OW, qh, qw, Hq, Wq, ws, dyp)
-                for f in range(F):
-                    for oh in range(OH):
-                        s = _u(dyp + f * Hq * Wq + (oh + qh) * Wq + qw)
-                        d = _u(dyt + oh * Wp * Fp + f)
-                        for ow in range(OW):
-                            ws[d + _u(ow * Fp)] = ws[s + _u(ow)]
-            for f in range(F if not need_dx else 0):
-                for oh in range(OH):
-                    s = _u(((n * F + f) * OH + oh) * OW)
-                    d = _u(dyt + oh * Wp * Fp + f)
-                    if relu:
-                        for ow in range(OW):
-                            v = dyf[s + _u(ow)]  # loaded either way: a select, not a branch
-                            ws[d + _u(ow * Fp)] = v if yf[s + _u(ow)] > zero else zero
-                    else:
-                        for ow in range(OW):
-                            ws[d + _u(ow * Fp)] = dyf[s + _u(ow)]
+                _transpose(ws, dyp + qh * Wq + qw, Wq, Hq * Wq, ws, False, F, OH, OW, ws, dyt,
+                           Wp, Fp)
+            else:
+                _transpose(dyf, n * F * OH * OW, OW, OH * OW, yf, relu, F, OH, OW, ws, dyt, Wp,
+                           Fp)
             for q0 in range(0, Q, _DW_COLS):  # dyT[q0:q0+_DW_COLS] stays in L1
                 qn = min(_DW_COLS, Q - q0)
                 for k0 in range(0, K + 1, MR):

@@ -213,3 +213,89 @@ def _make(mr, use_table):
 # mk{MR}: B rows from the table btab; mks{MR}: B rows k * ldb apart (btab is not read)
 mk1, mk2, mk3, mk4 = (_make(r, True) for r in (1, 2, 3, 4))
 mks1, mks2, mks3, mks4 = (_make(r, False) for r in (1, 2, 3, 4))
+
+
+# ---------------------------------------------------------------------------------------
+# an in-register block transpose (the weight gradient's dy -> dyT)
+# ---------------------------------------------------------------------------------------
+
+def _tr_lanes(dtype) -> int:
+    """Rows and columns of one transposed block: a 256-bit vector (8 float32, 4 float64)."""
+    return 8 if dtype == types.float32 else 4
+
+
+@intrinsic
+def tr_size(typingctx, arr):
+    """Rows (and columns) of one :func:`tr_block` for arrays of ``arr``'s dtype (a constant)."""
+    if not isinstance(arr, types.Array) or arr.dtype not in (types.float32, types.float64):
+        return None
+    n = _tr_lanes(arr.dtype)
+
+    def codegen(context, builder, sig, args):
+        return ir.Constant(_I64, n)
+
+    return types.intp(arr), codegen
+
+
+@intrinsic
+def tr_block(typingctx, src, s0, sld, mask, m0, use_mask, dst, d0, dld):
+    """``dst[d0 + j*dld + i] = src[s0 + i*sld + j]`` (times ``mask[m0 + i*sld + j] > 0``
+    when ``use_mask`` != 0) for an ``n x n`` block, n = :func:`tr_size`: n vector loads,
+    log2(n) rounds of two-source shuffles (each swaps one bit of the row index with the same
+    bit of the column index), n vector stores. Element-by-element, the strided stores of a
+    transpose each touch their own cache line; this block keeps them whole vectors."""
+    arrays = (src, mask, dst)
+    if not all(isinstance(x, types.Array) for x in arrays):
+        return None
+    dt = src.dtype
+    if dt not in (types.float32, types.float64) or any(x.dtype != dt for x in arrays):
+        return None
+    ip = types.intp
+    sig = types.void(src, ip, ip, mask, ip, ip, dst, ip, ip)
+    n = _tr_lanes(dt)
+
+    def codegen(context, builder, sig, args):
+        sv, so, sl, mv, mo, um, dv, do, dl = args
+        fty = context.get_value_type(dt)
+        vty = ir.VectorType(fty, n)
+        ps = _elem_ptr(context, builder, sig.args[0], sv, so)
+        pm = _elem_ptr(context, builder, sig.args[3], mv, mo)
+        pd = _elem_ptr(context, builder, sig.args[6], dv, do)
+        zero = ir.Constant(vty, [0.0] * n)
+        masked = builder.icmp_signed("!=", um, ir.Constant(_I64, 0))
+
+        def row_ptr(base, ld, r):
+            return builder.bitcast(builder.gep(base, [builder.mul(ld, ir.Constant(_I64, r))]),
+                                   vty.as_pointer())
+
+        rows = [builder.load(row_ptr(ps, sl, r), align=1) for r in range(n)]
+        # the mask is read only when asked for (it may be a one-element dummy)
+        entry = builder.basic_block
+        with builder.if_then(masked):
+            kept = [builder.select(builder.fcmp_ordered(">", builder.load(row_ptr(pm, sl, r), align=1),
+                                                        zero), rows[r], zero) for r in range(n)]
+            then_end = builder.basic_block
+        merged = []
+        for r in range(n):
+            p = builder.phi(vty)
+            p.add_incoming(kept[r], then_end)
+            p.add_incoming(rows[r], entry)
+            merged.append(p)
+        rows = merged
+        b = n // 2
+        while b >= 1:
+            for i in range(n):
+                if i & b:
+                    continue
+                p = i + b
+                lo = [j if not j & b else n + j - b for j in range(n)]
+                hi = [j + b if not j & b else n + j for j in range(n)]
+                ri, rp = rows[i], rows[p]
+                rows[i] = builder.shuffle_vector(ri, rp, ir.Constant(ir.VectorType(_I32, n), lo))
+                rows[p] = builder.shuffle_vector(ri, rp, ir.Constant(ir.VectorType(_I32, n), hi))
+            b //= 2
+        for r in range(n):
+            builder.store(rows[r], row_ptr(pd, dl, r), align=1)
+        return context.get_dummy_value()
+
+    return sig, codegen
