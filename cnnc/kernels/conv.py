@@ -466,8 +466,11 @@ def _im2col_phase(xf, xoff, C, H, W, KH, KW, ph, pw, OH, OW, cols, coff, ldc, ws
 
 
 @njit(cache=True, fastmath=True)
-def _col2im_phase(cols, coff, ldc, C, H, W, KH, KW, ph, pw, OH, OW, dxf, dxoff, ws, qoff):
-    """dx[n] = col2im(cols) (overwrites).  Garbage columns of ``cols`` must be zero."""
+def _col2im_phase(cols, coff, ldc, C, H, W, KH, KW, ph, pw, OH, OW, dxf, dxoff, ws, qoff,
+                  rowp=-1, acc=False):
+    """dx[n] = col2im(cols) (overwrites; adds to dx with ``acc``). Output row oh of column
+    row k starts at ``cols[coff + k*ldc + oh*rowp]``: ``rowp`` = -1 is the phase grid's
+    pitch Wq (garbage columns, which must be zero, included), ``OW`` the compact layout."""
     zero = cols.dtype.type(0)
     Hq = (H + 2 * ph + 1) // 2
     Wq = (W + 2 * pw + 1) // 2
@@ -479,8 +482,15 @@ def _col2im_phase(cols, coff, ldc, C, H, W, KH, KW, ph, pw, OH, OW, dxf, dxoff, 
             for kw in range(KW):
                 d = _u(coff + ((c * KH + kh) * KW + kw) * ldc)
                 s = _u(qoff + (((kh % 2) * 2 + kw % 2) * C + c) * Hq * Wq + (kh // 2) * Wq + kw // 2)
-                for j in range(ncopy):
-                    ws[s + _u(j)] += cols[d + _u(j)]
+                if rowp < 0:
+                    for j in range(ncopy):
+                        ws[s + _u(j)] += cols[d + _u(j)]
+                else:
+                    for oh in range(OH):
+                        so = s + _u(oh * Wq)
+                        do = d + _u(oh * rowp)
+                        for j in range(OW):
+                            ws[so + _u(j)] += cols[do + _u(j)]
     # every input element is one phase element, dx[c, ih, iw] = q[(ih+ph)%2][(iw+pw)%2][...]:
     # an input row at a time, its even and odd elements from the two planes in one loop
     e = pw % 2
@@ -494,11 +504,18 @@ def _col2im_phase(cols, coff, ldc, C, H, W, KH, KW, ph, pw, OH, OW, dxf, dxoff, 
             row = _u(dxoff + (c * H + ih) * W)
             se = _u(qoff + ((a * 2 + e) * C + c) * plane + i * Wq + h)
             so = _u(qoff + ((a * 2 + 1 - e) * C + c) * plane + i * Wq + h + e)
-            for k in range(half):
-                dxf[row + _u(2) * _u(k)] = ws[se + _u(k)]
-                dxf[row + _u(2) * _u(k) + _u(1)] = ws[so + _u(k)]
-            if W % 2:
-                dxf[row + _u(W - 1)] = ws[se + _u(half)]
+            if acc:
+                for k in range(half):
+                    dxf[row + _u(2) * _u(k)] += ws[se + _u(k)]
+                    dxf[row + _u(2) * _u(k) + _u(1)] += ws[so + _u(k)]
+                if W % 2:
+                    dxf[row + _u(W - 1)] += ws[se + _u(half)]
+            else:
+                for k in range(half):
+                    dxf[row + _u(2) * _u(k)] = ws[se + _u(k)]
+                    dxf[row + _u(2) * _u(k) + _u(1)] = ws[so + _u(k)]
+                if W % 2:
+                    dxf[row + _u(W - 1)] = ws[se + _u(half)]
 
 
 # ---------------------------------------------------------------------------------------
@@ -780,6 +797,36 @@ def _conv_bwd(x, w, y, dy, dx, dwt, db, ws, sh, sw, ph, pw, dh, dw, G, has_bias,
             db[f] = acc
 
 
+@njit(parallel=True, cache=True, fastmath=True)
+def _conv_dx_phase(w, dy, dx, ws, ph, pw, T, acc):
+    """The data gradient of a stride-2, undilated, one-group convolution without a fused
+    ReLU: per image one GEMM ``cols = W^T . dy`` reading dy where it lies (the compact
+    layout: no packed copy, no garbage columns) and the phase-plane col2im. ``acc`` adds to
+    dx instead of overwriting it."""
+    N, C, H, W = dx.shape
+    F, _, KH, KW = w.shape
+    OH = dy.shape[2]
+    OW = dy.shape[3]
+    P = OH * OW
+    CKK = C * KH * KW
+    CHW = C * H * W
+    Hq = (H + 2 * ph + 1) // 2
+    Wq = (W + 2 * pw + 1) // 2
+    per = CKK * P + 4 * C * Hq * Wq
+    T = min(T, N, ws.size // per)
+    if T < 1:
+        raise ValueError("conv2d_backward: workspace too small")
+    wf = w.reshape(w.size)
+    dyf = dy.reshape(dy.size)
+    dxf = dx.reshape(dx.size)
+    for t in prange(T):
+        cb = t * per
+        for n in range(t * N // T, (t + 1) * N // T):
+            gemm(_T, _N, CKK, P, F, 1.0, wf, 0, CKK, dyf, n * F * P, P, 0.0, ws, cb, P)
+            _col2im_phase(ws, cb, P, C, H, W, KH, KW, ph, pw, OH, OW, dxf, n * CHW, ws,
+                          cb + CKK * P, OW, acc)
+
+
 # ---------------------------------------------------------------------------------------
 # public API
 # ---------------------------------------------------------------------------------------
@@ -872,7 +919,9 @@ def conv2d_backward(x, w, y, dy, dx, dwt, db, ws, sh, sw, ph, pw, dh, dw, groups
             and _direct_fits(ws, N, C, H, W, F, KH, KW, ph, pw, T, sh)):
         _direct.direct_backward(x, w, dy, y, bool(relu), dwt, db, bool(has_bias), dx,
                                 bool(need_dx) and sh == 1, ws, ph, pw, sh, T)
-        if need_dx and sh != 1:
+        if need_dx and sh != 1 and not relu:
+            _conv_dx_phase(w, dy, dx, ws, ph, pw, T, False)
+        elif need_dx and sh != 1:
             _conv_bwd(x, w, y, dy, dx, dwt, db, ws, sh, sw, ph, pw, dh, dw, groups,
                       bool(has_bias), bool(relu), True, False, T, _FWD_TARGET_COLS,
                       _BWD_TARGET_COLS, FORCE_PATH)
