@@ -51,6 +51,7 @@ class Executor:
         # backward writes it, later ones write a scratch buffer that is then accumulated
         uses = plan.uses
         self.scratch: dict[tuple, np.ndarray] = {}
+        self._orders: dict[tuple, tuple] = {}  # backward orders of step lists (by node names)
         for step in plan.steps:
             for slot, s in enumerate(step.inputs):
                 if uses.get(s, 0) > 1 and self.grads.get(s) is not None:
@@ -138,26 +139,70 @@ class Executor:
             if hasattr(op, "guided"):
                 op.guided = on
 
+    def _backward_order(self, steps) -> tuple:
+        """The order of ``steps``' backward passes: each after every step reading its output
+        (a reverse topological order), and of the steps ready, the one scheduled first in the
+        forward pass. Where branches meet, the first-written branch (a residual block's
+        main path) runs first and writes the shared gradient; the last (the shortcut, whose
+        strided 1x1 kernel writes a quarter of the positions) adds to it."""
+        key = tuple(s.node for s in steps)
+        order = self._orders.get(key)
+        if order is None:
+            import heapq
+
+            index = {s.output: i for i, s in enumerate(steps)}
+            readers = [0] * len(steps)
+            for s in steps:
+                for v in set(s.inputs):
+                    if v in index:
+                        readers[index[v]] += 1
+            ready = [i for i, n in enumerate(readers) if n == 0]
+            heapq.heapify(ready)
+            out = []
+            while ready:
+                i = heapq.heappop(ready)
+                out.append(steps[i])
+                for v in set(steps[i].inputs):
+                    j = index.get(v)
+                    if j is not None:
+                        readers[j] -= 1
+                        if readers[j] == 0:
+                            heapq.heappush(ready, j)
+            order = self._orders[key] = tuple(out)
+        return order
+
     def _run_backward(self, steps) -> None:
-        """The backward of ``steps`` in reverse order, their output gradients already set;
-        a value read by several inputs gets the sum of their gradients."""
+        """The backward of ``steps`` (in :meth:`_backward_order`), their output gradients
+        already set; a value read by several inputs gets the sum of their gradients: the
+        first backward to reach it writes it, later ones add to it (:meth:`Op.adds_dx`) or
+        write a scratch buffer that is then added."""
         written: dict[str, int] = {}
         values, grads = self.values, self.grads
-        for step in reversed(steps):
+        for step in self._backward_order(steps):
+            op = self.ops[step.node]
             targets = []
             pending = []
+            adds = []
             for slot, s in enumerate(step.inputs):
                 g = grads.get(s)
+                add = False
                 if g is None:
                     targets.append(None)
                 elif written.get(s, 0) == 0 and s not in step.inputs[:slot]:
                     targets.append(g)
                     written[s] = 1
+                elif s not in step.inputs[:slot] and op.adds_dx(slot):
+                    targets.append(g)
+                    add = True
                 else:
                     buf = self.scratch[(g.shape, slot)]
                     targets.append(buf)
                     pending.append((g, buf))
-            self.ops[step.node].backward([values[s] for s in step.inputs], values[step.output],
-                                         grads[step.output], targets)
+                adds.append(add)
+            xs = [values[s] for s in step.inputs]
+            if any(adds):
+                op.backward(xs, values[step.output], grads[step.output], targets, add=tuple(adds))
+            else:
+                op.backward(xs, values[step.output], grads[step.output], targets)
             for g, buf in pending:
                 self._accumulate(g.reshape(-1), buf.reshape(-1))

@@ -606,3 +606,59 @@ def test_blas_info_and_configure_idempotent():
     info = runtime.blas_info()
     assert info["configured"] and info["numba_threads"] == n
     assert all(lib["num_threads"] == 1 for lib in info["blas"])
+
+
+# Kernels that can add their data gradient to what dx holds (a value read by several layers
+# gets the sum of their gradients): the direct ones at stride 1 and 2 and the strided 1x1
+# (projection shortcut) one, which at stride 2 or 3 writes only the positions it reads.
+ADD_CONFIGS = [
+    (3, 4, 12, 13, 6, 3, 3, (1, 1), (1, 1), (1, 1), 1, True, True),  # direct, stride 1
+    (2, 5, 9, 26, 7, 3, 3, (1, 1), (1, 1), (1, 1), 1, False, False),  # direct, wide grid
+    (3, 4, 12, 13, 9, 3, 3, (2, 2), (1, 1), (1, 1), 1, False, False),  # direct, stride 2
+    (3, 5, 9, 11, 7, 1, 1, (2, 2), (0, 0), (1, 1), 1, True, False),  # strided 1x1
+    (2, 6, 10, 13, 4, 1, 1, (3, 3), (0, 0), (1, 1), 1, False, True),  # strided 1x1, ReLU
+    (3, 16, 8, 8, 32, 1, 1, (2, 2), (0, 0), (1, 1), 1, False, False),  # ResNet's shortcut
+]
+
+
+@pytest.mark.parametrize("add", [False, True], ids=["overwrite", "add"])
+@pytest.mark.parametrize("dt", [np.float64, np.float32])
+@pytest.mark.parametrize("cfg", ADD_CONFIGS, ids=_cfg_id)
+def test_backward_adds_to_dx(cfg, dt, add):
+    N, C, H, W, F, KH, KW, s, p, d, G, bias, relu = cfg
+    x, w, b, dy = _make(cfg, dt, seed=5)
+    OH, OW = dy.shape[2:]
+    ws = np.full(conv.conv2d_workspace_size(N, C, H, W, F, KH, KW, OH, OW, G), np.nan, dt)
+    assert conv.conv2d_backward_adds(N, C, H, W, F, KH, KW, OH, OW, ws.size, s[0], s[1], p[0],
+                                     p[1], d[0], d[1], G, relu)
+    y = np.full((N, F, OH, OW), np.nan, dt)
+    conv.conv2d_forward(x, w, b, y, ws, s[0], s[1], p[0], p[1], d[0], d[1], G, bias, relu)
+    before = np.random.default_rng(6).standard_normal(x.shape).astype(dt)
+    dx = before.copy() if add else np.full_like(x, np.nan)
+    dwt = np.full_like(w, np.nan)
+    db = np.full(F, np.nan, dt)
+    conv.conv2d_backward(x, w, y, dy.copy(), dx, dwt, db, ws, s[0], s[1], p[0], p[1], d[0], d[1],
+                         G, bias, relu, True, add_dx=add)
+    tol = dict(rtol=1e-10, atol=1e-10) if dt == np.float64 else dict(rtol=1e-4, atol=2e-3)
+    dx_ref, dw_ref, db_ref = ref_backward(x, w, y.astype(np.float64), dy, s, p, d, G, relu, bias)
+    np.testing.assert_allclose(dx, dx_ref + before if add else dx_ref, **tol)
+    np.testing.assert_allclose(dwt, dw_ref, **tol)
+    if bias:
+        np.testing.assert_allclose(db, db_ref, **tol)
+
+
+def test_backward_refuses_to_add_where_it_cannot():
+    """Winograd and im2col overwrite dx: asked to add, the kernel says so rather than
+    losing what dx held."""
+    cfg = (2, 4, 9, 9, 6, 3, 3, (1, 1), (1, 1), (2, 2), 1, False, False)  # dilation 2: im2col
+    N, C, H, W, F, KH, KW, s, p, d, G, bias, relu = cfg
+    x, w, b, dy = _make(cfg, np.float64)
+    OH, OW = dy.shape[2:]
+    ws = np.zeros(conv.conv2d_workspace_size(N, C, H, W, F, KH, KW, OH, OW, G))
+    assert not conv.conv2d_backward_adds(N, C, H, W, F, KH, KW, OH, OW, ws.size, 1, 1, 1, 1, 2,
+                                         2, 1, False)
+    dx = np.ones_like(x)
+    with pytest.raises(ValueError, match="cannot be added"):
+        conv.conv2d_backward(x, w, None, dy, dx, np.zeros_like(w), None, ws, 1, 1, 1, 1, 2, 2, 1,
+                             False, False, True, add_dx=True)
+    assert (dx == 1).all()

@@ -321,9 +321,14 @@ def _direct_ok(KH, KW, sh, sw, dh, dw, groups, path):
             and dw == 1 and groups == 1 and 1 < KH * KW and KW <= _direct.NR_MAX)
 
 
-def _direct_fits(ws, N, C, H, W, F, KH, KW, ph, pw, T, stride):
+def _direct_room(N, C, H, W, F, KH, KW, ph, pw, T, stride):
+    """Workspace elements the direct kernels need."""
     shared, per = _direct.sizes(N, C, H, W, F, KH, KW, ph, pw, T, stride)
-    return ws.size >= shared + min(T, N) * per
+    return shared + min(T, N) * per
+
+
+def _direct_fits(ws, N, C, H, W, F, KH, KW, ph, pw, T, stride):
+    return ws.size >= _direct_room(N, C, H, W, F, KH, KW, ph, pw, T, stride)
 
 
 def _wino_dw_ok(C, F, KH, KW, sh, sw, ph, pw, dh, dw, groups, path):
@@ -827,6 +832,105 @@ def _conv_dx_phase(w, dy, dx, ws, ph, pw, T, acc):
                           cb + CKK * P, OW, acc)
 
 
+@njit(cache=True)
+def _pointwise_strided_sizes(C, F, OH, OW):
+    """(per-thread workspace elements of :func:`_conv_bwd_pointwise_strided`, offsets of its
+    gathered input, columns and masked-dy buffers)."""
+    P = OH * OW
+    part = F * C + F
+    return part + (2 * C + F) * P, part, part + C * P, part + 2 * C * P
+
+
+@njit(parallel=True, cache=True, fastmath=True)
+def _conv_bwd_pointwise_strided(x, w, y, dy, dx, dwt, db, ws, st, has_bias, relu, need_dx, T,
+                                add_dx):
+    """Gradients of an unpadded 1x1 convolution at stride ``st`` > 1 (ResNet's projection
+    shortcuts), one group. Per image: the input gathered at the strided positions (C x P),
+    dW += dy . xs^T and db in per-thread partials, and with ``need_dx`` one GEMM
+    ``W^T . dy`` whose rows land on dx's strided positions in the same pass that writes
+    the zeros between them (or, with ``add_dx``, added there alone: the other positions
+    keep what dx holds). dy is ReLU-masked into a copy with ``relu``."""
+    N, C, H, W = x.shape
+    F = w.shape[0]
+    OH = dy.shape[2]
+    OW = dy.shape[3]
+    P = OH * OW
+    CHW = C * H * W
+    FP = F * P
+    per, xs0, cols0, dym0 = _pointwise_strided_sizes(C, F, OH, OW)
+    T = min(T, N, ws.size // per)
+    if T < 1:
+        raise ValueError("conv2d_backward: workspace too small")
+    xf = x.reshape(x.size)
+    wf = w.reshape(w.size)
+    yf = y.reshape(y.size)
+    dyf = dy.reshape(dy.size)
+    dxf = dx.reshape(dx.size)
+    zero = dy.dtype.type(0)
+    for t in prange(T):
+        base = t * per
+        for j in range(F * C + F):
+            ws[_u(base + j)] = zero
+        xs = base + xs0
+        cols = base + cols0
+        for n in range(t * N // T, (t + 1) * N // T):
+            if relu:
+                src = ws
+                soff = base + dym0
+                for j in range(FP):
+                    v = dyf[_u(n * FP + j)]  # loaded either way: a select, no branch
+                    ws[_u(soff + j)] = v if yf[_u(n * FP + j)] > zero else zero
+            else:
+                src = dyf
+                soff = n * FP
+            for f in range(F):
+                acc = zero
+                for j in range(P):
+                    acc += src[_u(soff + f * P + j)]
+                ws[_u(base + F * C + f)] += acc
+            for c in range(C):
+                for oh in range(OH):
+                    r = _u(n * CHW + (c * H + st * oh) * W)
+                    d = _u(xs + (c * OH + oh) * OW)
+                    for ow in range(OW):
+                        ws[d + _u(ow)] = xf[r + _u(st * ow)]
+            # dW [F, C] += dy [F, P] . xs^T [P, C]
+            gemm(_N, _T, F, C, P, 1.0, src, soff, P, ws, xs, P, 1.0, ws, base, C)
+            if need_dx:
+                gemm(_T, _N, C, P, F, 1.0, wf, 0, C, src, soff, P, 0.0, ws, cols, P)
+                for c in range(C):
+                    for ih in range(H):
+                        row = _u(n * CHW + (c * H + ih) * W)
+                        oh = ih // st
+                        hit = ih % st == 0 and oh < OH
+                        if add_dx:
+                            if hit:
+                                s = _u(cols + (c * OH + oh) * OW)
+                                for ow in range(OW):
+                                    dxf[row + _u(st * ow)] += ws[s + _u(ow)]
+                        elif hit:
+                            s = _u(cols + (c * OH + oh) * OW)
+                            for iw in range(W):
+                                dxf[row + _u(iw)] = zero
+                            for ow in range(OW):
+                                dxf[row + _u(st * ow)] = ws[s + _u(ow)]
+                        else:
+                            for iw in range(W):
+                                dxf[row + _u(iw)] = zero
+    dwf = dwt.reshape(dwt.size)
+    for j in range(F * C):
+        acc = zero
+        for t in range(T):
+            acc += ws[t * per + j]
+        dwf[j] = acc
+    if has_bias:
+        for f in range(F):
+            acc = zero
+            for t in range(T):
+                acc += ws[t * per + F * C + f]
+            db[f] = acc
+
+
 # ---------------------------------------------------------------------------------------
 # public API
 # ---------------------------------------------------------------------------------------
@@ -892,10 +996,42 @@ def conv2d_forward(x, w, b, y, ws, sh, sw, ph, pw, dh, dw, groups, has_bias, rel
               _chunks(), _FWD_TARGET_COLS, _BWD_TARGET_COLS, FORCE_PATH)
 
 
+BWD_DIRECT, BWD_DIRECT_PHASE, BWD_DIRECT_IM2COL, BWD_POINTWISE_STRIDED, BWD_OTHER = range(5)
+
+
+def _backward_path(N, C, H, W, F, KH, KW, OH, OW, ws_size, sh, sw, ph, pw, dh, dw, groups,
+                   relu):
+    """Which kernels compute the gradients (the one place that decides it): the direct
+    kernels (dx too at stride 1; at stride 2 dx by the phase GEMM, or by im2col after a
+    fused ReLU), the strided pointwise kernel, or Winograd / im2col."""
+    T = _chunks()
+    if (_direct_ok(KH, KW, sh, sw, dh, dw, groups, FORCE_PATH)
+            and not (FORCE_PATH == PATH_AUTO and _wino_worth(C, F, OH, OW, FORCE_PATH)
+                     and max(C, F) >= _DIRECT_WINO_CH
+                     and _wino_ok(C, F, KH, KW, sh, sw, ph, pw, dh, dw, groups, FORCE_PATH))
+            and _direct_room(N, C, H, W, F, KH, KW, ph, pw, T, sh) <= ws_size):
+        if sh == 1:
+            return BWD_DIRECT
+        return BWD_DIRECT_IM2COL if relu else BWD_DIRECT_PHASE
+    if (FORCE_PATH == PATH_AUTO and KH == 1 and KW == 1 and ph == 0 and pw == 0 and sh == sw
+            and sh > 1 and groups == 1
+            and ws_size >= _pointwise_strided_sizes(C, F, OH, OW)[0]):
+        return BWD_POINTWISE_STRIDED
+    return BWD_OTHER
+
+
+def conv2d_backward_adds(N, C, H, W, F, KH, KW, OH, OW, ws_size, sh, sw, ph, pw, dh, dw,
+                         groups, relu) -> bool:
+    """Can :func:`conv2d_backward` add its data gradient to what dx holds (``add_dx``)?"""
+    return _backward_path(N, C, H, W, F, KH, KW, OH, OW, ws_size, sh, sw, ph, pw, dh, dw,
+                          groups, relu) in (BWD_DIRECT, BWD_DIRECT_PHASE, BWD_POINTWISE_STRIDED)
+
+
 def conv2d_backward(x, w, y, dy, dx, dwt, db, ws, sh, sw, ph, pw, dh, dw, groups, has_bias,
-                    relu, need_dx):
+                    relu, need_dx, add_dx=False):
     """Gradients of :func:`conv2d_forward`.  Overwrites ``dwt``, ``db`` (if has_bias) and
-    ``dx`` (if need_dx).  With ``relu``, ``dy`` is the gradient w.r.t. the post-ReLU ``y``
+    ``dx`` (if need_dx; adds to it with ``add_dx``, where :func:`conv2d_backward_adds`
+    says so).  With ``relu``, ``dy`` is the gradient w.r.t. the post-ReLU ``y``
     and is masked by ``y > 0`` (``dy`` itself is left unchanged).  ``y`` is only read when
     ``relu``; ``dx``/``db`` may be None when not needed.
     """
@@ -911,17 +1047,20 @@ def conv2d_backward(x, w, y, dy, dx, dwt, db, ws, sh, sw, ph, pw, dh, dw, groups
     F, _, KH, KW = w.shape
     OH, OW = dy.shape[2], dy.shape[3]
     T = _chunks()
-    # the direct kernels: dW at stride 1 or 2, dx at stride 1 (else the im2col kernel's)
-    if (_direct_ok(KH, KW, sh, sw, dh, dw, groups, FORCE_PATH)
-            and not (FORCE_PATH == PATH_AUTO and _wino_worth(C, F, OH, OW, FORCE_PATH)
-                     and max(C, F) >= _DIRECT_WINO_CH
-                     and _wino_ok(C, F, KH, KW, sh, sw, ph, pw, dh, dw, groups, FORCE_PATH))
-            and _direct_fits(ws, N, C, H, W, F, KH, KW, ph, pw, T, sh)):
+    path = _backward_path(N, C, H, W, F, KH, KW, OH, OW, ws.size, sh, sw, ph, pw, dh, dw,
+                          groups, relu)
+    if add_dx and need_dx and path not in (BWD_DIRECT, BWD_DIRECT_PHASE, BWD_POINTWISE_STRIDED):
+        raise ValueError("conv2d_backward: this layer's data gradient cannot be added")
+    if path == BWD_POINTWISE_STRIDED:
+        _conv_bwd_pointwise_strided(x, w, y, dy, dx, dwt, db, ws, sh, bool(has_bias),
+                                    bool(relu), bool(need_dx), T, bool(add_dx))
+        return
+    if path != BWD_OTHER:
         _direct.direct_backward(x, w, dy, y, bool(relu), dwt, db, bool(has_bias), dx,
-                                bool(need_dx) and sh == 1, ws, ph, pw, sh, T)
-        if need_dx and sh != 1 and not relu:
-            _conv_dx_phase(w, dy, dx, ws, ph, pw, T, False)
-        elif need_dx and sh != 1:
+                                bool(need_dx) and sh == 1, ws, ph, pw, sh, T, bool(add_dx))
+        if need_dx and path == BWD_DIRECT_PHASE:
+            _conv_dx_phase(w, dy, dx, ws, ph, pw, T, bool(add_dx))
+        elif need_dx and path == BWD_DIRECT_IM2COL:
             _conv_bwd(x, w, y, dy, dx, dwt, db, ws, sh, sw, ph, pw, dh, dw, groups,
                       bool(has_bias), bool(relu), True, False, T, _FWD_TARGET_COLS,
                       _BWD_TARGET_COLS, FORCE_PATH)

@@ -184,10 +184,10 @@ def _image(sf, mf, use_mask, soff, C, H, W, ph, pw, stride, wf, arow, koff, F, K
 
 @njit(cache=True, fastmath=_FASTMATH)
 def _compute(C, Wp, wf, arow, koff, F, KH, KW, out, ooff, OH, OW, bias, has_bias, relu, ws, xp,
-             ob, nr, r0, r1):
+             ob, nr, r0, r1, beta=0):
     """The micro-kernel calls of :func:`_image` for output rows r0 .. r1 of an image
     prepared at ws[xp:] with row pitch Wp (the wide grid, for rows narrower than nr, in
-    ws[ob:])."""
+    ws[ob:]). ``beta`` = 1 adds to ``out`` (no bias or ReLU then)."""
     K = C * KH * KW
     if OW >= nr:
         for oh in range(r0, r1):
@@ -195,7 +195,7 @@ def _compute(C, Wp, wf, arow, koff, F, KH, KW, out, ooff, OH, OW, bias, has_bias
                 nc = min(nr, OW - ow0)
                 for f0 in range(0, F, MR):
                     _rows(min(MR, F - f0), wf, 0, arow, f0, ws, xp + oh * Wp + ow0, koff, K, out,
-                          ooff + (f0 * OH + oh) * OW + ow0, OH * OW, nc, 0, bias, f0, has_bias,
+                          ooff + (f0 * OH + oh) * OW + ow0, OH * OW, nc, beta, bias, f0, has_bias,
                           relu)
     elif r1 > r0:
         Q = (r1 - r0) * Wp
@@ -208,8 +208,12 @@ def _compute(C, Wp, wf, arow, koff, F, KH, KW, out, ooff, OH, OW, bias, has_bias
             for oh in range(r0, r1):
                 s = _u(ob + f * Qp + (oh - r0) * Wp)
                 d = _u(ooff + (f * OH + oh) * OW)
-                for j in range(OW):
-                    out[d + _u(j)] = ws[s + _u(j)]
+                if beta:
+                    for j in range(OW):
+                        out[d + _u(j)] += ws[s + _u(j)]
+                else:
+                    for j in range(OW):
+                        out[d + _u(j)] = ws[s + _u(j)]
 
 
 @njit(parallel=True, cache=True, fastmath=_FASTMATH)
@@ -302,9 +306,10 @@ def _transpose(src, s0, pitch, fs, mask, use_mask, F, OH, OW, ws, d0, Wp, Fp):
 
 
 @njit(parallel=True, cache=True, fastmath=_FASTMATH)
-def direct_backward(x, w, dy, y, relu, dwt, db, has_bias, dx, need_dx, ws, ph, pw, stride, T):
+def direct_backward(x, w, dy, y, relu, dwt, db, has_bias, dx, need_dx, ws, ph, pw, stride, T,
+                    add_dx=False):
     """dW (and db) of the convolution ``y = relu(conv(x, w) + b)`` (stride 1 or 2), and
-    with ``need_dx`` (stride 1) dx, all overwritten. db is one more row of the dW GEMM (a
+    with ``need_dx`` (stride 1) dx, all overwritten (dx added to with ``add_dx``). db is one more row of the dW GEMM (a
     row of ones against dyT). Per image, dy (masked) is read from memory once: into the
     zero-padded copy the data gradient convolves, and from there (L2) into dyT."""
     N, C, H, W = x.shape
@@ -378,7 +383,7 @@ def direct_backward(x, w, dy, y, relu, dwt, db, has_bias, dx, need_dx, ws, ph, p
                                       min(nr, F - f0), 1, ws, 0)
             if need_dx:
                 _compute(F, Wq, wt, arow_t, koff_t, C, KH, KW, dxf, n * CHW, H, W, ws, 0, 0, ws,
-                         dyp, obx, nr, 0, H)
+                         dyp, obx, nr, 0, H, 1 if add_dx else 0)
     dwf = dwt.reshape(dwt.size)
     base = img + NR_MAX + Q + Q * Fp
     for f in range(F):

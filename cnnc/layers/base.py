@@ -377,6 +377,12 @@ class Op:
     def backward(self, xs: list, y, dy, dxs: list) -> None:
         raise NotImplementedError
 
+    def adds_dx(self, slot: int) -> bool:
+        """Can :meth:`backward` add input ``slot``'s gradient to what ``dxs[slot]`` holds?
+        Ops that can take ``add`` (one bool per input) in :meth:`backward`; the executor
+        then sums a value's gradients in place instead of through a scratch buffer."""
+        return False
+
     def assume_trained(self) -> None:
         """Take the state a training forward leaves (which kernels the backward calls), without
         computing anything: the compile helper (:mod:`cnnc.precompile`) runs backward passes

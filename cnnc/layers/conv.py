@@ -263,6 +263,12 @@ class ConvOp(Op):
         self.ws = np.empty(max(size, 1), dtype=dtype)
         self.w, self.b = self._view(params["w"]), params.get("b")
         self.gw, self.gb = self._view(grads["w"]), grads.get("b")
+        self._adds = self.k.conv2d_backward_adds(batch, c, hw[0], hw[1], f, kh, kw, ohw[0], ohw[1],
+                                                 self.ws.size, self.sh, self.sw, self.ph, self.pw,
+                                                 self.dh, self.dw, self.groups, self.relu)
+
+    def adds_dx(self, slot: int) -> bool:
+        return self._adds
 
     def _view(self, a):
         return as4d(a) if a is not None and self.seq else a
@@ -271,10 +277,11 @@ class ConvOp(Op):
         self.k.conv2d_forward(self._view(xs[0]), self.w, self.b, self._view(y), self.ws, self.sh, self.sw,
                               self.ph, self.pw, self.dh, self.dw, self.groups, self.cfg.bias, self.relu)
 
-    def backward(self, xs, y, dy, dxs):
+    def backward(self, xs, y, dy, dxs, add=(False,)):
         self.k.conv2d_backward(self._view(xs[0]), self.w, self._view(y), self._view(dy), self._view(dxs[0]),
                                self.gw, self.gb, self.ws, self.sh, self.sw, self.ph, self.pw, self.dh,
-                               self.dw, self.groups, self.cfg.bias, self.relu, dxs[0] is not None)
+                               self.dw, self.groups, self.cfg.bias, self.relu, dxs[0] is not None,
+                               add[0])
 
 
 __all__ = ["Conv", "ConvConfig", "window_fit_error", "shape_str"]
