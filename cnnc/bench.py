@@ -185,7 +185,7 @@ def format_bench(r: dict) -> str:
 def layer_profile(model, batch: int = 64, steps: int = 20) -> list[dict]:
     """Per scheduled layer: median forward and backward time of a training step and the
     GFLOP/s they reach (forward 2 x MACs, backward 4 x MACs: input and weight gradients).
-    A ReLU fused into its conv or fc is timed with it."""
+    A ReLU fused into its conv, fc or bn, and a residual add fused into its bn, are timed with it."""
     net, prog, train_step = training_setup(model, batch)
     times: dict[str, tuple[list, list]] = {n: ([], []) for n in prog.ops}
     for n, op in prog.ops.items():
@@ -221,7 +221,8 @@ def layer_profile(model, batch: int = 64, steps: int = 20) -> list[dict]:
         fwd_s, bwd_s = statistics.median(f), statistics.median(b)
         macs = s.info.macs * batch
         rows.append({
-            "layer": s.node, "type": s.layer.type.name + ("+relu" if s.fused_relu else ""),
+            "layer": s.node, "type": s.layer.type.name + ("+add" if s.fused_add else "")
+                    + ("+relu" if s.fused_relu else ""),
             "output": list(s.info.out_shape), "forward_ms": round(fwd_s * 1e3, 4),
             "backward_ms": round(bwd_s * 1e3, 4),
             "forward_gflops": round(2 * macs / fwd_s / 1e9, 2) if macs and fwd_s > 0 else None,

@@ -114,14 +114,19 @@ def _layer_nodes(model) -> list[tuple[str, Any, Any, list[tuple[int, ...]]]]:
     return [(n, a.layer(n), a.info[n], [a.shapes[s] for s in a.inputs(n)]) for n in a.order]
 
 
-def _schedule(model) -> tuple[frozenset[str], dict[str, str]]:
-    """The conv/fc nodes that run a fused ReLU, and each elided ReLU -> the node it is fused into."""
+def _schedule(model) -> tuple[frozenset[str], dict[str, str], dict[str, Any]]:
+    """The nodes that run a fused ReLU, each elided ReLU or add -> the node it is fused into,
+    and the steps that compute an add too (``( ... - bn + shortcut )``: checked as they run,
+    with the shortcut as their second input)."""
     from .lower import lower
 
     p = lower(model.analysis, classifier=False)
     steps = {s.node for s in p.steps}
-    elided = {n: p.alias[n] for n in p.alias if n not in steps and p.alias[n] in p.fused_relu}
-    return p.fused_relu, elided
+    adds = {s.node: s for s in p.steps if s.fused_add}
+    absorbed = {s.fused_add for s in adds.values()}
+    elided = {n: p.alias[n] for n in p.alias
+              if n not in steps and (p.alias[n] in p.fused_relu or n in absorbed)}
+    return p.fused_relu, elided, adds
 
 
 # ---------------------------------------------------------------------------
@@ -202,7 +207,8 @@ def _init_param(spec, rng):
 
 
 def check_layer(name: str, node, info, in_shapes, fused: bool, *, batch: int, rng, tol: float,
-                directions: int = 2, elements: int = 3, op_hook=None) -> LayerCheck:
+                directions: int = 2, elements: int = 3, op_hook=None,
+                fused_add: bool = False) -> LayerCheck:
     """Check one layer instance's op (see the module docstring)."""
     import numpy as np
 
@@ -235,7 +241,7 @@ def check_layer(name: str, node, info, in_shapes, fused: bool, *, batch: int, rn
     for p in info.params:
         checks.append(_check_tensor(p.name, output, params[p.name], grads[p.name], r, rng, directions,
                                     elements))
-    detail = info.detail + (" + fused relu" if fused else "")
+    detail = info.detail + (" + fused add" if fused_add else "") + (" + fused relu" if fused else "")
     return LayerCheck(name, node.type.name, detail or node.text, tuple(checks), tol)
 
 
@@ -285,20 +291,22 @@ def gradcheck(model, *, layer: str | None = None, batch: int = 4, seed: int = 0,
         raise UsageError(f"the model has no layer {layer!r}",
                          hint=(f"did you mean {' or '.join(close)}? " if close else "")
                          + "layer names are those `cnnc check` prints")
-    fused, elided = _schedule(model)
+    fused, elided, adds = _schedule(model)
     rng = np.random.default_rng(seed)
     checks = []
     for name, node, info, in_shapes in nodes:
         if layer is not None and name != layer and elided.get(layer) != name:
             continue
         if name in elided:
-            continue  # runs inside the conv/fc before it, checked there
+            continue  # runs inside the layer before it, checked there
         if node.type.name == "softmax":
             continue  # checked with the loss, which it is fused into
+        if name in adds:
+            in_shapes = list(adds[name].in_shapes)  # its input, then the shortcut it adds
         layer_tol = tol if tol is not None else tolerance_for(node.type.name, name in fused)
         checks.append(check_layer(name, node, info, in_shapes, name in fused, batch=batch, rng=rng,
                                   tol=layer_tol, directions=directions, elements=elements,
-                                  op_hook=op_hook))
+                                  op_hook=op_hook, fused_add=name in adds))
     out_shape = model.summary.output_shape
     wants_loss = layer is None or layer == "loss" or (softmax and layer == softmax[0])
     if wants_loss and len(out_shape) == 1:

@@ -114,7 +114,9 @@ class Analysis:
         """Per image, the layer outputs a training step keeps in buffers of their own: every
         layer's output except a ReLU that runs inside the conv or fc before it (the
         lowering's fusion rule, cnnc.lower: ``fuses_into_producer`` after an
-        ``absorbs_relu`` layer that feeds nothing else) and a softmax folded into the loss."""
+        ``absorbs_relu`` layer that feeds nothing else), a two-input add computed inside the
+        layer before it (``absorbs_add``, that layer feeding nothing else: they share one
+        buffer) and a softmax folded into the loss."""
         consumers: dict[str, int] = {}
         for n in self.order:
             for s in self.inputs(n):
@@ -123,6 +125,10 @@ class Analysis:
         for n in self.order:
             t = self.layer(n).type
             if t.fused_into_loss:
+                continue
+            ins = self.inputs(n)
+            if (t.name == "add" and len(ins) == 2 and ins[0] != INPUT and ins[1] != ins[0]
+                    and self.layer(ins[0]).type.absorbs_add and consumers.get(ins[0]) == 1):
                 continue
             if t.fuses_into_producer:
                 (src,) = self.inputs(n)

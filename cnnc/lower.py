@@ -4,7 +4,10 @@
 * **Fusions**: a ReLU (``fuses_into_producer``) that is the only consumer of a layer whose
   op can apply it (``absorbs_relu``: conv, fc) runs inside that layer's kernel (bias is
   always fused); a last layer ``fused_into_loss`` (softmax) is folded into the
-  cross-entropy loss. Concatenation copies its branches into channel slices: with
+  cross-entropy loss. In training plans, an add of two branches whose first one ends in a
+  layer that can add (``absorbs_add``: bn) feeding nothing else runs inside that layer at
+  the add's place, its ReLU too: ``( ... - bn + shortcut ) - relu`` is one pass forward and
+  one backward, and the bn's own output needs no buffer. Concatenation copies its branches into channel slices: with
   batch-first NCHW buffers a channel slice is strided, and the kernels write contiguous
   outputs, so branches do not write into the concat buffer directly.
 * **Buffers**: one value and one gradient buffer per scheduled step (their shapes are in
@@ -41,6 +44,7 @@ class Step:
     output: str
     fused_relu: bool  # the op applies the ReLU that follows it
     folded_bn: str | None = None  # inference plans: the bn node folded into this op's weights and bias
+    fused_add: str | None = None  # the add node this op also computes (its other input: inputs[1])
 
 
 @dataclass(frozen=True)
@@ -106,11 +110,33 @@ def lower(analysis: Analysis, fuse_relu: bool = True, inference: bool = False,
     alias: dict[str, str] = {INPUT: INPUT}
     fused: set[str] = set()
     folded: dict[str, str] = {}  # producer -> the bn folded into it
+    # training plans: a two-input add whose first input is a layer that can absorb it (bn:
+    # ``absorbs_add``) and feeds nothing else runs inside that layer, at the add's place
+    absorbs: dict[str, str] = {}  # add -> the layer computing it
+    if fuse_relu and not inference:
+        for n in analysis.order:
+            ins = analysis.inputs(n)
+            p = ins[0] if ins else INPUT
+            if (analysis.layer(n).type.name == "add" and len(ins) == 2 and p != INPUT
+                    and ins[1] != p and analysis.layer(p).type.absorbs_add
+                    and consumers[p] == [n]):
+                absorbs[n] = p
+    deferred = set(absorbs.values())
+    added: dict[str, str] = {}  # layer -> the add it computes
     pending: list[tuple[str, tuple[str, ...]]] = []
     logits = None
     for n in analysis.order:
         node = analysis.layer(n)
         srcs = tuple(alias[s] for s in analysis.inputs(n))
+        if n in deferred:  # runs with the add it absorbs
+            alias[n] = n
+            continue
+        if n in absorbs:
+            p = absorbs[n]
+            alias[n] = p
+            added[p] = n
+            pending.append((p, (alias[analysis.inputs(p)[0]], srcs[1])))
+            continue
         if node.type.fused_into_loss:
             alias[n] = logits = srcs[0]
             continue
@@ -128,7 +154,7 @@ def lower(analysis: Analysis, fuse_relu: bool = True, inference: bool = False,
             (src,) = analysis.inputs(n)
             p = alias[src]  # the step writing src's value (src itself, or a conv src folded into)
             if (fuse_relu and p != INPUT and analysis.layer(p).type.absorbs_relu and consumers[src] == [n]
-                    and (p == src or folded.get(p) == src) and p not in fused):
+                    and (p == src or folded.get(p) == src or added.get(p) == src) and p not in fused):
                 fused.add(p)
                 alias[n] = p
                 continue
@@ -136,8 +162,9 @@ def lower(analysis: Analysis, fuse_relu: bool = True, inference: bool = False,
         pending.append((n, srcs))
     steps = tuple(
         Step(node=n, layer=analysis.layer(n), info=analysis.info[n],
-             in_shapes=tuple(analysis.shapes[s] for s in analysis.inputs(n)), inputs=srcs, output=n,
-             fused_relu=n in fused, folded_bn=folded.get(n))
+             in_shapes=tuple(analysis.shapes[s] for s in analysis.inputs(n))
+             + ((analysis.shapes[n],) if n in added else ()), inputs=srcs, output=n,
+             fused_relu=n in fused, folded_bn=folded.get(n), fused_add=added.get(n))
         for n, srcs in pending)
     values = {INPUT: analysis.input_shape, **{s.output: analysis.shapes[s.node] for s in steps}}
     params, buffers = [], []

@@ -135,6 +135,12 @@ BN_NET = """input 1x8x8
 classes 10
 conv3(8, bias=false) - bn - relu - pool - conv3(16) - bn - relu - gap - fc(32) - bn - relu - fc
 """
+# a residual block: its bn runs the add and the ReLU after it (synchronized statistics, then
+# the shortcut added)
+RES_NET = """input 1x8x8
+classes 10
+conv3(8, bias=false) - bn - relu - (conv3(8, bias=false) - bn - relu - conv3(8, bias=false) - bn + id) - relu - gap - fc
+"""
 COMMON = ["--data", "digits", "--batch", "32", "--limit", "320", "--quiet", "--json"]
 
 
@@ -164,11 +170,12 @@ def assert_same_weights(a: Path, b: Path, tol=2e-5):
 def models(tmp_path):
     shutil.copy(MODELS_DIR / "lenet5.cnn", tmp_path / "lenet5.cnn")
     (tmp_path / "bn.cnn").write_text(BN_NET)
+    (tmp_path / "res.cnn").write_text(RES_NET)
     return tmp_path
 
 
 @needs_mpi
-@pytest.mark.parametrize("model, extra", [("lenet5.cnn", ["--fit"]), ("bn.cnn", [])])
+@pytest.mark.parametrize("model, extra", [("lenet5.cnn", ["--fit"]), ("bn.cnn", []), ("res.cnn", [])])
 def test_two_ranks_end_where_one_process_ends(models, model, extra):
     """Same seed, same global batch: 2 ranks (half the batch each, gradients summed, batch
     norm synchronized) end with the weights of 1 process, within float tolerance."""

@@ -71,3 +71,59 @@ def test_backward_order_is_reverse_topological():
         readers = [r.node for r in steps if s.output in r.inputs]
         assert all(r in done for r in readers), (s.node, readers)
         done.add(s.node)
+
+
+def test_plan_runs_the_residual_add_inside_its_bn():
+    """``( ... - bn + shortcut ) - relu``: the bn step reads the shortcut too and applies the
+    ReLU; the add and the ReLU have no step of their own. Not in inference plans (the bn
+    folds into its conv there), not without fusion (the views need every buffer), not where
+    the bn's output has another reader."""
+    from cnnc.lower import lower
+
+    model = cnnc.compile(RESNET_SMALL, input="3x16x16", classes=5)
+    plan = lower(model.analysis)
+    by_node = {s.node: s for s in plan.steps}
+    adds = [s for s in plan.steps if s.fused_add]
+    assert [(s.node, s.fused_add, s.fused_relu) for s in adds] == [("bn_3", "add_1", True),
+                                                                  ("bn_5", "add_2", True)]
+    assert by_node["bn_3"].inputs == ("conv_3", "bn_1")
+    assert by_node["bn_5"].inputs == ("conv_5", "bn_6")  # after the shortcut's bn in the schedule
+    order = [s.node for s in plan.steps]
+    assert order.index("bn_6") < order.index("bn_5")
+    assert "add_1" not in by_node and plan.alias["add_1"] == "bn_3"
+    assert not any(s.fused_add for s in lower(model.analysis, inference=True).steps)
+    assert not any(s.fused_add for s in lower(model.analysis, fuse_relu=False).steps)
+    shared = cnnc.compile("conv3(4) - (conv3(4) - bn + id) - relu - gap - fc", input="3x8x8",
+                          classes=5)
+    assert any(s.fused_add for s in lower(shared.analysis).steps)
+    two_readers = cnnc.compile("conv3(4) - bn - (conv3(4) - bn + id) - relu - gap - fc",
+                               input="3x8x8", classes=5)
+    steps = {s.node: s for s in lower(two_readers.analysis).steps}
+    assert steps["bn_1"].fused_add is None and steps["bn_2"].fused_add == "add_1"
+
+
+def test_fused_residual_matches_unfused_network():
+    """Forward, loss and every gradient of a residual network with the fusion equal those of
+    the plan that runs bn, add and ReLU as steps of their own (float64)."""
+    from cnnc.executor import Executor
+    from cnnc.lower import lower
+
+    model = cnnc.compile(RESNET_SMALL, input="3x16x16", classes=5)
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((4, *model.input_shape))
+    labels = rng.integers(0, 5, 4)
+    results = []
+    for fuse in (True, False):
+        net = model.network(seed=2, dtype="float64")
+        plan = lower(model.analysis, fuse_relu=fuse)
+        ex = Executor(plan, 4, net.dtype, net.params, net.grads, net.buffers, net.rng)
+        ex.input[...] = x
+        ex.labels[...] = labels
+        logits = ex.forward(True).copy()
+        loss = ex.loss()
+        ex.backward()
+        results.append((logits, loss, net.grad.copy()))
+    (l1, s1, g1), (l2, s2, g2) = results
+    np.testing.assert_allclose(l1, l2, rtol=1e-12, atol=1e-12)
+    assert abs(s1 - s2) < 1e-12
+    np.testing.assert_allclose(g1, g2, rtol=1e-10, atol=1e-12)

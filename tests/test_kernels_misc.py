@@ -870,3 +870,39 @@ def test_maxpool_2x2s2_rows_match_general_kernel(shape, T):
     pool._maxpool_2x2s2_backward(dy, a, dx, T)
     pool._maxpool_scatter(dy, a2, dx2)
     np.testing.assert_array_equal(dx, dx2)
+
+
+@pytest.mark.parametrize("add_res", [False, True], ids=["write", "add"])
+@pytest.mark.parametrize("relu", [False, True], ids=["", "relu"])
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [(4, 3, 5, 5), (8, 5, 1, 1)])
+def test_batchnorm_with_residual_equals_bn_then_add(shape, dtype, relu, add_res):
+    """``( ... - bn + shortcut ) - relu`` in one kernel: the same numbers as bn, then the
+    add (and its ReLU) as separate kernels; the shortcut's gradient written or added."""
+    rng = np.random.default_rng(21)
+    x, gamma, beta, rm, rv = bn_args(rng, shape, dtype)
+    r = rng.standard_normal(shape).astype(dtype)
+    mean, invstd = np.empty_like(gamma), np.empty_like(gamma)
+    z = np.empty_like(x)
+    norm.batchnorm_forward_train(x, gamma, beta, z, mean, invstd, rm.copy(), rv.copy(), 0.1, 1e-5)
+    y_ref = np.empty_like(x)
+    (ew.add_relu_forward if relu else ew.add_forward)(z.reshape(-1), r.reshape(-1), y_ref.reshape(-1))
+    y = np.full_like(x, np.nan)
+    mean2, invstd2 = np.empty_like(gamma), np.empty_like(gamma)
+    norm.batchnorm_forward_train(x, gamma, beta, y, mean2, invstd2, rm.copy(), rv.copy(), 0.1, 1e-5,
+                                 relu, res=r)
+    np.testing.assert_array_equal(y, y_ref)
+
+    dy = rng.standard_normal(shape).astype(dtype)
+    g = np.where(y_ref > 0, dy, 0).astype(dtype) if relu else dy
+    dx_ref, dg_ref, db_ref = np.empty_like(x), np.empty_like(gamma), np.empty_like(gamma)
+    norm.batchnorm_backward(x, gamma, g, mean, invstd, dx_ref, dg_ref, db_ref, True)
+    before = rng.standard_normal(shape).astype(dtype)
+    dres = before.copy()
+    dx, dg, db = np.full_like(x, np.nan), np.empty_like(gamma), np.empty_like(gamma)
+    norm.batchnorm_backward(x, gamma, dy, mean2, invstd2, dx, dg, db, True, y, relu, dres, add_res)
+    np.testing.assert_array_equal(dres, before + g if add_res else g)
+    t = tol(dtype)
+    np.testing.assert_allclose(dx, dx_ref, rtol=t["rtol"], atol=10 * t["atol"])
+    np.testing.assert_allclose(dg, dg_ref, rtol=t["rtol"], atol=10 * t["atol"])
+    np.testing.assert_allclose(db, db_ref, rtol=t["rtol"], atol=10 * t["atol"])

@@ -135,6 +135,7 @@ class LayerType:
     merge_verb: ClassVar[str] = ""  # merges: "concatenated" / "added", for error messages
     fused_into_loss: ClassVar[bool] = False  # the lowering folds it into the loss (softmax)
     absorbs_relu: ClassVar[bool] = False  # its op can apply a following ReLU (conv, fc)
+    absorbs_add: ClassVar[bool] = False  # its op can add a second input to its output (bn)
     fuses_into_producer: ClassVar[bool] = False  # a ReLU: runs inside an absorbing producer
     init_gain: ClassVar[str | None] = None  # "he": weights feeding this layer get He init
     init_transparent: ClassVar[bool] = False  # initialization looks through it (bn)

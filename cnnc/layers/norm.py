@@ -23,6 +23,7 @@ class BatchNorm(LayerType):
     config_class = BnConfig
     init_transparent = True  # conv - bn - relu: the activation after the normalization decides
     absorbs_relu = True  # bn - relu: one pass over the tensor, forward and backward
+    absorbs_add = True  # ( ... - bn + shortcut ) - relu: the residual sum in the same pass
     folds_into_weights = True  # inference: into the preceding conv's or fc's weights and bias
 
     def infer(self, cfg: BnConfig, inputs, ctx):
@@ -53,13 +54,24 @@ class BatchNorm(LayerType):
 
 
 class BatchNormOp(Op):
-    """Batch norm over (N, H, W) per channel; vectors (N, F) are treated as (N, F, 1, 1)."""
+    """Batch norm over (N, H, W) per channel; vectors (N, F) are treated as (N, F, 1, 1).
+
+    With a second input (the lowering fuses ``( ... - bn + shortcut )`` and its ReLU into
+    the bn: :func:`cnnc.lower.lower`), y = bn(x) + shortcut (then ReLU) in one pass, and
+    the backward writes (or adds, :meth:`adds_dx`) the shortcut's gradient in the pass
+    that sums the statistics."""
 
     def __init__(self, cfg: BnConfig, info, in_shapes):
         super().__init__(cfg, info, in_shapes)
         from ..kernels import norm as k
 
         self.k = k
+        self.res = len(in_shapes) > 1
+        if len(in_shapes) > 2:
+            raise ValueError("a batch norm fuses one residual input at most")
+
+    def adds_dx(self, slot: int) -> bool:
+        return slot == 1 and self.res
 
     def bind(self, batch, dtype, params, grads, buffers, rng):
         import numpy as np
@@ -86,15 +98,23 @@ class BatchNormOp(Op):
             bn_forward_sync(self.world, as4d(xs[0]), p["gamma"], p["beta"], as4d(y), self.mean,
                             self.invstd, b["running_mean"], b["running_var"], self.cfg.momentum,
                             self.cfg.eps)
+            if self.res:
+                np.add(y, xs[1], out=y)
             if self.relu:
                 np.maximum(y, 0, out=y)
         elif training:
             self.k.batchnorm_forward_train(as4d(xs[0]), p["gamma"], p["beta"], as4d(y), self.mean,
                                            self.invstd, b["running_mean"], b["running_var"],
-                                           self.cfg.momentum, self.cfg.eps, self.relu)
+                                           self.cfg.momentum, self.cfg.eps, self.relu,
+                                           as4d(xs[1]) if self.res else None)
         else:
             self.k.batchnorm_forward_infer(as4d(xs[0]), p["gamma"], p["beta"], b["running_mean"],
-                                           b["running_var"], self.cfg.eps, as4d(y), self.relu)
+                                           b["running_var"], self.cfg.eps, as4d(y),
+                                           self.relu and not self.res)
+            if self.res:
+                np.add(y, xs[1], out=y)
+                if self.relu:
+                    np.maximum(y, 0, out=y)
             # the backward of an inference forward (saliency, eval-mode gradients) is that of
             # the affine map y = gamma*(x - running_mean)*invstd + beta: keep its statistics
             self.mean[...] = b["running_mean"]
@@ -104,17 +124,24 @@ class BatchNormOp(Op):
     def assume_trained(self) -> None:
         self.trained = True
 
-    def backward(self, xs, y, dy, dxs):
+    def backward(self, xs, y, dy, dxs, add=(False, False)):
         import numpy as np
 
+        dres = dxs[1] if self.res else None
         if self.trained and self.world is None:
             dx = as4d(dxs[0]) if dxs[0] is not None else as4d(dy)
             self.k.batchnorm_backward(as4d(xs[0]), self.p["gamma"], as4d(dy), self.mean, self.invstd,
                                       dx, self.g["gamma"], self.g["beta"], dxs[0] is not None,
-                                      as4d(y), self.relu)
+                                      as4d(y), self.relu, None if dres is None else as4d(dres),
+                                      bool(add[1]))
             return
         if self.relu:  # the paths below take the gradient before the fused ReLU
             dy = np.where(y > 0, dy, np.zeros((), dy.dtype))
+        if dres is not None:  # the shortcut's gradient: dy (after the ReLU's mask)
+            if add[1]:
+                np.add(dres, dy, out=dres)
+            else:
+                np.copyto(dres, dy)
         if self.trained:
             from ..distributed import bn_backward_sync
 
