@@ -196,9 +196,9 @@ def layer_profile(model, batch: int = 64, steps: int = 20) -> list[dict]:
             fwd(xs, y, training)
             acc.append(time.perf_counter() - t)
 
-        def timed_backward(xs, y, dy, dxs, bwd=bwd, acc=times[n][1]):
+        def timed_backward(xs, y, dy, dxs, bwd=bwd, acc=times[n][1], **kw):
             t = time.perf_counter()
-            bwd(xs, y, dy, dxs)
+            bwd(xs, y, dy, dxs, **kw)  # kw: ``add``, for ops that add to shared gradients
             acc.append(time.perf_counter() - t)
 
         op.forward, op.backward = timed_forward, timed_backward  # instance attributes shadow
