@@ -22,7 +22,11 @@ def _call_table(mr, a, a0, arow, b, b0, btab, kk, c, c0, ldc, nc, beta, bias, ha
 
 @njit(cache=True)
 def _call_strided(mr, a, a0, arow, b, b0, ldb, kk, c, c0, ldc, nc, beta, bias, has_bias, relu):
-    if mr == 4:
+    if mr == 6:
+        mk.mks6(a, a0, arow, 0, b, b0, arow, ldb, kk, c, c0, ldc, nc, beta, bias, 0, has_bias, relu)
+    elif mr == 5:
+        mk.mks5(a, a0, arow, 0, b, b0, arow, ldb, kk, c, c0, ldc, nc, beta, bias, 0, has_bias, relu)
+    elif mr == 4:
         mk.mks4(a, a0, arow, 0, b, b0, arow, ldb, kk, c, c0, ldc, nc, beta, bias, 0, has_bias, relu)
     elif mr == 3:
         mk.mks3(a, a0, arow, 0, b, b0, arow, ldb, kk, c, c0, ldc, nc, beta, bias, 0, has_bias, relu)
@@ -38,8 +42,8 @@ def _cols(a):
 
 
 @pytest.mark.parametrize("dt", [np.float32, np.float64])
-@pytest.mark.parametrize("mr", [1, 2, 3, 4])
-@pytest.mark.parametrize("table", [True, False])
+@pytest.mark.parametrize("mr,table", [(1, True), (2, True), (3, True), (4, True), (1, False),
+                                      (2, False), (3, False), (4, False), (5, False), (6, False)])
 @pytest.mark.parametrize("kk", [0, 1, 7, 33])
 def test_microkernel_matches_numpy(dt, mr, table, kk):
     rng = np.random.default_rng(mr * 100 + kk)

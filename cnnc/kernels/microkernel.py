@@ -30,7 +30,7 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-MR_MAX = 4  # rows per call: 4 x 2 accumulators + 2 B vectors + 1 broadcast fit 16 registers
+MR_MAX = 4  # rows per call of the table kernels (mk1-mk4); the strided ones go to 6 (mks1-mks6)
 
 _I64 = ir.IntType(64)
 _I32 = ir.IntType(32)
@@ -212,7 +212,9 @@ def _make(mr, use_table):
 
 # mk{MR}: B rows from the table btab; mks{MR}: B rows k * ldb apart (btab is not read)
 mk1, mk2, mk3, mk4 = (_make(r, True) for r in (1, 2, 3, 4))
-mks1, mks2, mks3, mks4 = (_make(r, False) for r in (1, 2, 3, 4))
+# the weight gradient's strided calls take up to 6 rows: 12 accumulators, 2 B vectors and a
+# broadcast still fit the 16 vector registers of AVX2
+mks1, mks2, mks3, mks4, mks5, mks6 = (_make(r, False) for r in (1, 2, 3, 4, 5, 6))
 
 
 # ---------------------------------------------------------------------------------------
