@@ -472,7 +472,7 @@ def _im2col_phase(xf, xoff, C, H, W, KH, KW, ph, pw, OH, OW, cols, coff, ldc, ws
 
 @njit(cache=True, fastmath=True)
 def _col2im_phase(cols, coff, ldc, C, H, W, KH, KW, ph, pw, OH, OW, dxf, dxoff, ws, qoff,
-                  rowp=-1, acc=False):
+                  rowp, acc):
     """dx[n] = col2im(cols) (overwrites; adds to dx with ``acc``). Output row oh of column
     row k starts at ``cols[coff + k*ldc + oh*rowp]``: ``rowp`` = -1 is the phase grid's
     pitch Wq (garbage columns, which must be zero, included), ``OW`` the compact layout."""
@@ -772,7 +772,7 @@ def _conv_bwd(x, w, y, dy, dx, dwt, db, ws, sh, sw, ph, pw, dh, dw, G, has_bias,
                                          dxf, n * CHW, ws, xpbuf)
                         elif lay == LAYOUT_PHASE:
                             _col2im_phase(ws, cbuf, Pc, C, H, W, KH, KW, ph, pw, OH, OW,
-                                          dxf, n * CHW, ws, xpbuf)
+                                          dxf, n * CHW, ws, xpbuf, -1, False)
                         else:
                             dx0 = _u(n * CHW)
                             for j in range(CHW):

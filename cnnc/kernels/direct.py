@@ -42,6 +42,10 @@ from cnnc.kernels.winograd import _FASTMATH
 from cnnc.kernels.winograd import _wino_pad as _pad
 
 NR_MAX = COLS_F32  # micro-kernel columns of the widest case (float32): sizes use it
+# A constant passed straight to another kernel is typed as a literal, and each literal value
+# compiles a specialization of its own: calls pass np.intp(0) / np.bool_(False) where their
+# siblings pass variables, so that they share one compiled copy (digits: 38 -> 32 s of
+# compilation in one process).
 MR = 4  # filter rows per micro-kernel call (forward, data gradient)
 # taps per call of the weight gradient: up to 6 rows x 2 vectors (12 accumulators: more
 # slack over the FMA latency than 8), in blocks as even as they come. ResNet-8's 16 -> 16
@@ -189,22 +193,24 @@ def _image(sf, mf, use_mask, soff, C, H, W, ph, pw, stride, wf, arow, koff, F, K
     Hp, Wp = _planes(H, W, ph, pw, stride)
     _prepare(sf, mf, use_mask, soff, C, H, W, ph, pw, KH, KW, stride, Hp, Wp, ws, xp)
     _compute(C, Wp, wf, arow, koff, F, KH, KW, out, ooff, OH, OW, bias, has_bias, relu, ws, xp,
-             ob, nr, 0, OH)
+             ob, nr, np.intp(0), OH, np.intp(0))
 
 
 @njit(cache=True, fastmath=_FASTMATH)
 def _compute(C, Wp, wf, arow, koff, F, KH, KW, out, ooff, OH, OW, bias, has_bias, relu, ws, xp,
-             ob, nr, r0, r1, beta=0):
+             ob, nr, r0, r1, beta):
     """The micro-kernel calls of :func:`_image` for output rows r0 .. r1 of an image
     prepared at ws[xp:] with row pitch Wp (the wide grid, for rows narrower than nr, in
-    ws[ob:]). ``beta`` = 1 adds to ``out`` (no bias or ReLU then)."""
+    ws[ob:]). ``beta`` = 1 adds to ``out`` (no bias or ReLU then). (Every caller passes
+    every argument: one compiled specialization serves them all.)"""
     K = C * KH * KW
+    zero_i = np.intp(0)
     if OW >= nr:
         for oh in range(r0, r1):
             for ow0 in range(0, OW, nr):
                 nc = min(nr, OW - ow0)
                 for f0 in range(0, F, MR):
-                    _rows(min(MR, F - f0), wf, 0, arow, f0, ws, xp + oh * Wp + ow0, koff, K, out,
+                    _rows(min(MR, F - f0), wf, zero_i, arow, f0, ws, xp + oh * Wp + ow0, koff, K, out,
                           ooff + (f0 * OH + oh) * OW + ow0, OH * OW, nc, beta, bias, f0, has_bias,
                           relu)
     elif r1 > r0:
@@ -212,8 +218,8 @@ def _compute(C, Wp, wf, arow, koff, F, KH, KW, out, ooff, OH, OW, bias, has_bias
         Qp = (Q + nr - 1) // nr * nr
         for q0 in range(0, Qp, nr):
             for f0 in range(0, F, MR):
-                _rows(min(MR, F - f0), wf, 0, arow, f0, ws, xp + r0 * Wp + q0, koff, K, ws,
-                      ob + f0 * Qp + q0, Qp, nr, 0, bias, f0, has_bias, relu)
+                _rows(min(MR, F - f0), wf, zero_i, arow, f0, ws, xp + r0 * Wp + q0, koff, K, ws,
+                      ob + f0 * Qp + q0, Qp, nr, zero_i, bias, f0, has_bias, relu)
         for f in range(F):
             for oh in range(r0, r1):
                 s = _u(ob + f * Qp + (oh - r0) * Wp)
@@ -248,7 +254,7 @@ def direct_conv(x, w, b, has_bias, relu, y, ws, ph, pw, stride, T):
         xp = shared + t * per
         ob = xp + C * Hp * Wp * (1 if stride == 1 else 4) + NR_MAX
         for n in range(t * N // T, (t + 1) * N // T):
-            _image(xf, xf, False, n * CHW, C, H, W, ph, pw, stride, wf, arow, koff, F, KH, KW,
+            _image(xf, xf, np.bool_(False), n * CHW, C, H, W, ph, pw, stride, wf, arow, koff, F, KH, KW,
                    yf, n * FHW, OH, OW, b, hb, rl, ws, xp, ob, nr)
 
 
@@ -281,19 +287,20 @@ def direct_conv_rows(x, w, b, has_bias, relu, y, ws, ph, pw, stride, T):
     hb = 1 if has_bias else 0
     rl = 1 if relu else 0
     for n in range(N):
-        _prepare(xf, xf, False, n * C * H * W, C, H, W, ph, pw, KH, KW, stride, Hp, Wp, ws, 0)
+        _prepare(xf, xf, np.bool_(False), n * C * H * W, C, H, W, ph, pw, KH, KW, stride, Hp, Wp, ws, 0)
         for t in prange(T):
             _compute(C, Wp, wf, arow, koff, F, KH, KW, yf, n * F * OH * OW, OH, OW, b, hb, rl, ws,
-                     0, img + t * F * Qt, nr, t * OH // T, (t + 1) * OH // T)
+                     np.intp(0), img + t * F * Qt, nr, t * OH // T, (t + 1) * OH // T, np.intp(0))
 
 
 
-@njit(cache=True, fastmath=_FASTMATH, inline="always")
+@njit(cache=True, fastmath=_FASTMATH)
 def _transpose(src, s0, pitch, fs, mask, use_mask, F, OH, OW, ws, d0, Wp, Fp):
     """dyT for the weight gradient: ws[d0 + (oh*Wp + ow)*Fp + f] = src[s0 + f*fs + oh*pitch +
     ow] (zero where ``use_mask`` and mask, laid out as src, is not > 0), in register-transposed
     blocks (:func:`tr_block`; at 16 x 32 x 32, batch 128: 0.26 ms against 0.92 ms element by
-    element) and the ragged edges one element at a time."""
+    element) and the ragged edges one element at a time. Not inlined: its two call sites
+    share one compiled copy."""
     B = tr_size(ws)
     Fb = F - F % B
     Wb = OW - OW % B
@@ -343,7 +350,7 @@ def direct_backward(x, w, dy, y, relu, dwt, db, has_bias, dx, need_dx, ws, ph, p
                 for kh in range(KH):
                     for kw in range(KW):
                         wt[((c * F + f) * KH + kh) * KW + kw] = w[f, c, KH - 1 - kh, KW - 1 - kw]
-        koff_t, arow_t = _tables(F, C, KH, KW, Hq, Wq, 1)
+        koff_t, arow_t = _tables(F, C, KH, KW, Hq, Wq, np.intp(1))
     else:
         wt = ws[:1]
         koff_t, arow_t = koff, arow
@@ -377,10 +384,10 @@ def direct_backward(x, w, dy, y, relu, dwt, db, has_bias, dx, need_dx, ws, ph, p
         for j in range(Q * Fp + (K + 1) * Fp):
             ws[_u(dyt + j)] = zero
         for n in range(t * N // T, (t + 1) * N // T):
-            _prepare(xf, xf, False, n * CHW, C, H, W, ph, pw, KH, KW, stride, Hp, Wp, ws, xp)
+            _prepare(xf, xf, np.bool_(False), n * CHW, C, H, W, ph, pw, KH, KW, stride, Hp, Wp, ws, xp)
             if need_dx:
                 _pad(dyf, yf, relu, n * F * OH * OW, F, OH, OW, qh, qw, Hq, Wq, ws, dyp)
-                _transpose(ws, dyp + qh * Wq + qw, Wq, Hq * Wq, ws, False, F, OH, OW, ws, dyt,
+                _transpose(ws, dyp + qh * Wq + qw, Wq, Hq * Wq, ws, np.bool_(False), F, OH, OW, ws, dyt,
                            Wp, Fp)
             else:
                 _transpose(dyf, n * F * OH * OW, OW, OH * OW, yf, relu, F, OH, OW, ws, dyt, Wp,
@@ -394,8 +401,8 @@ def direct_backward(x, w, dy, y, relu, dwt, db, has_bias, dx, need_dx, ws, ph, p
                                       dyt + q0 * Fp + f0, Fp, qn, ws, part + k0 * Fp + f0, Fp,
                                       min(nr, F - f0), 1, ws, 0)
             if need_dx:
-                _compute(F, Wq, wt, arow_t, koff_t, C, KH, KW, dxf, n * CHW, H, W, ws, 0, 0, ws,
-                         dyp, obx, nr, 0, H, 1 if add_dx else 0)
+                _compute(F, Wq, wt, arow_t, koff_t, C, KH, KW, dxf, n * CHW, H, W, ws, np.intp(0), np.intp(0), ws,
+                         dyp, obx, nr, np.intp(0), H, 1 if add_dx else 0)
     dwf = dwt.reshape(dwt.size)
     base = img + NR_MAX + Q + Q * Fp
     for f in range(F):

@@ -159,30 +159,14 @@ def _bn_backward(x, gamma, dy, mean, invstd, dx, dgamma, dbeta, need_dx, y, relu
         sdyx = 0.0
         for n in range(n_img):
             o = _u((n * n_ch + c) * hw)
-            if has_res and relu and add_res:
+            if has_res:
+                # the residual's gradient: dy (masked), plus what dres holds with add_res (a
+                # select: the old value is loaded either way, never used when overwriting)
                 for j in range(hw):
                     v = dyf[o + _u(j)]
-                    v = v if yf[o + _u(j)] > zero else zero
-                    rf[o + _u(j)] += v
-                    sdy += np.float64(v)
-                    sdyx += np.float64(v) * (np.float64(xf[o + _u(j)]) - mu)
-            elif has_res and relu:
-                for j in range(hw):
-                    v = dyf[o + _u(j)]
-                    v = v if yf[o + _u(j)] > zero else zero
-                    rf[o + _u(j)] = v
-                    sdy += np.float64(v)
-                    sdyx += np.float64(v) * (np.float64(xf[o + _u(j)]) - mu)
-            elif has_res and add_res:
-                for j in range(hw):
-                    v = dyf[o + _u(j)]
-                    rf[o + _u(j)] += v
-                    sdy += np.float64(v)
-                    sdyx += np.float64(v) * (np.float64(xf[o + _u(j)]) - mu)
-            elif has_res:
-                for j in range(hw):
-                    v = dyf[o + _u(j)]
-                    rf[o + _u(j)] = v
+                    v = v if (not relu or yf[o + _u(j)] > zero) else zero
+                    old = rf[o + _u(j)]
+                    rf[o + _u(j)] = v + old if add_res else v
                     sdy += np.float64(v)
                     sdyx += np.float64(v) * (np.float64(xf[o + _u(j)]) - mu)
             elif relu:

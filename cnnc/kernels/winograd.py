@@ -576,8 +576,8 @@ def _wino_kernel(mode, src, msk, use_mask, w, transpose, b, has_bias, relu, out,
                           Hp, Wp, ws, poff)
                 _w4_in(ws, poff, Ci, Hp, Wp, TH, TW, voff, Tb, i * TPI)
                 if mode == 1:
-                    _wino_pad(of, mf, use_mask, (nb + i) * FHW, Fo, Ho, Wo, 0, 0, 4 * TH,
-                              4 * TW, ws, qoff)
+                    _wino_pad(of, mf, use_mask, (nb + i) * FHW, Fo, Ho, Wo, np.intp(0), np.intp(0),
+                              4 * TH, 4 * TW, ws, qoff)  # np.intp: no literal specialization
                     _w4_dy(ws, qoff, Fo, 4 * TH, 4 * TW, TH, TW, moff, MS, i * TPI, dbp)
             L = nB * TPI
             if mode == 0:
@@ -661,7 +661,7 @@ def _wino_small(src, w, b, has_bias, relu, out, ws, ph, pw, T, cst):
     poff = usz
     gemm(_N, _T, 36, Fo * Ci, 9, 1.0, cst, 0, 9, wf, 0, 9, 0.0, ws, 0, US)  # U = GK . w^T
     for n in range(N):
-        _wino_pad(sf, sf, False, n * CHW, Ci, Hi, Wi, ph, pw, Hp, Wp, ws, poff)
+        _wino_pad(sf, sf, np.bool_(False), n * CHW, Ci, Hi, Wi, ph, pw, Hp, Wp, ws, poff)
         for t in prange(T):
             th0 = t * R
             th1 = min(TH, th0 + R)
