@@ -109,8 +109,10 @@ class Executor:
         self._run_backward(self.plan.steps)
 
     def value(self, node: str) -> np.ndarray:
-        """The buffer holding layer ``node``'s output after :meth:`forward` (with fused
-        ReLUs, a conv or fc followed by its ReLU holds the ReLU's output)."""
+        """The buffer holding layer ``node``'s output after :meth:`forward` (with fusions,
+        a conv or fc followed by its ReLU holds the ReLU's output, and a bn that computes a
+        residual add holds the add's; plans lowered with ``fuse_relu=False``, as
+        :meth:`cnnc.network.Network.inspection_executor` uses, keep every layer's own)."""
         return self.values[self.plan.alias[node]]
 
     def backward_from(self, node: str, dy: np.ndarray) -> None:
