@@ -109,6 +109,19 @@ class Analysis:
     def inputs(self, node: str) -> tuple[str, ...]:
         return self.graph.nodes[node]["inputs"]
 
+    def add_absorber(self, node: str, readers: Mapping[str, int]) -> str | None:
+        """The layer that computes the add ``node`` in training plans (cnnc.lower's fusion
+        rule, also counted by :attr:`stored_activation_bytes`): a two-input add whose first
+        input is a layer that can add (``absorbs_add``: bn) read by nothing else
+        (``readers``: value -> how many step inputs read it). None for any other node."""
+        ins = self.inputs(node)
+        if self.layer(node).type.name != "add" or len(ins) != 2:
+            return None
+        p = ins[0]
+        if p != INPUT and ins[1] != p and self.layer(p).type.absorbs_add and readers.get(p) == 1:
+            return p
+        return None
+
     @property
     def stored_activation_bytes(self) -> int:
         """Per image, the layer outputs a training step keeps in buffers of their own: every
@@ -126,9 +139,7 @@ class Analysis:
             t = self.layer(n).type
             if t.fused_into_loss:
                 continue
-            ins = self.inputs(n)
-            if (t.name == "add" and len(ins) == 2 and ins[0] != INPUT and ins[1] != ins[0]
-                    and self.layer(ins[0]).type.absorbs_add and consumers.get(ins[0]) == 1):
+            if self.add_absorber(n, consumers) is not None:
                 continue
             if t.fuses_into_producer:
                 (src,) = self.inputs(n)

@@ -110,16 +110,14 @@ def lower(analysis: Analysis, fuse_relu: bool = True, inference: bool = False,
     alias: dict[str, str] = {INPUT: INPUT}
     fused: set[str] = set()
     folded: dict[str, str] = {}  # producer -> the bn folded into it
-    # training plans: a two-input add whose first input is a layer that can absorb it (bn:
-    # ``absorbs_add``) and feeds nothing else runs inside that layer, at the add's place
+    # training plans: an add that a layer can compute (Analysis.add_absorber: a bn feeding
+    # nothing else) runs inside that layer, at the add's place
     absorbs: dict[str, str] = {}  # add -> the layer computing it
     if fuse_relu and not inference:
+        readers = {v: len(c) for v, c in consumers.items()}
         for n in analysis.order:
-            ins = analysis.inputs(n)
-            p = ins[0] if ins else INPUT
-            if (analysis.layer(n).type.name == "add" and len(ins) == 2 and p != INPUT
-                    and ins[1] != p and analysis.layer(p).type.absorbs_add
-                    and consumers[p] == [n]):
+            p = analysis.add_absorber(n, readers)
+            if p is not None:
                 absorbs[n] = p
     deferred = set(absorbs.values())
     added: dict[str, str] = {}  # layer -> the add it computes

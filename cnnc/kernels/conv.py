@@ -997,6 +997,7 @@ def conv2d_forward(x, w, b, y, ws, sh, sw, ph, pw, dh, dw, groups, has_bias, rel
 
 
 BWD_DIRECT, BWD_DIRECT_PHASE, BWD_DIRECT_IM2COL, BWD_POINTWISE_STRIDED, BWD_OTHER = range(5)
+_BWD_ADDS = (BWD_DIRECT, BWD_DIRECT_PHASE, BWD_POINTWISE_STRIDED)  # paths that can add to dx
 
 
 def _backward_path(N, C, H, W, F, KH, KW, OH, OW, ws_size, sh, sw, ph, pw, dh, dw, groups,
@@ -1024,7 +1025,7 @@ def conv2d_backward_adds(N, C, H, W, F, KH, KW, OH, OW, ws_size, sh, sw, ph, pw,
                          groups, relu) -> bool:
     """Can :func:`conv2d_backward` add its data gradient to what dx holds (``add_dx``)?"""
     return _backward_path(N, C, H, W, F, KH, KW, OH, OW, ws_size, sh, sw, ph, pw, dh, dw,
-                          groups, relu) in (BWD_DIRECT, BWD_DIRECT_PHASE, BWD_POINTWISE_STRIDED)
+                          groups, relu) in _BWD_ADDS
 
 
 def conv2d_backward(x, w, y, dy, dx, dwt, db, ws, sh, sw, ph, pw, dh, dw, groups, has_bias,
@@ -1049,7 +1050,7 @@ def conv2d_backward(x, w, y, dy, dx, dwt, db, ws, sh, sw, ph, pw, dh, dw, groups
     T = _chunks()
     path = _backward_path(N, C, H, W, F, KH, KW, OH, OW, ws.size, sh, sw, ph, pw, dh, dw,
                           groups, relu)
-    if add_dx and need_dx and path not in (BWD_DIRECT, BWD_DIRECT_PHASE, BWD_POINTWISE_STRIDED):
+    if add_dx and need_dx and path not in _BWD_ADDS:
         raise ValueError("conv2d_backward: this layer's data gradient cannot be added")
     if path == BWD_POINTWISE_STRIDED:
         _conv_bwd_pointwise_strided(x, w, y, dy, dx, dwt, db, ws, sh, bool(has_bias),

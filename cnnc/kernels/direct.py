@@ -42,10 +42,6 @@ from cnnc.kernels.winograd import _FASTMATH
 from cnnc.kernels.winograd import _wino_pad as _pad
 
 NR_MAX = COLS_F32  # micro-kernel columns of the widest case (float32): sizes use it
-# A constant passed straight to another kernel is typed as a literal, and each literal value
-# compiles a specialization of its own: calls pass np.intp(0) / np.bool_(False) where their
-# siblings pass variables, so that they share one compiled copy (digits: 38 -> 32 s of
-# compilation in one process).
 MR = 4  # filter rows per micro-kernel call (forward, data gradient)
 # taps per call of the weight gradient: up to 6 rows x 2 vectors (12 accumulators: more
 # slack over the FMA latency than 8), in blocks as even as they come. ResNet-8's 16 -> 16
@@ -201,8 +197,12 @@ def _compute(C, Wp, wf, arow, koff, F, KH, KW, out, ooff, OH, OW, bias, has_bias
              ob, nr, r0, r1, beta):
     """The micro-kernel calls of :func:`_image` for output rows r0 .. r1 of an image
     prepared at ws[xp:] with row pitch Wp (the wide grid, for rows narrower than nr, in
-    ws[ob:]). ``beta`` = 1 adds to ``out`` (no bias or ReLU then). (Every caller passes
-    every argument: one compiled specialization serves them all.)"""
+    ws[ob:]). ``beta`` = 1 adds to ``out`` (no bias or ReLU then).
+
+    A constant passed straight from one kernel to another is typed as a literal, and each
+    literal value compiles a specialization of its own: callers here and of the helpers
+    below pass ``np.intp(0)`` / ``np.bool_(False)`` where their siblings pass variables, so
+    that all share one compiled copy (digits: 38 -> 31 s of compilation in one process)."""
     K = C * KH * KW
     zero_i = np.intp(0)
     if OW >= nr:
@@ -210,9 +210,9 @@ def _compute(C, Wp, wf, arow, koff, F, KH, KW, out, ooff, OH, OW, bias, has_bias
             for ow0 in range(0, OW, nr):
                 nc = min(nr, OW - ow0)
                 for f0 in range(0, F, MR):
-                    _rows(min(MR, F - f0), wf, zero_i, arow, f0, ws, xp + oh * Wp + ow0, koff, K, out,
-                          ooff + (f0 * OH + oh) * OW + ow0, OH * OW, nc, beta, bias, f0, has_bias,
-                          relu)
+                    _rows(min(MR, F - f0), wf, zero_i, arow, f0, ws, xp + oh * Wp + ow0, koff,
+                          K, out, ooff + (f0 * OH + oh) * OW + ow0, OH * OW, nc, beta, bias, f0,
+                          has_bias, relu)
     elif r1 > r0:
         Q = (r1 - r0) * Wp
         Qp = (Q + nr - 1) // nr * nr
@@ -254,8 +254,8 @@ def direct_conv(x, w, b, has_bias, relu, y, ws, ph, pw, stride, T):
         xp = shared + t * per
         ob = xp + C * Hp * Wp * (1 if stride == 1 else 4) + NR_MAX
         for n in range(t * N // T, (t + 1) * N // T):
-            _image(xf, xf, np.bool_(False), n * CHW, C, H, W, ph, pw, stride, wf, arow, koff, F, KH, KW,
-                   yf, n * FHW, OH, OW, b, hb, rl, ws, xp, ob, nr)
+            _image(xf, xf, np.bool_(False), n * CHW, C, H, W, ph, pw, stride, wf, arow, koff, F,
+                   KH, KW, yf, n * FHW, OH, OW, b, hb, rl, ws, xp, ob, nr)
 
 
 @njit(cache=True)
@@ -287,11 +287,12 @@ def direct_conv_rows(x, w, b, has_bias, relu, y, ws, ph, pw, stride, T):
     hb = 1 if has_bias else 0
     rl = 1 if relu else 0
     for n in range(N):
-        _prepare(xf, xf, np.bool_(False), n * C * H * W, C, H, W, ph, pw, KH, KW, stride, Hp, Wp, ws, 0)
+        _prepare(xf, xf, np.bool_(False), n * C * H * W, C, H, W, ph, pw, KH, KW, stride, Hp,
+                 Wp, ws, 0)
         for t in prange(T):
             _compute(C, Wp, wf, arow, koff, F, KH, KW, yf, n * F * OH * OW, OH, OW, b, hb, rl, ws,
-                     np.intp(0), img + t * F * Qt, nr, t * OH // T, (t + 1) * OH // T, np.intp(0))
-
+                     np.intp(0), img + t * F * Qt, nr, t * OH // T, (t + 1) * OH // T,
+                     np.intp(0))
 
 
 @njit(cache=True, fastmath=_FASTMATH)
@@ -324,11 +325,12 @@ def _transpose(src, s0, pitch, fs, mask, use_mask, F, OH, OW, ws, d0, Wp, Fp):
 
 @njit(parallel=True, cache=True, fastmath=_FASTMATH)
 def direct_backward(x, w, dy, y, relu, dwt, db, has_bias, dx, need_dx, ws, ph, pw, stride, T,
-                    add_dx=False):
+                    add_dx):
     """dW (and db) of the convolution ``y = relu(conv(x, w) + b)`` (stride 1 or 2), and
-    with ``need_dx`` (stride 1) dx, all overwritten (dx added to with ``add_dx``). db is one more row of the dW GEMM (a
-    row of ones against dyT). Per image, dy (masked) is read from memory once: into the
-    zero-padded copy the data gradient convolves, and from there (L2) into dyT."""
+    with ``need_dx`` (stride 1) dx, all overwritten (dx added to with ``add_dx``). db is one
+    more row of the dW GEMM (a row of ones against dyT). Per image, dy (masked) is read from
+    memory once: into the zero-padded copy the data gradient convolves, and from there (L2)
+    into dyT."""
     N, C, H, W = x.shape
     F, _, KH, KW = dwt.shape
     OH, OW = dy.shape[2], dy.shape[3]
@@ -366,7 +368,7 @@ def direct_backward(x, w, dy, y, relu, dwt, db, has_bias, dx, need_dx, ws, ph, p
     one = ws.dtype.type(1)
     CHW = C * H * W
     T = min(T, N)
-    nbw = (K + MR_DW) // MR_DW  # tap blocks of the weight gradient (K + 1 rows), as even as they come
+    nbw = (K + MR_DW) // MR_DW  # tap blocks of the weight gradient's K + 1 rows
     for t in prange(T):
         xp = shared + t * per
         ones = xp + img + NR_MAX
@@ -384,11 +386,12 @@ def direct_backward(x, w, dy, y, relu, dwt, db, has_bias, dx, need_dx, ws, ph, p
         for j in range(Q * Fp + (K + 1) * Fp):
             ws[_u(dyt + j)] = zero
         for n in range(t * N // T, (t + 1) * N // T):
-            _prepare(xf, xf, np.bool_(False), n * CHW, C, H, W, ph, pw, KH, KW, stride, Hp, Wp, ws, xp)
+            _prepare(xf, xf, np.bool_(False), n * CHW, C, H, W, ph, pw, KH, KW, stride, Hp, Wp,
+                     ws, xp)
             if need_dx:
                 _pad(dyf, yf, relu, n * F * OH * OW, F, OH, OW, qh, qw, Hq, Wq, ws, dyp)
-                _transpose(ws, dyp + qh * Wq + qw, Wq, Hq * Wq, ws, np.bool_(False), F, OH, OW, ws, dyt,
-                           Wp, Fp)
+                _transpose(ws, dyp + qh * Wq + qw, Wq, Hq * Wq, ws, np.bool_(False), F, OH, OW,
+                           ws, dyt, Wp, Fp)
             else:
                 _transpose(dyf, n * F * OH * OW, OW, OH * OW, yf, relu, F, OH, OW, ws, dyt, Wp,
                            Fp)
@@ -401,8 +404,9 @@ def direct_backward(x, w, dy, y, relu, dwt, db, has_bias, dx, need_dx, ws, ph, p
                                       dyt + q0 * Fp + f0, Fp, qn, ws, part + k0 * Fp + f0, Fp,
                                       min(nr, F - f0), 1, ws, 0)
             if need_dx:
-                _compute(F, Wq, wt, arow_t, koff_t, C, KH, KW, dxf, n * CHW, H, W, ws, np.intp(0), np.intp(0), ws,
-                         dyp, obx, nr, np.intp(0), H, 1 if add_dx else 0)
+                _compute(F, Wq, wt, arow_t, koff_t, C, KH, KW, dxf, n * CHW, H, W, ws,
+                         np.intp(0), np.intp(0), ws, dyp, obx, nr, np.intp(0), H,
+                         1 if add_dx else 0)
     dwf = dwt.reshape(dwt.size)
     base = img + NR_MAX + Q + Q * Fp
     for f in range(F):

@@ -98,10 +98,7 @@ class BatchNormOp(Op):
             bn_forward_sync(self.world, as4d(xs[0]), p["gamma"], p["beta"], as4d(y), self.mean,
                             self.invstd, b["running_mean"], b["running_var"], self.cfg.momentum,
                             self.cfg.eps)
-            if self.res:
-                np.add(y, xs[1], out=y)
-            if self.relu:
-                np.maximum(y, 0, out=y)
+            self._shortcut_then_relu(xs, y)
         elif training:
             self.k.batchnorm_forward_train(as4d(xs[0]), p["gamma"], p["beta"], as4d(y), self.mean,
                                            self.invstd, b["running_mean"], b["running_var"],
@@ -112,14 +109,21 @@ class BatchNormOp(Op):
                                            b["running_var"], self.cfg.eps, as4d(y),
                                            self.relu and not self.res)
             if self.res:
-                np.add(y, xs[1], out=y)
-                if self.relu:
-                    np.maximum(y, 0, out=y)
+                self._shortcut_then_relu(xs, y)
             # the backward of an inference forward (saliency, eval-mode gradients) is that of
             # the affine map y = gamma*(x - running_mean)*invstd + beta: keep its statistics
             self.mean[...] = b["running_mean"]
             self.invstd[...] = 1.0 / (b["running_var"] + self.cfg.eps) ** 0.5
         self.trained = training
+
+    def _shortcut_then_relu(self, xs, y) -> None:
+        """After a bn computed apart from its kernel: add the shortcut, then the ReLU."""
+        import numpy as np
+
+        if self.res:
+            np.add(y, xs[1], out=y)
+        if self.relu:
+            np.maximum(y, 0, out=y)
 
     def assume_trained(self) -> None:
         self.trained = True
