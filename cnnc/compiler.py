@@ -14,8 +14,6 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any, Mapping
 
-import networkx as nx
-
 from .errors import SourceError, UsageError
 from .design import check_design, resolve_design
 from .infer import Analysis
@@ -51,10 +49,17 @@ class Model:
 
     ast: ModelAst
     header: Header
-    graph: nx.DiGraph
-    analysis: Analysis
+    analysis: Analysis  # its .graph is the layer graph the stages read (a cnnc.graph.LayerGraph)
     design: Any = None  # cnnc.design.Design: the variables and switches this design used
     dropped: tuple = ()  # cnnc.design.Dropped: optional layers left out (they did not fit)
+
+    @cached_property
+    def graph(self):
+        """The layer graph as a frozen ``networkx.DiGraph``: one node per layer instance (and
+        ``"input"``), node attributes ``layer``, ``inputs``, ``optional``, edge attribute
+        ``slot``, graph attribute ``output`` (see :mod:`cnnc.graph`). networkx is imported
+        on first use."""
+        return self.analysis.graph.to_networkx()
 
     @property
     def source(self) -> str:
@@ -144,9 +149,9 @@ def compile(source: str, *, input: str | tuple | None = None, classes: int | Non
                           hint="add a header line `input 3x32x32` (or pass --input / input=)",
                           source=source, filename=filename)
     design = resolve_design(ast, variables)
-    graph, analysis, dropped = check_design(ast, design, header.input, header.classes,
-                                            header.width or DEFAULT_WIDTH)
-    return Model(ast, header, graph, analysis, design, dropped)
+    _, analysis, dropped = check_design(ast, design, header.input, header.classes,
+                                        header.width or DEFAULT_WIDTH)
+    return Model(ast, header, analysis, design, dropped)
 
 
 def compile_file(path: str | Path, **kwargs: Any) -> Model:

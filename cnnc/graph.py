@@ -1,4 +1,4 @@
-"""AST -> networkx layer graph: repetitions and definitions expanded, names resolved.
+"""AST -> layer graph: repetitions and definitions expanded, names resolved.
 
 Every node is one layer instance (its own weights). Node attributes:
 
@@ -11,14 +11,19 @@ merge; a node may appear twice, as in ``( id | id )``); edges carry ``slot``, th
 position of their first use. The node ``"input"`` is the network input; the graph attribute
 ``output`` names the last node. The graph is frozen: later stages read it and keep what
 they compute in their own values (:class:`cnnc.infer.Analysis`, :class:`cnnc.lower.Plan`).
+
+The stages read it as a :class:`LayerGraph`, a frozen DAG with the few networkx ``DiGraph``
+reads they need (``nodes[n]``, ``successors``, ``predecessors``, ``graph``, ``edges``).
+Users get the same graph as a frozen networkx ``DiGraph`` (:meth:`LayerGraph.to_networkx`,
+``Model.graph``). networkx is imported only then: importing it takes longer than parsing,
+building and checking ResNet-50 together, and ``cnnc check`` never needs it (issue 8).
 """
 from __future__ import annotations
 
 import difflib
 from dataclasses import dataclass
-from typing import Any, Mapping
-
-import networkx as nx
+from types import MappingProxyType
+from typing import Any, Iterator, Mapping
 
 from .errors import SourceError, Span
 from .layers import REQUIRED, LayerError, LayerType, registry, resolve_name, suffix_base
@@ -99,6 +104,89 @@ def _snippet(source: str, span: Span, limit: int = 32) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+class LayerGraph:
+    """A layer graph: nodes in insertion order, which is topological (a layer is added after
+    its inputs), each with an attribute dict; edges ``src -> dst`` with a ``slot``; graph
+    attributes in :attr:`graph`. Built by :func:`build`, read-only afterwards (:meth:`freeze`)."""
+
+    __slots__ = ("_nodes", "_succ", "_pred", "_frozen", "nodes", "graph")
+
+    def __init__(self) -> None:
+        self._nodes: dict[str, dict[str, Any]] = {}
+        self._succ: dict[str, dict[str, dict[str, Any]]] = {}  # src -> {dst: edge attributes}
+        self._pred: dict[str, dict[str, dict[str, Any]]] = {}
+        self._frozen = False
+        self.nodes: Mapping[str, dict[str, Any]] = MappingProxyType(self._nodes)
+        self.graph: dict[str, Any] = {}
+
+    def add_node(self, node: str, **attrs: Any) -> None:
+        self._check_mutable()
+        if node in self._nodes:
+            raise ValueError(f"node {node!r} is already in the graph")
+        self._nodes[node] = dict(attrs)
+        self._succ[node] = {}
+        self._pred[node] = {}
+
+    def add_edge(self, src: str, dst: str, **attrs: Any) -> None:
+        self._check_mutable()
+        if src not in self._nodes or dst not in self._nodes:
+            raise ValueError(f"edge {src!r} -> {dst!r}: both ends must be nodes already")
+        edge = self._succ[src].setdefault(dst, {})
+        edge.update(attrs)
+        self._pred[dst][src] = edge
+
+    def freeze(self) -> LayerGraph:
+        """Make the graph read-only (its structure and graph attributes) and return it."""
+        self._frozen = True
+        self.graph = MappingProxyType(self.graph)  # type: ignore[assignment]
+        return self
+
+    def _check_mutable(self) -> None:
+        if self._frozen:
+            raise TypeError("the layer graph is frozen")
+
+    def has_edge(self, src: str, dst: str) -> bool:
+        return dst in self._succ.get(src, ())
+
+    def successors(self, node: str) -> Iterator[str]:
+        return iter(self._succ[node])
+
+    def predecessors(self, node: str) -> Iterator[str]:
+        return iter(self._pred[node])
+
+    @property
+    def edges(self) -> list[tuple[str, str, dict[str, Any]]]:
+        """``(src, dst, attributes)`` for every edge, by source in node order."""
+        return [(u, v, d) for u, nbrs in self._succ.items() for v, d in nbrs.items()]
+
+    def __contains__(self, node: object) -> bool:
+        return node in self._nodes
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._nodes)
+
+    def __len__(self) -> int:
+        return len(self._nodes)
+
+    def number_of_nodes(self) -> int:
+        return len(self._nodes)
+
+    def number_of_edges(self) -> int:
+        return sum(len(nbrs) for nbrs in self._succ.values())
+
+    def to_networkx(self):
+        """The same graph as a frozen ``networkx.DiGraph``: the same nodes in the same order,
+        the same node, edge and graph attributes."""
+        import networkx as nx
+
+        g = nx.DiGraph()
+        g.graph.update(self.graph)
+        for n, attrs in self._nodes.items():
+            g.add_node(n, **attrs)
+        g.add_edges_from(self.edges)
+        return nx.freeze(g)
+
+
 class _Builder:
     def __init__(self, ast: ModelAst, variables: Mapping[str, int | float] | None = None,
                  switches: Mapping[str, bool] | None = None, dropped: frozenset = frozenset()):
@@ -108,7 +196,7 @@ class _Builder:
         self.optional = None  # the key of the optional instance being expanded
         self.ast = ast
         self.source = ast.source
-        self.graph = nx.DiGraph()
+        self.graph = LayerGraph()
         self.graph.add_node(INPUT, layer=None)
         self.counts: dict[str, int] = {}
         self.defs: dict[str, Definition] = {}
@@ -440,7 +528,7 @@ _SYMBOLS = frozenset({"same", "valid", "default", "true", "false", "floor", "cei
 
 
 def build(ast: ModelAst, variables: Mapping[str, int | float] | None = None,
-          switches: Mapping[str, bool] | None = None, dropped: frozenset = frozenset()) -> nx.DiGraph:
+          switches: Mapping[str, bool] | None = None, dropped: frozenset = frozenset()) -> LayerGraph:
     """Expand the model's network into a layer graph (frozen). Raises :class:`SourceError`.
 
     ``variables``: design variables by name (N, M, ...); ``switches``: optional layers by
@@ -464,6 +552,6 @@ def build(ast: ModelAst, variables: Mapping[str, int | float] | None = None,
         if out == INPUT:
             raise SourceError("the network has no layers (only id)", ast.network.span, "empty")
         b.graph.graph["output"] = out
-        return nx.freeze(b.graph)
+        return b.graph.freeze()
     except SourceError as err:
         raise err.with_source(ast.source, ast.filename)

@@ -12,10 +12,8 @@ from dataclasses import asdict, dataclass
 from types import MappingProxyType
 from typing import Mapping
 
-import networkx as nx
-
 from .errors import OptionalDoesNotFit, SourceError
-from .graph import INPUT, LayerNode
+from .graph import INPUT, LayerGraph, LayerNode
 from .layers import InferContext, LayerError, LayerInfo, Shape
 from .layers.merge import MergeError
 
@@ -84,7 +82,7 @@ class Analysis:
     """What static analysis knows about a network: per node its layer, shape, info and
     receptive field, and the totals. Nodes are in execution (topological) order."""
 
-    graph: nx.DiGraph  # frozen; read only
+    graph: LayerGraph  # frozen; read only
     input_shape: Shape
     classes: int | None
     output: str  # the last node
@@ -190,7 +188,7 @@ def _merge_message(node: LayerNode, err: MergeError, shapes: list[Shape], source
     return f"branches cannot be {node.type.merge_verb}: " + ", ".join(parts)
 
 
-def infer(graph: nx.DiGraph, input_shape: Shape, classes: int | None, width: int,
+def infer(graph: LayerGraph, input_shape: Shape, classes: int | None, width: int,
           source: str = "", filename: str = "<string>") -> Analysis:
     """Shapes, parameters, MACs and receptive field of every node. Raises SourceError."""
     try:
@@ -199,7 +197,7 @@ def infer(graph: nx.DiGraph, input_shape: Shape, classes: int | None, width: int
         raise err.with_source(source, filename)
 
 
-def _infer(graph: nx.DiGraph, input_shape: Shape, classes: int | None, width: int,
+def _infer(graph: LayerGraph, input_shape: Shape, classes: int | None, width: int,
            source: str) -> Analysis:
     order = tuple(n for n in graph.nodes if n != INPUT)  # insertion order is topological
     layer = {n: graph.nodes[n]["layer"] for n in order}
@@ -254,7 +252,7 @@ def _infer(graph: nx.DiGraph, input_shape: Shape, classes: int | None, width: in
         peak_live_bytes=_peak_live_bytes(graph, (INPUT, *order), shapes))
 
 
-def _peak_live_bytes(graph: nx.DiGraph, order: tuple[str, ...], shapes: Mapping[str, Shape]) -> int:
+def _peak_live_bytes(graph: LayerGraph, order: tuple[str, ...], shapes: Mapping[str, Shape]) -> int:
     """Largest sum of activations alive at once when ``order`` (the input first) runs, per image."""
     position = {n: i for i, n in enumerate(order)}
     freed_after: dict[int, list[str]] = {}

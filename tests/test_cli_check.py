@@ -175,20 +175,21 @@ def test_subprocess_check_ok_and_error(tmp_path):
     assert "Traceback" not in p.err
 
 
-def test_subprocess_check_does_not_import_numba():
+def test_subprocess_check_does_not_import_numba_or_networkx():
     code = ("import sys, time\n"
             "t = time.perf_counter()\n"
             "from cnnc.cli import main\n"
             "import contextlib, io\n"
             "with contextlib.redirect_stdout(io.StringIO()):\n"
             "    rc = main(['check', 'models/resnet18.cnn'])\n"
-            "print(rc, 'numba' in sys.modules, time.perf_counter() - t)\n")
+            "print(rc, 'numba' in sys.modules, 'networkx' in sys.modules, time.perf_counter() - t)\n")
     start = time.perf_counter()
     p = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
     wall = time.perf_counter() - start
     assert p.returncode == 0, p.stderr
-    rc, has_numba, inner = p.stdout.split()
+    rc, has_numba, has_networkx, inner = p.stdout.split()
     print(f"\ncnnc check models/resnet18.cnn: {wall:.2f} s wall (process), {float(inner):.2f} s in main")
     assert rc == "0"
     assert has_numba == "False", "cnnc check must not import numba"
+    assert has_networkx == "False", "cnnc check must not import networkx (Model.graph imports it)"
     assert wall < 3.0

@@ -416,3 +416,38 @@ def test_summary_dict_shape(compiled):
                 "activation_bytes", "line", "column"):
         assert key in layer
     assert layer["output_shape"] == [6, 28, 28]
+
+
+@pytest.mark.parametrize("path", MODELS, ids=[p.name for p in MODELS])
+def test_layer_graph_and_its_networkx_form_agree(path):
+    """The stages read a LayerGraph; users get the same graph from networkx (Model.graph)."""
+    m = cnnc.compile_file(path)
+    lg, g = m.analysis.graph, m.graph
+    assert isinstance(g, nx.DiGraph) and nx.is_frozen(g)
+    assert list(lg.nodes) == list(g.nodes) == ["input", *m.layers]
+    assert sorted((u, v, d["slot"]) for u, v, d in lg.edges) == sorted(g.edges(data="slot"))
+    assert lg.number_of_edges() == g.number_of_edges() and lg.number_of_nodes() == g.number_of_nodes()
+    for n in g.nodes:
+        assert lg.nodes[n] == g.nodes[n]
+        assert list(lg.successors(n)) == list(g.successors(n))
+        assert sorted(lg.predecessors(n)) == sorted(g.predecessors(n))
+        # every input is an edge, its slot the first position it is used at
+        for slot, src in enumerate(g.nodes[n].get("inputs", ())):
+            assert g.has_edge(src, n) and lg.has_edge(src, n)
+            assert g.edges[src, n]["slot"] == g.nodes[n]["inputs"].index(src) <= slot
+    assert g.graph["output"] == lg.graph["output"] == m.layers[-1]
+    # insertion order is a topological order (the stages rely on it)
+    position = {n: i for i, n in enumerate(lg.nodes)}
+    assert all(position[u] < position[v] for u, v, _ in lg.edges)
+
+
+def test_layer_graph_is_frozen():
+    lg = cnnc.compile("conv3(4) - relu - fc", input="3x8x8", classes=2).analysis.graph
+    with pytest.raises(TypeError, match="frozen"):
+        lg.add_node("x")
+    with pytest.raises(TypeError, match="frozen"):
+        lg.add_edge("input", "fc_1")
+    with pytest.raises(TypeError):
+        lg.graph["output"] = "relu_1"
+    with pytest.raises(TypeError):
+        lg.nodes["x"] = {}
