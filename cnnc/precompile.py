@@ -9,11 +9,13 @@ the first compilation it sees, ``python -m cnnc.precompile``: a process that bui
 same network and calls the same kernels in the *reverse* order, on zeros. Every kernel it
 compiles lands in Numba's on-disk cache, so when training reaches that kernel it loads it
 (a few milliseconds) instead of compiling it; the two processes meet in the middle and the
-wait is roughly halved. When training misses the cache for a kernel the helper is
-compiling at that moment, it waits for the helper's result instead of compiling it a
-second time (the helper names the kernel it compiles in a file of a temporary folder).
-Nothing else is shared: the helper reads its model from stdin, writes nothing but the
-cache and that name, and its results are thrown away.
+wait is roughly halved. Neither compiles a kernel the other is compiling at that moment:
+each names the kernel it compiles in a file of a shared temporary folder, and on a cache
+miss for the kernel the other one names, it waits for that result and loads it from the
+cache instead (the digits example: the helper compiled the fully connected layer's backward
+kernel, 1.6 s, a second time before the helper waited too). Nothing else is shared: the
+helper reads its model from stdin, writes nothing but the cache and its file, and its
+results are thrown away.
 
 It runs only where it can help: a cold cache (a compilation actually started), at least two
 cores, one process (not under MPI, whose ranks already fill the cores), and not with
@@ -55,6 +57,71 @@ def wanted() -> bool:
     return enabled() and cores() >= 2
 
 
+class _Status:
+    """The folder the two processes share: each keeps the file named after it (``main``,
+    ``helper``) naming the kernel it compiles now ('' between kernels), and waits for the
+    other where that one is compiling the kernel it misses in the cache."""
+
+    def __init__(self, folder: str, mine: str, theirs: str):
+        self.folder, self.mine, self.theirs = folder, mine, theirs
+        self.waited = 0.0  # seconds spent waiting for the other process
+
+    def report(self, py_func) -> None:
+        """Name ``py_func`` (None: nothing) as the kernel this process compiles now."""
+        path = os.path.join(self.folder, self.mine)
+        tmp = f"{path}.{os.getpid()}"
+        try:
+            with open(tmp, "w", encoding="utf-8") as f:
+                f.write(_kernel_name(py_func) if py_func is not None else "")
+            os.replace(tmp, path)
+        except OSError:
+            pass
+
+    def compiling(self) -> str:
+        """The kernel the other process compiles now ('' if none or unknown)."""
+        try:
+            with open(os.path.join(self.folder, self.theirs), encoding="utf-8") as f:
+                return f.read()
+        except OSError:
+            return ""
+
+    def wait_for(self, py_func, alive: Callable[[], bool]) -> bool:
+        """Wait (at most WAIT_LIMIT s, while ``alive()``) as long as the other process
+        compiles ``py_func``; whether it was compiling it."""
+        name = _kernel_name(py_func)
+        if self.compiling() != name:
+            return False
+        start = time.monotonic()
+        while alive() and self.compiling() == name and time.monotonic() - start < WAIT_LIMIT:
+            time.sleep(0.02)
+        self.waited += time.monotonic() - start
+        return True
+
+
+def _wrap_cache(wait: Callable[[object], bool]):
+    """Make Numba's cache lookup, on a miss, call ``wait(py_func)`` and look again if it
+    waited (the other process has put its result in the cache by then). Returns the
+    original lookup, for :func:`_unwrap_cache`."""
+    from numba.core import caching
+
+    original = caching.Cache.load_overload
+
+    def load_overload(cache, sig, target_context):
+        cres = original(cache, sig, target_context)
+        if cres is None and wait(cache._py_func):
+            cres = original(cache, sig, target_context)
+        return cres
+
+    caching.Cache.load_overload = load_overload
+    return original
+
+
+def _unwrap_cache(original) -> None:
+    from numba.core import caching
+
+    caching.Cache.load_overload = original
+
+
 class CompileHelper:
     """Context manager: on the first Numba compilation while active, start the helper
     process with ``spec`` (see :func:`timeline` for what it runs); :meth:`stop` (or leaving)
@@ -66,9 +133,13 @@ class CompileHelper:
         self.spec = spec
         self.proc: subprocess.Popen | None = None
         self._listener = None
-        self._status_dir: str | None = None  # the helper writes there what it compiles now
+        self._status: _Status | None = None  # shared with the helper (see _Status)
         self._load_overload = None  # Numba's cache lookup, while ours wraps it
-        self.waited = 0.0  # seconds training waited for kernels the helper was compiling
+
+    @property
+    def waited(self) -> float:
+        """Seconds training waited for kernels the helper was compiling."""
+        return self._status.waited if self._status is not None else 0.0
 
     # ---- numba's compile events
     def __enter__(self) -> "CompileHelper":
@@ -76,56 +147,28 @@ class CompileHelper:
             return self
         from .kernels.events import listen_top_level
 
-        self._listener = listen_top_level(lambda f: self._start(), lambda f: None)
-        self._wrap_cache()
+        self._listener = listen_top_level(self._compile_starts, self._compile_ends)
+        self._load_overload = _wrap_cache(self._wait_for)
         return self
 
     def __exit__(self, *exc) -> None:
         self.stop()
 
-    # ---- waiting for what the helper is compiling
-    def _wrap_cache(self) -> None:
-        """On a cache miss for a kernel the helper is compiling right now, wait for it and
-        load its result instead of compiling the same kernel a second time."""
-        from numba.core import caching
+    def _compile_starts(self, py_func) -> None:
+        self._start()
+        if self._status is not None:
+            self._status.report(py_func)
 
-        original = caching.Cache.load_overload
-        helper = self
-
-        def load_overload(cache, sig, target_context):
-            cres = original(cache, sig, target_context)
-            if cres is None and helper._wait_for(cache._py_func):
-                cres = original(cache, sig, target_context)
-            return cres
-
-        self._load_overload = original
-        caching.Cache.load_overload = load_overload
-
-    def _unwrap_cache(self) -> None:
-        if self._load_overload is not None:
-            from numba.core import caching
-
-            caching.Cache.load_overload = self._load_overload
-            self._load_overload = None
-
-    def _compiling(self) -> str:
-        try:
-            with open(os.path.join(self._status_dir, "now"), encoding="utf-8") as f:
-                return f.read()
-        except (OSError, TypeError):
-            return ""
+    def _compile_ends(self, py_func) -> None:
+        if self._status is not None:
+            self._status.report(None)
 
     def _wait_for(self, py_func) -> bool:
-        """Wait (at most WAIT_LIMIT s) while the helper compiles ``py_func``; whether it was."""
-        name = _kernel_name(py_func)
-        if self.proc is None or self._status_dir is None or self._compiling() != name:
+        """On a cache miss: wait while the helper compiles ``py_func``; whether it was."""
+        proc = self.proc
+        if proc is None or self._status is None:
             return False
-        start = time.monotonic()
-        while (self.proc.poll() is None and self._compiling() == name
-               and time.monotonic() - start < WAIT_LIMIT):
-            time.sleep(0.02)
-        self.waited += time.monotonic() - start
-        return True
+        return self._status.wait_for(py_func, lambda: proc.poll() is None)
 
     def _unlisten(self) -> None:
         if self._listener is not None:
@@ -145,9 +188,9 @@ class CompileHelper:
         env["CNNC_THREADS"] = "1"
         env[ENV_SWITCH] = "0"
         try:
-            self._status_dir = tempfile.mkdtemp(prefix="cnnc-compile-")
+            self._status = _Status(tempfile.mkdtemp(prefix="cnnc-compile-"), "main", "helper")
             proc = subprocess.Popen(
-                [sys.executable, "-m", "cnnc.precompile", str(os.getpid()), self._status_dir],
+                [sys.executable, "-m", "cnnc.precompile", str(os.getpid()), self._status.folder],
                 stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
         except OSError:  # no process to spare: training compiles everything itself
             self.spec = None
@@ -165,7 +208,9 @@ class CompileHelper:
     def stop(self) -> None:
         """End the helper (if it still runs), stop listening and waiting."""
         self._unlisten()
-        self._unwrap_cache()
+        if self._load_overload is not None:
+            _unwrap_cache(self._load_overload)
+            self._load_overload = None
         proc, self.proc = self.proc, None
         if proc is not None and proc.poll() is None:
             proc.terminate()
@@ -174,9 +219,8 @@ class CompileHelper:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
-        if self._status_dir is not None:
-            shutil.rmtree(self._status_dir, ignore_errors=True)
-            self._status_dir = None
+        if self._status is not None:
+            shutil.rmtree(self._status.folder, ignore_errors=True)
 
 
 def spec_for(model, net, batch: int, cfg, eval_sizes: list[int], eval_batch: int = 500) -> dict:
@@ -258,24 +302,6 @@ def _kernel_name(py_func) -> str:
     return f"{getattr(py_func, '__module__', '?')}.{getattr(py_func, '__qualname__', '?')}"
 
 
-def _report_compiling(status_dir: str) -> None:
-    """Keep ``status_dir/now`` naming the kernel this process is compiling ('' between)."""
-    from .kernels.events import listen_top_level
-
-    path = os.path.join(status_dir, "now")
-
-    def write(text: str) -> None:
-        tmp = f"{path}.{os.getpid()}"
-        try:
-            with open(tmp, "w", encoding="utf-8") as f:
-                f.write(text)
-            os.replace(tmp, path)
-        except OSError:
-            pass
-
-    listen_top_level(lambda py_func: write(_kernel_name(py_func)), lambda py_func: write(""))
-
-
 def _main(argv: list[str]) -> int:
     parent = int(argv[0]) if argv else os.getppid()
     try:
@@ -283,8 +309,12 @@ def _main(argv: list[str]) -> int:
         calls = timeline(spec)
     except Exception:
         return 1
-    if len(argv) > 1:
-        _report_compiling(argv[1])
+    if len(argv) > 1:  # name what it compiles; wait for what training compiles
+        from .kernels.events import listen_top_level
+
+        status = _Status(argv[1], "helper", "main")
+        listen_top_level(status.report, lambda py_func: status.report(None))
+        _wrap_cache(lambda py_func: status.wait_for(py_func, lambda: os.getppid() == parent))
     for call in calls:
         if os.getppid() != parent:  # training is gone: nothing to compile for
             return 0

@@ -239,8 +239,8 @@ def test_training_waits_for_the_kernel_the_helper_is_compiling(tmp_path):
 
     helper = precompile.CompileHelper(None)
     helper.proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
-    helper._status_dir = str(tmp_path)
-    now = tmp_path / "now"
+    helper._status = precompile._Status(str(tmp_path), "main", "helper")
+    now = tmp_path / "helper"
     try:
         now.write_text(precompile._kernel_name(_kernel))
         assert helper._wait_for(numba.njit) is False  # another function: no wait
@@ -257,20 +257,64 @@ def test_training_waits_for_the_kernel_the_helper_is_compiling(tmp_path):
     finally:
         helper.proc.kill()
         helper.proc.wait()
-        helper._status_dir = None
 
 
-def test_the_cache_lookup_is_wrapped_only_while_a_helper_is_active():
-    from numba.core import caching
+def test_the_two_processes_name_what_they_compile_to_each_other(tmp_path):
+    """Each side writes its own file and reads the other's: training's name is what the
+    helper waits for, and the reverse."""
+    main = precompile._Status(str(tmp_path), "main", "helper")
+    helper = precompile._Status(str(tmp_path), "helper", "main")
+    main.report(_kernel)
+    assert helper.compiling() == precompile._kernel_name(_kernel) and main.compiling() == ""
+    helper.report(test_switch_values)
+    assert main.compiling() == precompile._kernel_name(test_switch_values)
+    main.report(None)
+    assert helper.compiling() == ""
+    assert helper.wait_for(_kernel, lambda: True) is False  # training is not compiling it now
 
-    original = caching.Cache.load_overload
+
+def test_the_helper_waits_for_the_kernel_training_compiles(tmp_path):
+    """The real helper process, with a status folder where training names a kernel of the
+    helper's list: the helper does not compile it while training does (it waits, then
+    takes training's result from the cache), and it goes on once training is done."""
+    import time
+
     model = _model()
+    net = model.network()
 
     class Cfg:
         optimizer, momentum, nesterov, weight_decay = "sgd", 0.9, False, 0.0
 
-    with precompile.CompileHelper(precompile.spec_for(model, model.network(), 2, Cfg, [])):
-        assert caching.Cache.load_overload is not original
-    assert caching.Cache.load_overload is original
-    with precompile.CompileHelper(None):
-        assert caching.Cache.load_overload is original
+    spec = precompile.spec_for(model, net, 4, Cfg, [4])
+    # the first kernel of the helper's list: the first step's backward (a conv's)
+    from cnnc.kernels import direct
+
+    (tmp_path / "main").write_text(precompile._kernel_name(direct.direct_backward.py_func))
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "cache"), CNNC_COMPILE_HELPER="0")
+    proc = subprocess.Popen([sys.executable, "-m", "cnnc.precompile", str(os.getpid()), str(tmp_path)],
+                            stdin=subprocess.PIPE, env=env)
+    proc.stdin.write(json.dumps(spec).encode())
+    proc.stdin.close()
+    blocked = precompile._kernel_name(direct.direct_backward.py_func)
+
+    def watch(seconds, until=None):
+        seen, end = [], time.monotonic() + seconds
+        while time.monotonic() < end and proc.poll() is None:
+            name = (tmp_path / "helper").read_text() if (tmp_path / "helper").exists() else ""
+            if name and name not in seen:
+                seen.append(name)
+            if until in seen:
+                break
+            time.sleep(0.01)
+        return seen
+
+    try:
+        # training names the conv's backward kernel: the helper's first kernel waits
+        assert blocked not in watch(8)
+        assert proc.poll() is None
+        (tmp_path / "main").write_text("")  # training is done with it (and, here, cached nothing)
+        assert blocked in watch(120, until=blocked)  # so the helper compiles it itself
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

@@ -39,6 +39,7 @@ from cnnc.kernels.blas import TRANS_T as _T
 from cnnc.kernels.blas import gemm
 from cnnc.kernels.blas import uidx as _u
 from cnnc.kernels import direct as _direct
+from cnnc.kernels.host import host
 from cnnc.kernels.direct import phase_image as _phase_image
 from cnnc.kernels import winograd as _wino
 from cnnc.kernels.threads import work_chunks
@@ -259,42 +260,35 @@ def conv2d_workspace_size(N, C, H, W, F, KH, KW, OH, OW, groups):
     bounded independently of N beyond one block of images.  A smaller workspace still works (fewer threads are used) as long as
     it holds one thread's share.
     """
-    per = _sizes(int(N), int(C), int(F), int(KH), int(KW),
-                 (int(C) // int(groups)) * int(KH) * int(KW), int(OH), int(OW),
-                 _FWD_TARGET_COLS, _BWD_TARGET_COLS)[0]
-    T = max(1, min(work_chunks(), int(N)))
+    N, C, H, W, F, KH, KW, OH, OW, groups = (int(v) for v in (N, C, H, W, F, KH, KW, OH, OW, groups))
+    per = host(_sizes)(N, C, F, KH, KW, (C // groups) * KH * KW, OH, OW, _FWD_TARGET_COLS,
+                       _BWD_TARGET_COLS)[0]
+    T = max(1, min(work_chunks(), N))
     size = T * per
-    H, W = int(H), int(W)
-    if int(groups) == 1:  # the direct kernels, at each stride and padding these shapes allow
+    if groups == 1:  # the direct kernels, at each stride and padding these shapes allow
         for st in (1, 2):
-            pads = [(p, q) for p in range(int(KH)) for q in range(int(KW))
-                    if (H + 2 * p - int(KH)) // st + 1 == int(OH)
-                    and (W + 2 * q - int(KW)) // st + 1 == int(OW)]
+            pads = [(p, q) for p in range(KH) for q in range(KW)
+                    if (H + 2 * p - KH) // st + 1 == OH and (W + 2 * q - KW) // st + 1 == OW]
             if pads:
                 p, q = max(pads)
-                shared, per_d = _direct.sizes(int(N), int(C), H, W, int(F), int(KH), int(KW),
-                                              p, q, T, st)
+                shared, per_d = host(_direct.sizes)(N, C, H, W, F, KH, KW, p, q, T, st)
                 size = max(size, shared + T * per_d)
-                if int(N) < work_chunks():  # the row-split forward of small batches
-                    size = max(size, _direct.small_size(int(C), H, W, int(F), int(KH), int(KW),
-                                                        p, q, st, 2 * work_chunks()))
-    dph, dpw = int(OH) - H + 2, int(OW) - W + 2  # 2 * padding if stride 1, dilation 1
-    if (int(KH) == 3 and int(KW) == 3 and int(groups) == 1 and dph in (0, 2, 4)
-            and dpw in (0, 2, 4) and _wino_ok(int(C), int(F), 3, 3, 1, 1, dph // 2,
-                                              dpw // 2, 1, 1, 1, FORCE_PATH,
-                                              min(_WINO_MIN_CH, _WINO_FWD_MIN_CH))):
+                if N < work_chunks():  # the row-split forward of small batches
+                    size = max(size, host(_direct.small_size)(C, H, W, F, KH, KW, p, q, st,
+                                                              2 * work_chunks()))
+    dph, dpw = OH - H + 2, OW - W + 2  # 2 * padding if stride 1, dilation 1
+    if (KH == 3 and KW == 3 and groups == 1 and dph in (0, 2, 4) and dpw in (0, 2, 4)
+            and _wino_ok(C, F, 3, 3, 1, 1, dph // 2, dpw // 2, 1, 1, 1, FORCE_PATH,
+                         min(_WINO_MIN_CH, _WINO_FWD_MIN_CH))):
         # room for Winograd where it may be chosen (stride 1 / dilation 1 inferred from the
         # shapes; a false positive only over-sizes the workspace)
         for ci, fo, ho, wo, hi, wi in ((C, F, OH, OW, H, W), (F, C, H, W, OH, OW)):
-            u, pw_, _ = _wino.wino_sizes(int(N), int(ci), int(fo), hi, wi, int(ho), int(wo),
-                                         _WINO_TILES)
+            u, pw_, _ = host(_wino.wino_sizes)(N, ci, fo, hi, wi, ho, wo, _WINO_TILES)
             size = max(size, u + T * pw_)
-        pw_ = _wino.wino_dw_sizes(int(N), int(C), int(F), H, W, int(OH), int(OW),
-                                  _WINO_TILES)[0]
-        size = max(size, T * pw_)
-        if int(N) < work_chunks():  # the tile-split forward of small batches
+        size = max(size, T * host(_wino.wino_dw_sizes)(N, C, F, H, W, OH, OW, _WINO_TILES)[0])
+        if N < work_chunks():  # the tile-split forward of small batches
             chunks = work_chunks()
-            u, pad, per, _ = _wino.wino_small_sizes(int(C), int(F), H, W, int(OH), int(OW), chunks)
+            u, pad, per, _ = host(_wino.wino_small_sizes)(C, F, H, W, OH, OW, chunks)
             size = max(size, u + pad + chunks * per)
     return int(size)
 
@@ -323,7 +317,7 @@ def _direct_ok(KH, KW, sh, sw, dh, dw, groups, path):
 
 def _direct_room(N, C, H, W, F, KH, KW, ph, pw, T, stride):
     """Workspace elements the direct kernels need."""
-    shared, per = _direct.sizes(N, C, H, W, F, KH, KW, ph, pw, T, stride)
+    shared, per = host(_direct.sizes)(N, C, H, W, F, KH, KW, ph, pw, T, stride)
     return shared + min(T, N) * per
 
 
@@ -343,13 +337,13 @@ def _wino_small_fits(ws, Ci, Fo, Hi, Wi, Ho, Wo, T):
     TH, TW = (Ho + 3) // 4, (Wo + 3) // 4
     if TH < T or TH * TW < 16 * T:
         return False
-    u, pad, per, _ = _wino.wino_small_sizes(Ci, Fo, Hi, Wi, Ho, Wo, T)
+    u, pad, per, _ = host(_wino.wino_small_sizes)(Ci, Fo, Hi, Wi, Ho, Wo, T)
     return ws.size >= u + pad + T * per
 
 
 def _wino_fits(ws, N, Ci, Fo, Hi, Wi, Ho, Wo):
     """Workspace holds the transformed filters and one thread's Winograd buffers?"""
-    u, per, _ = _wino.wino_sizes(N, Ci, Fo, Hi, Wi, Ho, Wo, _WINO_TILES)
+    u, per, _ = host(_wino.wino_sizes)(N, Ci, Fo, Hi, Wi, Ho, Wo, _WINO_TILES)
     return ws.size >= u + per
 
 
@@ -970,7 +964,7 @@ def conv2d_forward(x, w, b, y, ws, sh, sw, ph, pw, dh, dw, groups, has_bias, rel
     # 16x16 0.16 against 0.31, 128 -> 128 at 8x8 0.20 against 0.26)
     pieces = 2 * T if OH >= 8 * T else T
     if (small and _direct_ok(KH, KW, sh, sw, dh, dw, groups, PATH_AUTO)
-            and ws.size >= _direct.small_size(C, H, W, F, KH, KW, ph, pw, sh, pieces)):
+            and ws.size >= host(_direct.small_size)(C, H, W, F, KH, KW, ph, pw, sh, pieces)):
         # two pieces per thread where the rows allow: one image's rows are little work
         # each, and a thread that wakes late then leaves less to the others
         _direct.direct_conv_rows(x, w, b, bool(has_bias), bool(relu), y, ws, ph, pw, sh, pieces)
@@ -1016,7 +1010,7 @@ def _backward_path(N, C, H, W, F, KH, KW, OH, OW, ws_size, sh, sw, ph, pw, dh, d
         return BWD_DIRECT_IM2COL if relu else BWD_DIRECT_PHASE
     if (FORCE_PATH == PATH_AUTO and KH == 1 and KW == 1 and ph == 0 and pw == 0 and sh == sw
             and sh > 1 and groups == 1
-            and ws_size >= _pointwise_strided_sizes(C, F, OH, OW)[0]):
+            and ws_size >= host(_pointwise_strided_sizes)(C, F, OH, OW)[0]):
         return BWD_POINTWISE_STRIDED
     return BWD_OTHER
 
@@ -1071,7 +1065,7 @@ def conv2d_backward(x, w, y, dy, dx, dwt, db, ws, sh, sw, ph, pw, dh, dw, groups
                and _wino_fits(ws, N, F, C, OH, OW, H, W))
     if ((wino_dx or not need_dx) and worth
             and _wino_dw_ok(C, F, KH, KW, sh, sw, ph, pw, dh, dw, groups, FORCE_PATH)
-            and ws.size >= _wino.wino_dw_sizes(N, C, F, H, W, OH, OW, _WINO_TILES)[0]):
+            and ws.size >= host(_wino.wino_dw_sizes)(N, C, F, H, W, OH, OW, _WINO_TILES)[0]):
         _wino.wino_dw(x, dy, y, bool(relu), dwt, db, bool(has_bias), ws, ph, pw,
                       _chunks(), _WINO_TILES)
     else:
