@@ -319,7 +319,7 @@ def test_direct_forward_rows_split_over_threads(cfg, T, dt):
     y_ref = ref_forward(x, w, b if bias else None, s, p, d, G, relu)
     y = np.full(y_ref.shape, np.nan, dt)
     ws = np.full(direct.small_size(C, H, W, F, KH, KW, p[0], p[1], s[0], T), np.nan, dt)
-    direct.direct_conv_rows(x, w, b, bias, relu, y, ws, p[0], p[1], s[0], T)
+    direct.CONV_ROWS[s[0]](x, w, b, bias, relu, y, ws, p[0], p[1], T)
     tol = dict(rtol=1e-10, atol=1e-10) if dt == np.float64 else dict(rtol=1e-4, atol=2e-4)
     np.testing.assert_allclose(y, y_ref, **tol)
 

@@ -967,7 +967,7 @@ def conv2d_forward(x, w, b, y, ws, sh, sw, ph, pw, dh, dw, groups, has_bias, rel
             and ws.size >= host(_direct.small_size)(C, H, W, F, KH, KW, ph, pw, sh, pieces)):
         # two pieces per thread where the rows allow: one image's rows are little work
         # each, and a thread that wakes late then leaves less to the others
-        _direct.direct_conv_rows(x, w, b, bool(has_bias), bool(relu), y, ws, ph, pw, sh, pieces)
+        _direct.CONV_ROWS[sh](x, w, b, bool(has_bias), bool(relu), y, ws, ph, pw, pieces)
         return
     if small and wino and _wino_small_fits(ws, C, F, H, W, OH, OW, T):
         _wino.wino_conv_small(x, w, b, bool(has_bias), bool(relu), y, ws, ph, pw, T)
@@ -976,7 +976,7 @@ def conv2d_forward(x, w, b, y, ws, sh, sw, ph, pw, dh, dw, groups, has_bias, rel
     if (not small and _direct_ok(KH, KW, sh, sw, dh, dw, groups, FORCE_PATH)
             and not (wino and min(C, F) >= _DIRECT_WINO_CH)
             and _direct_fits(ws, N, C, H, W, F, KH, KW, ph, pw, T, sh)):
-        _direct.direct_conv(x, w, b, bool(has_bias), bool(relu), y, ws, ph, pw, sh, T)
+        _direct.CONV[sh](x, w, b, bool(has_bias), bool(relu), y, ws, ph, pw, T)
         return
     tiles = N * ((OH + 3) // 4) * ((OW + 3) // 4)
     if wino and _wino_fits(ws, N, C, F, H, W, OH, OW) and not (small and tiles < T * _WINO_TILES):
@@ -1051,8 +1051,12 @@ def conv2d_backward(x, w, y, dy, dx, dwt, db, ws, sh, sw, ph, pw, dh, dw, groups
                                     bool(relu), bool(need_dx), T, bool(add_dx))
         return
     if path != BWD_OTHER:
-        _direct.direct_backward(x, w, dy, y, bool(relu), dwt, db, bool(has_bias), dx,
-                                bool(need_dx) and sh == 1, ws, ph, pw, sh, T, bool(add_dx))
+        if sh == 1:
+            _direct.direct_backward(x, w, dy, y, bool(relu), dwt, db, bool(has_bias), dx,
+                                    bool(need_dx), ws, ph, pw, T, bool(add_dx))
+        else:
+            _direct.direct_backward_s2(x, w, dy, y, bool(relu), dwt, db, bool(has_bias), ws, ph,
+                                       pw, T)
         if need_dx and path == BWD_DIRECT_PHASE:
             _conv_dx_phase(w, dy, dx, ws, ph, pw, T, bool(add_dx))
         elif need_dx and path == BWD_DIRECT_IM2COL:

@@ -154,13 +154,15 @@ def _tables(C, F, KH, KW, Hp, Wp, stride):
 
 
 @njit(cache=True, inline="always")
-def _prepare(sf, mf, use_mask, soff, C, H, W, ph, pw, KH, KW, stride, Hp, Wp, ws, xp):
-    """The image the micro-kernel reads, at ws[xp:]: zero-padded (masked) at stride 1,
-    phase planes at stride 2."""
-    if stride == 1:
-        _pad(sf, mf, use_mask, soff, C, H, W, ph, pw, Hp, Wp, ws, xp)
-    else:
-        phase_image(sf, soff, C, H, W, ph, pw, KH, KW, Hp, Wp, ws, xp)
+def _prepare_s1(sf, mf, use_mask, soff, C, H, W, ph, pw, KH, KW, Hp, Wp, ws, xp):
+    """The image the micro-kernel reads at stride 1, at ws[xp:]: zero-padded (masked)."""
+    _pad(sf, mf, use_mask, soff, C, H, W, ph, pw, Hp, Wp, ws, xp)
+
+
+@njit(cache=True, inline="always")
+def _prepare_s2(sf, mf, use_mask, soff, C, H, W, ph, pw, KH, KW, Hp, Wp, ws, xp):
+    """The image the micro-kernel reads at stride 2, at ws[xp:]: its four phase planes."""
+    phase_image(sf, soff, C, H, W, ph, pw, KH, KW, Hp, Wp, ws, xp)
 
 
 @njit(cache=True)
@@ -182,12 +184,12 @@ def sizes(N, C, H, W, F, KH, KW, ph, pw, T, stride=1):
 
 
 @njit(cache=True, fastmath=_FASTMATH, inline="always")
-def _image(sf, mf, use_mask, soff, C, H, W, ph, pw, stride, wf, arow, koff, F, KH, KW, out,
-           ooff, OH, OW, bias, has_bias, relu, ws, xp, ob, nr):
+def _image(prepare, sf, mf, use_mask, soff, C, H, W, ph, pw, stride, wf, arow, koff, F, KH, KW,
+           out, ooff, OH, OW, bias, has_bias, relu, ws, xp, ob, nr):
     """out[ooff:] (F x OH x OW) = conv(src * mask, w) + bias (ReLU) for one image, the
     prepared image at ws[xp:], the wide-grid buffer (rows narrower than nr) at ws[ob:]."""
     Hp, Wp = _planes(H, W, ph, pw, stride)
-    _prepare(sf, mf, use_mask, soff, C, H, W, ph, pw, KH, KW, stride, Hp, Wp, ws, xp)
+    prepare(sf, mf, use_mask, soff, C, H, W, ph, pw, KH, KW, Hp, Wp, ws, xp)
     _compute(C, Wp, wf, arow, koff, F, KH, KW, out, ooff, OH, OW, bias, has_bias, relu, ws, xp,
              ob, nr, np.intp(0), OH, np.intp(0))
 
@@ -232,9 +234,10 @@ def _compute(C, Wp, wf, arow, koff, F, KH, KW, out, ooff, OH, OW, bias, has_bias
                         out[d + _u(j)] = ws[s + _u(j)]
 
 
-@njit(parallel=True, cache=True, fastmath=_FASTMATH)
-def direct_conv(x, w, b, has_bias, relu, y, ws, ph, pw, stride, T):
-    """y = relu(conv(x, w) + b), stride 1 or 2. x: (N, C, H, W), y: (N, F, OH, OW)."""
+@njit(cache=True, fastmath=_FASTMATH, inline="always")
+def _conv_batch(prepare, stride, x, w, b, has_bias, relu, y, ws, ph, pw, T):
+    """y = relu(conv(x, w) + b) at ``stride``, images prepared by ``prepare``; the body of
+    :func:`direct_conv` and :func:`direct_conv_s2`."""
     N, C, H, W = x.shape
     F, _, KH, KW = w.shape
     OH, OW = y.shape[2], y.shape[3]
@@ -254,8 +257,24 @@ def direct_conv(x, w, b, has_bias, relu, y, ws, ph, pw, stride, T):
         xp = shared + t * per
         ob = xp + C * Hp * Wp * (1 if stride == 1 else 4) + NR_MAX
         for n in range(t * N // T, (t + 1) * N // T):
-            _image(xf, xf, np.bool_(False), n * CHW, C, H, W, ph, pw, stride, wf, arow, koff, F,
-                   KH, KW, yf, n * FHW, OH, OW, b, hb, rl, ws, xp, ob, nr)
+            _image(prepare, xf, xf, np.bool_(False), n * CHW, C, H, W, ph, pw, stride, wf, arow,
+                   koff, F, KH, KW, yf, n * FHW, OH, OW, b, hb, rl, ws, xp, ob, nr)
+
+
+# Each kernel below exists once per stride, compiled from one body: a model whose
+# convolutions all have stride 1 (the digits example, LeNet-5) never compiles the phase-plane
+# code, which was a quarter of the forward kernel's compile time (5.4-5.9 -> 4.1-4.4 s).
+
+@njit(parallel=True, cache=True, fastmath=_FASTMATH)
+def direct_conv(x, w, b, has_bias, relu, y, ws, ph, pw, T):
+    """y = relu(conv(x, w) + b), stride 1. x: (N, C, H, W), y: (N, F, OH, OW)."""
+    _conv_batch(_prepare_s1, np.intp(1), x, w, b, has_bias, relu, y, ws, ph, pw, T)
+
+
+@njit(parallel=True, cache=True, fastmath=_FASTMATH)
+def direct_conv_s2(x, w, b, has_bias, relu, y, ws, ph, pw, T):
+    """:func:`direct_conv` at stride 2."""
+    _conv_batch(_prepare_s2, np.intp(2), x, w, b, has_bias, relu, y, ws, ph, pw, T)
 
 
 @njit(cache=True)
@@ -268,8 +287,8 @@ def small_size(C, H, W, F, KH, KW, ph, pw, stride, T):
     return C * Hp * Wp * (1 if stride == 1 else 4) + R + T * F * ((rows * Wp + R - 1) // R + 1) * R
 
 
-@njit(parallel=True, cache=True, fastmath=_FASTMATH)
-def direct_conv_rows(x, w, b, has_bias, relu, y, ws, ph, pw, stride, T):
+@njit(cache=True, fastmath=_FASTMATH, inline="always")
+def _conv_rows(prepare, stride, x, w, b, has_bias, relu, y, ws, ph, pw, T):
     """The forward pass of a batch smaller than the thread count (batch-1 latency): per
     image, one prepared image, and the threads split its output rows."""
     N, C, H, W = x.shape
@@ -287,12 +306,25 @@ def direct_conv_rows(x, w, b, has_bias, relu, y, ws, ph, pw, stride, T):
     hb = 1 if has_bias else 0
     rl = 1 if relu else 0
     for n in range(N):
-        _prepare(xf, xf, np.bool_(False), n * C * H * W, C, H, W, ph, pw, KH, KW, stride, Hp,
-                 Wp, ws, 0)
+        prepare(xf, xf, np.bool_(False), n * C * H * W, C, H, W, ph, pw, KH, KW, Hp, Wp, ws,
+                np.intp(0))
         for t in prange(T):
             _compute(C, Wp, wf, arow, koff, F, KH, KW, yf, n * F * OH * OW, OH, OW, b, hb, rl, ws,
                      np.intp(0), img + t * F * Qt, nr, t * OH // T, (t + 1) * OH // T,
                      np.intp(0))
+
+
+@njit(parallel=True, cache=True, fastmath=_FASTMATH)
+def direct_conv_rows(x, w, b, has_bias, relu, y, ws, ph, pw, T):
+    """:func:`direct_conv` (stride 1) for a batch smaller than the thread count: the threads
+    split each image's output rows."""
+    _conv_rows(_prepare_s1, np.intp(1), x, w, b, has_bias, relu, y, ws, ph, pw, T)
+
+
+@njit(parallel=True, cache=True, fastmath=_FASTMATH)
+def direct_conv_rows_s2(x, w, b, has_bias, relu, y, ws, ph, pw, T):
+    """:func:`direct_conv_rows` at stride 2."""
+    _conv_rows(_prepare_s2, np.intp(2), x, w, b, has_bias, relu, y, ws, ph, pw, T)
 
 
 @njit(cache=True, fastmath=_FASTMATH)
@@ -323,14 +355,10 @@ def _transpose(src, s0, pitch, fs, mask, use_mask, F, OH, OW, ws, d0, Wp, Fp):
                 ws[_u(d + ow * Fp + f)] = v
 
 
-@njit(parallel=True, cache=True, fastmath=_FASTMATH)
-def direct_backward(x, w, dy, y, relu, dwt, db, has_bias, dx, need_dx, ws, ph, pw, stride, T,
-                    add_dx):
-    """dW (and db) of the convolution ``y = relu(conv(x, w) + b)`` (stride 1 or 2), and
-    with ``need_dx`` (stride 1) dx, all overwritten (dx added to with ``add_dx``). db is one
-    more row of the dW GEMM (a row of ones against dyT). Per image, dy (masked) is read from
-    memory once: into the zero-padded copy the data gradient convolves, and from there (L2)
-    into dyT."""
+@njit(cache=True, fastmath=_FASTMATH, inline="always")
+def _backward_batch(prepare, stride, x, w, dy, y, relu, dwt, db, has_bias, dx, need_dx, ws, ph,
+                    pw, T, add_dx):
+    """The body of :func:`direct_backward` and :func:`direct_backward_s2`."""
     N, C, H, W = x.shape
     F, _, KH, KW = dwt.shape
     OH, OW = dy.shape[2], dy.shape[3]
@@ -386,8 +414,7 @@ def direct_backward(x, w, dy, y, relu, dwt, db, has_bias, dx, need_dx, ws, ph, p
         for j in range(Q * Fp + (K + 1) * Fp):
             ws[_u(dyt + j)] = zero
         for n in range(t * N // T, (t + 1) * N // T):
-            _prepare(xf, xf, np.bool_(False), n * CHW, C, H, W, ph, pw, KH, KW, stride, Hp, Wp,
-                     ws, xp)
+            prepare(xf, xf, np.bool_(False), n * CHW, C, H, W, ph, pw, KH, KW, Hp, Wp, ws, xp)
             if need_dx:
                 _pad(dyf, yf, relu, n * F * OH * OW, F, OH, OW, qh, qw, Hq, Wq, ws, dyp)
                 _transpose(ws, dyp + qh * Wq + qw, Wq, Hq * Wq, ws, np.bool_(False), F, OH, OW,
@@ -421,3 +448,25 @@ def direct_backward(x, w, dy, y, relu, dwt, db, has_bias, dx, need_dx, ws, ph, p
             for t in range(T):
                 acc += ws[shared + t * per + base + K * Fp + f]
             db[f] = acc
+
+
+@njit(parallel=True, cache=True, fastmath=_FASTMATH)
+def direct_backward(x, w, dy, y, relu, dwt, db, has_bias, dx, need_dx, ws, ph, pw, T, add_dx):
+    """dW (and db) of the convolution ``y = relu(conv(x, w) + b)`` at stride 1, and with
+    ``need_dx`` dx, all overwritten (dx added to with ``add_dx``). db is one more row of the
+    dW GEMM (a row of ones against dyT). Per image, dy (masked) is read from memory once:
+    into the zero-padded copy the data gradient convolves, and from there (L2) into dyT."""
+    _backward_batch(_prepare_s1, np.intp(1), x, w, dy, y, relu, dwt, db, has_bias, dx, need_dx, ws, ph,
+                    pw, T, add_dx)
+
+
+@njit(parallel=True, cache=True, fastmath=_FASTMATH)
+def direct_backward_s2(x, w, dy, y, relu, dwt, db, has_bias, ws, ph, pw, T):
+    """dW (and db) of the convolution at stride 2 (its dx is
+    :func:`cnnc.kernels.conv._conv_dx_phase`'s)."""
+    _backward_batch(_prepare_s2, np.intp(2), x, w, dy, y, relu, dwt, db, has_bias, dy, np.bool_(False),
+                    ws, ph, pw, T, np.bool_(False))
+
+
+CONV = {1: direct_conv, 2: direct_conv_s2}  # by stride
+CONV_ROWS = {1: direct_conv_rows, 2: direct_conv_rows_s2}
