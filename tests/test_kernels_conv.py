@@ -212,6 +212,9 @@ DIRECT_CONFIGS = [
     # whole transposed blocks of dy (8 x 8 float32, 4 x 4 float64) and ragged edges
     (2, 3, 12, 21, 19, 3, 3, (1, 1), (1, 1), (1, 1), 1, True, True),
     (2, 6, 19, 34, 20, 3, 3, (2, 2), (1, 1), (1, 1), 1, False, True),
+    # stride 2 without a fused ReLU: the data gradient's micro-kernel GEMM on the phase
+    # planes, with 45 rows of W^T (blocks of 5 and 6) and 63 columns (a ragged last block)
+    (2, 5, 13, 17, 7, 3, 3, (2, 2), (1, 1), (1, 1), 1, True, False),
 ]
 
 
