@@ -172,6 +172,16 @@ def batchnorm_backward(x, gamma, dy, mean, invstd, dx, dgamma, dbeta, need_dx, y
 
 
 @njit(cache=True, fastmath=_FM, inline="always")
+def _param_grads(c, sdy, sdyx, inv, m, gamma, dgamma, dbeta):
+    """Store channel c's dbeta = sum(dy) and dgamma = sum(dy*xhat) from the sums ``sdy``,
+    ``sdyx`` (= sum(dy*(x - mean))); return :func:`_dx_pass`'s scale, mean of dy and xhat
+    coefficient."""
+    dbeta[c] = sdy
+    dgamma[c] = sdyx * inv
+    return gamma[c] * inv, sdy / m, sdyx * inv * inv / m
+
+
+@njit(cache=True, fastmath=_FM, inline="always")
 def _dx_pass(src, mask, use_mask, xf, dxf, o, hw, k, mean_dy, mu, coef):
     """dx = k*(g - mean(g) - xhat*coef) over one plane, g = src (where mask > 0 with
     ``use_mask``); the test sits outside the loops (inside, LLVM kept a branch per element:
@@ -216,12 +226,11 @@ def _bn_backward(x, gamma, dy, mean, invstd, dx, dgamma, dbeta, need_dx, y, relu
                     g = np.float64(dyf[o + _u(j)])
                     sdy += g
                     sdyx += g * (np.float64(xf[o + _u(j)]) - mu)
-        dbeta[c] = sdy
-        dgamma[c] = sdyx * inv
+        k, mean_dy, coef = _param_grads(c, sdy, sdyx, inv, m, gamma, dgamma, dbeta)
         if need_dx:
             for n in range(n_img):
-                _dx_pass(dyf, yf, relu, xf, dxf, _u((n * n_ch + c) * hw), hw, gamma[c] * inv,
-                         sdy / m, mu, sdyx * inv * inv / m)
+                _dx_pass(dyf, yf, relu, xf, dxf, _u((n * n_ch + c) * hw), hw, k, mean_dy, mu,
+                         coef)
 
 
 @njit(cache=True, parallel=True, fastmath=_FM)
@@ -256,17 +265,14 @@ def _bn_backward_res(x, gamma, dy, mean, invstd, dx, dgamma, dbeta, need_dx, y, 
                 rf[o + _u(j)] = v + old if add_res else v
                 sdy += np.float64(v)
                 sdyx += np.float64(v) * (np.float64(xf[o + _u(j)]) - mu)
-        dbeta[c] = sdy
-        dgamma[c] = sdyx * inv
+        k, mean_dy, coef = _param_grads(c, sdy, sdyx, inv, m, gamma, dgamma, dbeta)
         if need_dx:
             for n in range(n_img):
                 o = _u((n * n_ch + c) * hw)
                 if add_res:  # dres holds more than this gradient: dy and the mask again
-                    _dx_pass(dyf, yf, relu, xf, dxf, o, hw, gamma[c] * inv, sdy / m, mu,
-                             sdyx * inv * inv / m)
+                    _dx_pass(dyf, yf, relu, xf, dxf, o, hw, k, mean_dy, mu, coef)
                 else:
-                    _dx_pass(rf, rf, np.bool_(False), xf, dxf, o, hw, gamma[c] * inv, sdy / m,
-                             mu, sdyx * inv * inv / m)
+                    _dx_pass(rf, rf, np.bool_(False), xf, dxf, o, hw, k, mean_dy, mu, coef)
 
 
 @njit(cache=True, error_model="numpy")
