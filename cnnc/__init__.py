@@ -59,10 +59,10 @@ __all__ = ["Model", "compile", "compile_file", "parse_shape", "CnncError", "Sour
 
 def __getattr__(name: str):
     # training pulls in the data loaders and kernels: import it only when asked for.
-    # (The function is `fit`, not `train`: `cnnc.train` is the training module.)
+    # (The function is `fit`, not `train`: `cnnc.training.train` is the training module.)
     if name in ("fit", "evaluate", "TrainConfig", "TrainResult"):
         import importlib
 
-        module = importlib.import_module("cnnc.train")
+        module = importlib.import_module("cnnc.training.train")
         return getattr(module, "train" if name == "fit" else name)
     raise AttributeError(f"module 'cnnc' has no attribute {name!r}")

@@ -1,9 +1,9 @@
 """The driver: ``parse -> build -> infer -> lower -> run``, and the :class:`Model` it returns.
 
-Each stage is one function returning its own value: :func:`cnnc.syntax.parse` (text -> AST),
-:func:`cnnc.graph.build` (AST -> frozen layer graph), :func:`cnnc.infer.infer` (graph ->
-:class:`~cnnc.infer.Analysis`), :func:`cnnc.lower.lower` (analysis -> :class:`~cnnc.lower.Plan`),
-and :class:`cnnc.network.Network` (plan -> parameters and executors). Checking needs neither
+Each stage is one function returning its own value: :func:`cnnc.lang.syntax.parse` (text -> AST),
+:func:`cnnc.lang.graph.build` (AST -> frozen layer graph), :func:`cnnc.lang.infer.infer` (graph ->
+:class:`~cnnc.lang.infer.Analysis`), :func:`cnnc.runtime.lower.lower` (analysis -> :class:`~cnnc.runtime.lower.Plan`),
+and :class:`cnnc.runtime.network.Network` (plan -> parameters and executors). Checking needs neither
 Numba nor arrays; lowering and running are imported only when a model is executed.
 """
 from __future__ import annotations
@@ -15,12 +15,12 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from .errors import SourceError, UsageError
-from .design import check_design, resolve_design
-from .infer import Analysis
+from .lang.design import check_design, resolve_design
+from .lang.infer import Analysis
 from .layers import resolve_name
-from .report import Summary, summarize, summary_text
-from .settings import Header, override, read_header
-from .syntax import ModelAst, parse
+from .lang.report import Summary, summarize, summary_text
+from .lang.settings import Header, override, read_header
+from .lang.syntax import ModelAst, parse
 
 DEFAULT_WIDTH = 32
 
@@ -49,15 +49,15 @@ class Model:
 
     ast: ModelAst
     header: Header
-    analysis: Analysis  # its .graph is the layer graph the stages read (a cnnc.graph.LayerGraph)
-    design: Any = None  # cnnc.design.Design: the variables and switches this design used
-    dropped: tuple = ()  # cnnc.design.Dropped: optional layers left out (they did not fit)
+    analysis: Analysis  # its .graph is the layer graph the stages read (a cnnc.lang.graph.LayerGraph)
+    design: Any = None  # cnnc.lang.design.Design: the variables and switches this design used
+    dropped: tuple = ()  # cnnc.lang.design.Dropped: optional layers left out (they did not fit)
 
     @cached_property
     def graph(self):
         """The layer graph as a frozen ``networkx.DiGraph``: one node per layer instance (and
         ``"input"``), node attributes ``layer``, ``inputs``, ``optional``, edge attribute
-        ``slot``, graph attribute ``output`` (see :mod:`cnnc.graph`). networkx is imported
+        ``slot``, graph attribute ``output`` (see :mod:`cnnc.lang.graph`). networkx is imported
         on first use."""
         return self.analysis.graph.to_networkx()
 
@@ -114,9 +114,9 @@ class Model:
 
     def network(self, *, seed: int = 0, dtype: str = "float32"):
         """Lower the model to compiled kernels with parameters initialized from ``seed``
-        (a :class:`cnnc.network.Network`)."""
-        from .lower import lower
-        from .network import Network
+        (a :class:`cnnc.runtime.network.Network`)."""
+        from .runtime.lower import lower
+        from .runtime.network import Network
 
         return Network(lower(self.analysis), seed=seed, dtype=dtype)
 
@@ -133,7 +133,7 @@ def compile(source: str, *, input: str | tuple | None = None, classes: int | Non
 
     ``input`` (``"3x32x32"``), ``classes`` and ``width`` override the text's header lines.
     ``variables`` (``{"N": 2, "pool": "off"}`` or ``"N=2,pool=off"``) set design variables
-    and optional layers over the text's ``let`` lines (see :mod:`cnnc.design`).
+    and optional layers over the text's ``let`` lines (see :mod:`cnnc.lang.design`).
     """
     ast = parse(source, filename)
     try:

@@ -125,7 +125,7 @@ class SourceError(CnncError):
 @dataclass
 class OptionalDoesNotFit(SourceError):
     """An optional layer (``pool?``) that would not fit its input, raised by the checker so
-    that the design driver (:mod:`cnnc.design`) leaves that instance out and checks again.
-    ``key`` names the instance (:func:`cnnc.graph.optional_key`)."""
+    that the design driver (:mod:`cnnc.lang.design`) leaves that instance out and checks again.
+    ``key`` names the instance (:func:`cnnc.lang.graph.optional_key`)."""
 
     key: tuple = ()

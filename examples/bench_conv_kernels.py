@@ -101,7 +101,7 @@ def phase_numba(layers, reps, threads):
     from cnnc.kernels import threads as runtime
 
     runtime.configure(threads)
-    from cnnc.kernels import conv
+    from cnnc.kernels.conv import dispatch as conv
 
     out = {}
     t0 = time.perf_counter()

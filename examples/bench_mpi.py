@@ -30,9 +30,9 @@ def worker(name: str, steps: int, warmup: int) -> None:
     import numpy as np
 
     import cnnc
-    from cnnc.distributed import world
+    from cnnc.runtime.distributed import world
     from cnnc.kernels.threads import configure
-    from cnnc.optim import Optimizer
+    from cnnc.runtime.optim import Optimizer
 
     w = world()
     configure(int(os.environ.get("CNNC_THREADS", "1")))
@@ -84,7 +84,7 @@ def run(name: str, ranks: int, steps: int, warmup: int) -> dict:
     env = dict(os.environ, CNNC_THREADS=str(threads), NUMBA_NUM_THREADS=str(threads))
     cmd = [sys.executable, __file__, "--worker", name, "--steps", str(steps), "--warmup", str(warmup)]
     if ranks > 1:
-        from cnnc.distributed import find_mpiexec
+        from cnnc.runtime.distributed import find_mpiexec
 
         cmd = [find_mpiexec(), "-n", str(ranks), sys.executable, "-m", "mpi4py", *cmd[1:]]
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True).stdout

@@ -33,7 +33,7 @@ def torch_model(model):
     from torch import nn
     import torch.nn.functional as F
 
-    from cnnc.graph import INPUT
+    from cnnc.lang.graph import INPUT
 
     class Net(nn.Module):
         def __init__(self):
@@ -136,7 +136,7 @@ def worker(framework: str, layout: str, path: str, batch: int, steps: int) -> di
         def infer_one():
             infer(x1t)
     else:
-        from cnnc.optim import Optimizer
+        from cnnc.runtime.optim import Optimizer
 
         net = model.network(seed=0)
         prog = net.executor(batch)

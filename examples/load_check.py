@@ -28,7 +28,7 @@ MODEL = ROOT / "models" / "lenet5.cnn"
 
 def worker(threads: str, seconds: float) -> dict:
     import cnnc
-    from cnnc.bench import training_setup
+    from cnnc.tools.bench import training_setup
     from cnnc.kernels import threads as th
 
     th.configure(None if threads == "auto" else int(threads))

@@ -27,7 +27,7 @@ def worker(path: str, batch: int) -> dict:
     import numpy as np
 
     import cnnc
-    from cnnc.bench import training_setup
+    from cnnc.tools.bench import training_setup
 
     from cnnc.kernels.threads import work_chunks
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 import cnnc
-from cnnc.data import load_digits
+from cnnc.training.data import load_digits
 
 # 1. compile a model from text; the header values come as arguments here
 model = cnnc.compile("[conv3(16) - bn - relu]*2 - pool - conv3(32) - relu - pool - fc(64) - relu - fc",

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-# Training starts a compile helper process on a cold kernel cache (cnnc.precompile); the
+# Training starts a compile helper process on a cold kernel cache (cnnc.training.precompile); the
 # suite runs without one (tests/test_precompile.py turns it on where it is under test)
 os.environ.setdefault("CNNC_COMPILE_HELPER", "0")
 
@@ -60,9 +60,9 @@ class Result:
 
 
 def run_main(*args) -> Result:
-    """``cnnc ARGS`` in-process through ``cnnc.cli.main`` (the caller captures the output:
+    """``cnnc ARGS`` in-process through ``cnnc.cli.main.main`` (the caller captures the output:
     use the ``cli`` fixture); argparse's SystemExit counts as an exit status."""
-    from cnnc.cli import main
+    from cnnc.cli.main import main
 
     try:
         code = main([str(a) for a in args])
@@ -87,9 +87,9 @@ def cli(capsys, monkeypatch, tmp_path):
 
 
 def run_subprocess(*args, cwd=ROOT, timeout: float = 300) -> Result:
-    """``python -m cnnc.cli ARGS`` in a fresh process (downloads off)."""
+    """``python -m cnnc ARGS`` in a fresh process (downloads off)."""
     env = dict(os.environ, CNNC_OFFLINE="1")
-    p = subprocess.run([sys.executable, "-m", "cnnc.cli", *map(str, args)], cwd=cwd, env=env,
+    p = subprocess.run([sys.executable, "-m", "cnnc", *map(str, args)], cwd=cwd, env=env,
                        capture_output=True, text=True, timeout=timeout)
     return Result(p.returncode, p.stdout, p.stderr)
 
@@ -120,7 +120,7 @@ def assert_clean_failure(r: Result, *patterns: str) -> None:
 
 def checkpoint_params(path) -> dict:
     """The network parameters and buffers saved in a checkpoint file."""
-    from cnnc.runs import load_checkpoint, params_of
+    from cnnc.training.runs import load_checkpoint, params_of
 
     arrays, _ = load_checkpoint(path)
     return params_of(arrays)

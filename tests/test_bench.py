@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from cnnc.cli import main
+from cnnc.cli.main import main
 
 RESIDUAL = ("conv3(8, bias=false) - bn - relu - (conv3(8, bias=false) - bn - relu - "
             "conv3(8, bias=false) - bn + id) - relu - (conv3(16, stride=2, pad=1, bias=false) - bn - "

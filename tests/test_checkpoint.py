@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from cnnc.atomic import atomic_write_bytes, atomic_write_text, atomic_writer
-from cnnc.runs import CHECKPOINT_FORMAT, META_KEY, load_checkpoint, save_checkpoint
+from cnnc.training.runs import CHECKPOINT_FORMAT, META_KEY, load_checkpoint, save_checkpoint
 from cnnc.errors import CheckpointError, DataError
 
 

@@ -1,4 +1,4 @@
-"""`cnnc check`, `cnnc layers` and `cnnc --help`, in-process through ``cnnc.cli.main`` and,
+"""`cnnc check`, `cnnc layers` and `cnnc --help`, in-process through ``cnnc.cli.main.main`` and,
 for the end-to-end path (exit status, stderr, imports, start-up time), as a subprocess."""
 from __future__ import annotations
 
@@ -178,7 +178,7 @@ def test_subprocess_check_ok_and_error(tmp_path):
 def test_subprocess_check_does_not_import_numba_or_networkx():
     code = ("import sys, time\n"
             "t = time.perf_counter()\n"
-            "from cnnc.cli import main\n"
+            "from cnnc.cli.main import main\n"
             "import contextlib, io\n"
             "with contextlib.redirect_stdout(io.StringIO()):\n"
             "    rc = main(['check', 'models/resnet18.cnn'])\n"

@@ -1,6 +1,6 @@
 """`cnnc train`, `cnnc eval` and `cnnc predict` on real data, and every way they can fail.
 
-Most commands run in-process through ``cnnc.cli.main``; Ctrl-C, SIGKILL and the
+Most commands run in-process through ``cnnc.cli.main.main``; Ctrl-C, SIGKILL and the
 "no traceback" checks run the real command in a subprocess. MNIST comes from
 ../shared/data beside the repository (tests needing it are skipped when it is absent).
 """
@@ -23,11 +23,11 @@ import numpy as np
 import pytest
 
 from cnnc import atomic
-from cnnc import data as D
-from cnnc import runs
-from cnnc import train as T
-from cnnc.cli import main
-from cnnc.optim import Optimizer
+from cnnc.training import data as D
+from cnnc.training import runs
+from cnnc.training import train as T
+from cnnc.cli.main import main
+from cnnc.runtime.optim import Optimizer
 from conftest import (MNIST, MODELS_DIR, SHARED_DATA, assert_clean_failure, assert_same_params,
                       needs_mnist, run_subprocess, tmp_files, write_model)
 
@@ -281,7 +281,7 @@ def wait_for(path: Path, proc: subprocess.Popen, timeout=240.0):
 
 def start_training(args, cwd):
     env = dict(os.environ, CNNC_OFFLINE="1")
-    return subprocess.Popen([sys.executable, "-m", "cnnc.cli", "train", *map(str, args)], cwd=cwd,
+    return subprocess.Popen([sys.executable, "-m", "cnnc", "train", *map(str, args)], cwd=cwd,
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 

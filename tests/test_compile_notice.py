@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from cnnc.kernels.notice import CompileNotice
+from cnnc.training.notice import CompileNotice
 
 
 def test_notice_on_compile_and_silence_when_compiled():

@@ -18,9 +18,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cnnc import data
-from cnnc.data import download
-from cnnc.data import (Augmentation, Batches, Dataset, augmentations_for, check_input_shape,
+from cnnc.training import data
+from cnnc.training.data import download
+from cnnc.training.data import (Augmentation, Batches, Dataset, augmentations_for, check_input_shape,
                        fit_to_shape, load_cifar10_dir, load_digits, load_idx, load_image_file,
                        load_image_folder, load_mnist_dir, load_npz, normalize_stats,
                        parse_augmentation, random_crop, random_flip, read_idx, resolve_dataset,
@@ -1006,7 +1006,7 @@ def test_digits_read_without_sklearn_match_sklearn():
     """The CSV read (which skips importing scikit-learn) gives scikit-learn's own arrays."""
     from sklearn.datasets import load_digits as sk_digits
 
-    from cnnc.data.formats.digits import _read_digits
+    from cnnc.training.data.formats.digits import _read_digits
 
     images, target = _read_digits()
     d = sk_digits()

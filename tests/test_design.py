@@ -11,9 +11,9 @@ import json
 import pytest
 
 import cnnc
-from cnnc.cli import main
-from cnnc.design import parse_sweep
-from cnnc.sweep import sweep
+from cnnc.cli.main import main
+from cnnc.lang.design import parse_sweep
+from cnnc.tools.sweep import sweep
 from cnnc.errors import SourceError
 
 RULE = "[[conv3-relu]*N - pool?]*M - [fc(64)-relu]*K - fc"

@@ -5,7 +5,7 @@ import json
 from pathlib import Path
 
 import cnnc
-from cnnc.diff import ADDED, CHANGED, REMOVED, diff_models
+from cnnc.tools.diff import ADDED, CHANGED, REMOVED, diff_models
 
 from conftest import one_error_message
 from conftest import run_captured as run_main

@@ -7,7 +7,7 @@ import threading
 import numpy as np
 import pytest
 
-from cnnc import distributed as D
+from cnnc.runtime import distributed as D
 from cnnc.kernels import norm as bn_kernels
 
 
@@ -145,13 +145,13 @@ COMMON = ["--data", "digits", "--batch", "32", "--limit", "320", "--quiet", "--j
 
 
 def cnnc(*args, cwd, env=None, timeout=240):
-    return subprocess.run([sys.executable, "-m", "cnnc.cli", *map(str, args)], cwd=cwd,
+    return subprocess.run([sys.executable, "-m", "cnnc", *map(str, args)], cwd=cwd,
                           env=dict(os.environ, **(env or {})), capture_output=True, text=True,
                           timeout=timeout)
 
 
 def params(run: Path) -> dict:
-    from cnnc.runs import load_checkpoint
+    from cnnc.training.runs import load_checkpoint
 
     arrays, meta = load_checkpoint(run / "checkpoint.npz")
     return {k: v for k, v in arrays.items() if k.startswith("param.")}, meta
@@ -219,7 +219,7 @@ def _wait_for(path: Path, proc, timeout=120):
 def test_a_killed_rank_ends_the_job_and_the_checkpoint_survives(models):
     pid_dir = models / "pids"
     pid_dir.mkdir()
-    proc = subprocess.Popen([sys.executable, "-m", "cnnc.cli", "train", "bn.cnn", "--data", "digits",
+    proc = subprocess.Popen([sys.executable, "-m", "cnnc", "train", "bn.cnn", "--data", "digits",
                              "--batch", "32", "--epochs", "500", "--out", "run", "--quiet",
                              "--workers", "2"], cwd=models, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True,
@@ -243,7 +243,7 @@ def test_a_killed_rank_ends_the_job_and_the_checkpoint_survives(models):
 
 @needs_mpi
 def test_ctrl_c_saves_once_and_every_rank_exits_130(models):
-    proc = subprocess.Popen([sys.executable, "-m", "cnnc.cli", "train", "bn.cnn", "--data", "digits",
+    proc = subprocess.Popen([sys.executable, "-m", "cnnc", "train", "bn.cnn", "--data", "digits",
                              "--batch", "32", "--epochs", "500", "--out", "run", "--quiet",
                              "--workers", "2"], cwd=models, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
@@ -262,7 +262,7 @@ def test_ctrl_c_saves_once_and_every_rank_exits_130(models):
 
 def test_workers_without_the_extra_says_what_to_install(monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "mpi4py", None)  # import mpi4py now fails
-    from cnnc.cli import main
+    from cnnc.cli.main import main
 
     code = main(["train", str(MODELS_DIR / "digits.cnn"), "--workers", "2", "--epochs", "1"])
     err = capsys.readouterr().err

@@ -9,8 +9,8 @@ import networkx as nx
 import pytest
 
 import cnnc
-from cnnc.cli import main
-from cnnc.draw import boxes_and_edges, layered_layout, render
+from cnnc.cli.main import main
+from cnnc.viz.draw import boxes_and_edges, layered_layout, render
 
 MODELS = Path(__file__).resolve().parent.parent / "models"
 

@@ -78,7 +78,7 @@ def test_plan_runs_the_residual_add_inside_its_bn():
     ReLU; the add and the ReLU have no step of their own. Not in inference plans (the bn
     folds into its conv there), not without fusion (the views need every buffer), not where
     the bn's output has another reader."""
-    from cnnc.lower import lower
+    from cnnc.runtime.lower import lower
 
     model = cnnc.compile(RESNET_SMALL, input="3x16x16", classes=5)
     plan = lower(model.analysis)
@@ -105,8 +105,8 @@ def test_plan_runs_the_residual_add_inside_its_bn():
 def test_fused_residual_matches_unfused_network():
     """Forward, loss and every gradient of a residual network with the fusion equal those of
     the plan that runs bn, add and ReLU as steps of their own (float64)."""
-    from cnnc.executor import Executor
-    from cnnc.lower import lower
+    from cnnc.runtime.executor import Executor
+    from cnnc.runtime.lower import lower
 
     model = cnnc.compile(RESNET_SMALL, input="3x16x16", classes=5)
     rng = np.random.default_rng(3)

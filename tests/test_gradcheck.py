@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import cnnc
-from cnnc.gradcheck import gradcheck
+from cnnc.tools.gradcheck import gradcheck
 
 from conftest import one_error_message
 from conftest import run_captured as run_main

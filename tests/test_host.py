@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from numba import njit
 
-from cnnc.kernels import conv, direct, winograd
+from cnnc.kernels.conv import dispatch as conv, direct, winograd
 from cnnc.kernels.host import host
 
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import cnnc
-from cnnc.runs import load_checkpoint
+from cnnc.training.runs import load_checkpoint
 
 from conftest import one_error_message
 from conftest import run_captured as run_main

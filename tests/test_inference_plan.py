@@ -10,8 +10,8 @@ from conftest import MODELS_DIR as MODELS
 
 import cnnc
 from cnnc.errors import UsageError
-from cnnc.lower import lower
-from cnnc.optim import Optimizer
+from cnnc.runtime.lower import lower
+from cnnc.runtime.optim import Optimizer
 
 # every folding situation: conv with and without bias, fc - bn - relu, a bn after an add
 # (not foldable), a conv with two consumers (not foldable), dropout, bn on a vector

@@ -1,4 +1,4 @@
-"""Tests of the conv and fully-connected kernels (cnnc.kernels.conv / cnnc.kernels.dense).
+"""Tests of the conv and fully-connected kernels (cnnc.kernels.conv.dispatch / cnnc.kernels.dense).
 
 Three oracles: a naive NumPy reference written here (loops over kernel offsets on the
 zero-padded input), central finite differences in float64, and PyTorch (if installed).
@@ -18,7 +18,8 @@ from cnnc.kernels import threads as runtime
 
 runtime.configure()
 
-from cnnc.kernels import conv, direct, winograd, dense  # noqa: E402
+from cnnc.kernels.conv import dispatch as conv, direct, winograd  # noqa: E402
+from cnnc.kernels import dense  # noqa: E402
 
 # ---------------------------------------------------------------------------------------
 # naive reference (float64)

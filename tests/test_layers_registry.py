@@ -12,7 +12,7 @@ For each case (a model-text snippet whose output node is the layer under test):
     ``L = sum(y * dy)`` for a random ``dy``, for every input and every parameter.
 
 Ops are built with ``node.type.make_op(cfg, info, in_shapes)`` and bound to arrays owned by
-the test, as :class:`cnnc.executor.Executor` binds them. Whole-network tests at the end check the
+the test, as :class:`cnnc.runtime.executor.Executor` binds them. Whole-network tests at the end check the
 lowering: ReLU fused into conv/fc, softmax fused into the loss, ``id`` elided, and gradient
 summation over fan-out (finite differences of the network loss).
 """
@@ -26,7 +26,7 @@ import pytest
 from conftest import conv_padding, numgrad
 
 import cnnc
-from cnnc.graph import INPUT
+from cnnc.lang.graph import INPUT
 from cnnc.layers import InferContext, layer_types, registry
 
 # ---------------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ from conftest import MODELS_DIR, conv_out, numgrad, pool_out
 
 import cnnc
 from cnnc.errors import SourceError
-from cnnc.graph import INPUT
+from cnnc.lang.graph import INPUT
 
 
 def _lrn_net(text, shape, classes=3):

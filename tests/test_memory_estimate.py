@@ -8,7 +8,7 @@ import pytest
 from conftest import MODELS_DIR as MODELS
 
 import cnnc
-from cnnc.graph import INPUT
+from cnnc.lang.graph import INPUT
 
 NETS = [MODELS / "lenet5.cnn", MODELS / "vgg_cifar.cnn", MODELS / "resnet8.cnn",
         "conv3(8) - relu - (conv1(4) - relu | conv1(4)) - relu - maxout(2) - pool - dropout(0.5) - "

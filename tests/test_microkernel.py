@@ -1,11 +1,11 @@
-"""The register-blocked micro-kernel (cnnc.kernels.microkernel) against NumPy: every row
+"""The register-blocked micro-kernel (cnnc.kernels.conv.microkernel) against NumPy: every row
 count, B rows from a table or a stride, partial column blocks, overwrite and accumulate,
 bias and ReLU, float32 and float64."""
 import numpy as np
 import pytest
 from numba import njit
 
-from cnnc.kernels import microkernel as mk
+from cnnc.kernels.conv import microkernel as mk
 
 
 @njit(cache=True)

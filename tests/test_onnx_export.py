@@ -13,7 +13,7 @@ onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 
 import cnnc  # noqa: E402
-from cnnc.export_onnx import MAX_OPSET, MIN_OPSET, ExportError, build_model  # noqa: E402
+from cnnc.tools.export_onnx import MAX_OPSET, MIN_OPSET, ExportError, build_model  # noqa: E402
 
 from onnx_helpers import ort_outputs, randomize_norm_stats, reference, rel_error  # noqa: E402
 from conftest import one_error_message  # noqa: E402
@@ -94,7 +94,7 @@ def test_python_api_and_cli(tmp_path, capsys):
 
 
 def test_export_with_weights_from_a_checkpoint(tmp_path, capsys):
-    from cnnc.runs import save_checkpoint
+    from cnnc.training.runs import save_checkpoint
 
     model = cnnc.compile_file(ROOT / "models" / "digits.cnn")
     net = model.network(seed=5)

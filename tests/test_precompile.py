@@ -1,4 +1,4 @@
-"""The compile helper (cnnc.precompile): a second process that compiles a model's kernels on
+"""The compile helper (cnnc.training.precompile): a second process that compiles a model's kernels on
 a cold cache, in the reverse of training's order, so that training loads them instead."""
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import textwrap
 import numba
 import pytest
 
-from cnnc import precompile
-from cnnc import train as T
+from cnnc.training import precompile
+from cnnc.training import train as T
 from conftest import ROOT
 
 RICH = "conv3(8) - bn - relu - pool - dropout(0.25) - fc(32) - relu - fc"
@@ -23,8 +23,8 @@ SETTINGS = dict(data="digits", epochs=1, batch=32, optimizer="adam", lr=0.01)
 HELPER_SIDE = """
 import json, sys
 import cnnc
-from cnnc import precompile
-from cnnc import train as T
+from cnnc.training import precompile
+from cnnc.training import train as T
 model = cnnc.compile(%(model)r, input="1x8x8", classes=10)
 cfg = T.TrainConfig.from_header(model.header, **%(settings)r)
 train_ds, test_ds = T.D.resolve_dataset(cfg.data, cfg.data_dir)
@@ -37,8 +37,8 @@ print(json.dumps(spec))
 TRAINING_SIDE = """
 import json
 import cnnc
-from cnnc import train as T
-from cnnc.kernels.notice import CompileNotice
+from cnnc.training import train as T
+from cnnc.training.notice import CompileNotice
 model = cnnc.compile(%(model)r, input="1x8x8", classes=10)
 with CompileNotice(enabled=False) as notice:
     T.train(model, **%(settings)r)
@@ -75,7 +75,7 @@ def test_helper_stops_when_its_parent_is_not_there(tmp_path):
             "optimizer": {"kind": "sgd", "momentum": 0.9, "nesterov": False, "weight_decay": 0.0}}
     cache = tmp_path / "cache"
     env = dict(os.environ, NUMBA_CACHE_DIR=str(cache), CNNC_THREADS="1")
-    r = subprocess.run([sys.executable, "-m", "cnnc.precompile", "1"], input=json.dumps(spec),
+    r = subprocess.run([sys.executable, "-m", "cnnc.training.precompile", "1"], input=json.dumps(spec),
                        env=env, capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert r.returncode == 0, r.stderr
     names = {p.name for p in cache.rglob("*.nbi")}
@@ -83,7 +83,7 @@ def test_helper_stops_when_its_parent_is_not_there(tmp_path):
 
 
 def test_helper_rejects_a_bad_spec_quietly():
-    r = subprocess.run([sys.executable, "-m", "cnnc.precompile", str(os.getpid())],
+    r = subprocess.run([sys.executable, "-m", "cnnc.training.precompile", str(os.getpid())],
                        input="not json", capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert r.returncode == 1 and r.stdout == ""
 
@@ -209,7 +209,7 @@ def test_helper_builds_the_design_training_runs():
 def test_bench_cold_compile_runs_a_helper_and_the_warm_one_none(monkeypatch, tmp_path):
     """`cnnc bench` measures the cold first step as `cnnc train` has it (a helper beside
     it); with the cache filled, nothing compiles and no helper starts."""
-    from cnnc import bench
+    from cnnc.tools import bench
     from cnnc.kernels.threads import cores
 
     if cores() < 2:
@@ -287,11 +287,11 @@ def test_the_helper_waits_for_the_kernel_training_compiles(tmp_path):
 
     spec = precompile.spec_for(model, net, 4, Cfg, [4])
     # the first kernel of the helper's list: the first step's backward (a conv's)
-    from cnnc.kernels import direct
+    from cnnc.kernels.conv import direct
 
     (tmp_path / "main").write_text(precompile._kernel_name(direct.direct_backward.py_func))
     env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "cache"), CNNC_COMPILE_HELPER="0")
-    proc = subprocess.Popen([sys.executable, "-m", "cnnc.precompile", str(os.getpid()), str(tmp_path)],
+    proc = subprocess.Popen([sys.executable, "-m", "cnnc.training.precompile", str(os.getpid()), str(tmp_path)],
                             stdin=subprocess.PIPE, env=env)
     proc.stdin.write(json.dumps(spec).encode())
     proc.stdin.close()

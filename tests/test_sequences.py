@@ -14,9 +14,9 @@ import pytest
 from conftest import MODELS_DIR, conv_out, pool_out
 
 import cnnc
-from cnnc.cli import main
+from cnnc.cli.main import main
 from cnnc.errors import DataError, SourceError
-from cnnc.graph import INPUT
+from cnnc.lang.graph import INPUT
 
 # ---- the lecture's example ---------------------------------------------------------------
 
@@ -219,7 +219,7 @@ def _write_npz(path, n, c, length, rng):
 
 
 def test_npz_of_sequences_loads_as_one_row_images(tmp_path):
-    from cnnc import data as D
+    from cnnc.training import data as D
 
     rng = np.random.default_rng(0)
     x, y = _write_npz(tmp_path / "seq.npz", 12, 3, 20, rng)
@@ -247,7 +247,7 @@ def test_train_on_an_npz_of_sequences(tmp_path):
 
 def test_waveforms_model_learns():
     """The shipped 1-D example: four waveform classes (chance 0.25) are learned."""
-    from cnnc.data.formats.waveforms import CLASS_NAMES, load_waveforms
+    from cnnc.training.data.formats.waveforms import CLASS_NAMES, load_waveforms
 
     ds = load_waveforms("test")
     assert ds.shape == (1, 1, 128) and ds.class_names == CLASS_NAMES

@@ -93,11 +93,11 @@ def cycles(graph: nx.DiGraph) -> list[list[str]]:
 def test_the_graph_sees_imports():
     """The parser finds what is known to be there (so an empty graph cannot pass)."""
     graph = import_graph()
-    assert graph.has_edge("cnnc.cli", "cnnc.commands")  # `from .commands import ...`
-    assert graph.has_edge("cnnc.train", "cnnc.data")  # `from . import data as D`
-    assert graph.has_edge("cnnc.data.download", "cnnc.atomic")  # `from ..atomic import ...`
-    assert graph.has_edge("cnnc.compiler", "cnnc.network")  # imported inside a method
-    assert not graph.has_edge("cnnc.settings", "cnnc.syntax")  # under `if TYPE_CHECKING`
+    assert graph.has_edge("cnnc.cli.main", "cnnc.cli.commands")  # `from .commands import ...`
+    assert graph.has_edge("cnnc.training.train", "cnnc.training.data")  # `from . import data as D`
+    assert graph.has_edge("cnnc.training.data.download", "cnnc.atomic")  # `from ..atomic import ...`
+    assert graph.has_edge("cnnc.compiler", "cnnc.runtime.network")  # imported inside a method
+    assert not graph.has_edge("cnnc.lang.settings", "cnnc.lang.syntax")  # under `if TYPE_CHECKING`
 
 
 def test_cycle_detection_reports_a_cycle():
@@ -117,7 +117,7 @@ def test_no_import_cycles():
 
 
 def test_readme_lists_the_header_keys_of_the_settings_table():
-    from cnnc.settings import SETTING_KEYS
+    from cnnc.lang.settings import SETTING_KEYS
 
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     row = next(line for line in readme.splitlines() if "also training settings:" in line)

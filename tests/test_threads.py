@@ -34,7 +34,7 @@ def test_explicit_thread_counts_win(monkeypatch):
 
 def test_cli_threads_flag_reaches_the_kernels(tmp_path):
     (tmp_path / "m.cnn").write_text("input 1x8x8\nclasses 3\nconv3(4) - relu - fc\n")
-    code = ("import sys\nfrom cnnc.cli import main\n"
+    code = ("import sys\nfrom cnnc.cli.main import main\n"
             f"main(['bench', {str(tmp_path / 'm.cnn')!r}, '--batch', '4', '--steps', '1', "
             "'--repeats', '1', '--no-compile-times', '--threads', '1', '--json'])\n")
     env = {k: v for k, v in os.environ.items() if k not in ("CNNC_THREADS", "NUMBA_NUM_THREADS")}
@@ -78,7 +78,7 @@ def test_results_do_not_depend_on_how_many_threads_run():
 
 def _fake_blas(monkeypatch, arch: str, avx512: bool, preset):
     import cnnc
-    from cnnc import bench
+    from cnnc.tools import bench
 
     monkeypatch.setitem(cnnc.BLAS_CHOICE, "avx512", avx512)
     monkeypatch.setitem(cnnc.BLAS_CHOICE, "preset_coretype", preset)

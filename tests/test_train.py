@@ -16,11 +16,11 @@ import pytest
 
 import cnnc
 from cnnc import atomic
-from cnnc import data as D
-from cnnc import runs
-from cnnc import train as T
+from cnnc.training import data as D
+from cnnc.training import runs
+from cnnc.training import train as T
 from cnnc.errors import CheckpointError, DataError, TrainingError, UsageError
-from cnnc.optim import Optimizer
+from cnnc.runtime.optim import Optimizer
 from conftest import assert_same_params, tmp_files
 
 TINY = "conv3(8) - relu - pool - fc"

@@ -7,8 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from cnnc.runs import load_checkpoint
-from cnnc.cli import main
+from cnnc.training.runs import load_checkpoint
+from cnnc.cli.main import main
 
 MODEL = """input 1x8x8
 classes 10

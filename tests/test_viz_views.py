@@ -8,7 +8,7 @@ import pytest
 
 import cnnc
 from cnnc import viz
-from cnnc.data import load_digits
+from cnnc.training.data import load_digits
 from sklearn.model_selection import cross_val_score
 from sklearn.neighbors import KNeighborsClassifier
 

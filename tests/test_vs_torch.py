@@ -26,8 +26,8 @@ nn = torch.nn
 F = torch.nn.functional
 
 import cnnc  # noqa: E402
-from cnnc.graph import INPUT  # noqa: E402
-from cnnc.optim import Optimizer  # noqa: E402
+from cnnc.lang.graph import INPUT  # noqa: E402
+from cnnc.runtime.optim import Optimizer  # noqa: E402
 
 
 

@@ -1,7 +1,7 @@
 """Fully connected layer kernels: ``y = x . w^T + b`` (w in PyTorch's Linear layout (M, K)).
 
 One thread pool (PERF.md §0): a ``prange`` over ``T`` chunks, each calling single-threaded
-BLAS through :func:`cnnc.kernels.conv.gemm` (SciPy's OpenBLAS, like ``np.dot`` in njit code).
+BLAS through :func:`cnnc.kernels.conv.dispatch.gemm` (SciPy's OpenBLAS, like ``np.dot`` in njit code).
 Forward and dx split the batch rows; dW and db split the output features, so every thread
 writes disjoint memory and no partial sums are needed.
 """
@@ -14,7 +14,7 @@ from .blas import TRANS_N as _N
 from .blas import TRANS_T as _T
 from .blas import gemm
 from .blas import uidx as _u
-from .conv import _dummy
+from .conv.dispatch import _dummy
 from .threads import work_chunks
 
 

@@ -1,6 +1,6 @@
 """Numba's compile events, seen as top-level kernel compilations (a kernel's compilation
-includes those of the kernels it calls): the first-run notice (:mod:`cnnc.kernels.notice`)
-and the compile helper (:mod:`cnnc.precompile`) both listen this way."""
+includes those of the kernels it calls): the first-run notice (:mod:`cnnc.training.notice`)
+and the compile helper (:mod:`cnnc.training.precompile`) both listen this way."""
 from __future__ import annotations
 
 from typing import Callable

@@ -139,7 +139,7 @@ class LayerType:
     fuses_into_producer: ClassVar[bool] = False  # a ReLU: runs inside an absorbing producer
     init_gain: ClassVar[str | None] = None  # "he": weights feeding this layer get He init
     init_transparent: ClassVar[bool] = False  # initialization looks through it (bn)
-    # Inference plans (cnnc.lower.lower(..., inference=True)):
+    # Inference plans (cnnc.runtime.lower.lower(..., inference=True)):
     folds_bn: ClassVar[bool] = False  # a following bn folds into its weights (axis 0) and bias; config has `bias`
     folds_into_weights: ClassVar[bool] = False  # bn: folds into a ``folds_bn`` producer at inference
     identity_at_inference: ClassVar[bool] = False  # dropout: no step at inference
@@ -169,7 +169,7 @@ class LayerType:
 
     def to_onnx(self, cfg: Any, info: LayerInfo, ctx) -> None:
         """Emit the ONNX nodes computing this layer at inference (``ctx``: an
-        :class:`cnnc.export_onnx.OnnxContext`). A layer type without a mapping says so."""
+        :class:`cnnc.tools.export_onnx.OnnxContext`). A layer type without a mapping says so."""
         raise LayerError(f"layer type {self.name} has no ONNX mapping", "export")
 
 
@@ -386,10 +386,10 @@ class Op:
 
     def assume_trained(self) -> None:
         """Take the state a training forward leaves (which kernels the backward calls), without
-        computing anything: the compile helper (:mod:`cnnc.precompile`) runs backward passes
+        computing anything: the compile helper (:mod:`cnnc.training.precompile`) runs backward passes
         on zeros before their forward, to compile their kernels early."""
 
     def join(self, world) -> None:
-        """Data-parallel training: ``world`` (:class:`cnnc.distributed.World`) holds the other
+        """Data-parallel training: ``world`` (:class:`cnnc.runtime.distributed.World`) holds the other
         ranks. Ops whose result depends on the whole batch (batch norm) sum over it; others
         need nothing."""

@@ -237,7 +237,7 @@ class ConvOp(Op):
 
     def __init__(self, cfg: ConvConfig, info: LayerInfo, in_shapes):
         super().__init__(cfg, info, in_shapes)
-        from ..kernels import conv as k
+        from ..kernels.conv import dispatch as k
 
         self.k = k
         self.groups = cfg.groups

@@ -57,7 +57,7 @@ class BatchNormOp(Op):
     """Batch norm over (N, H, W) per channel; vectors (N, F) are treated as (N, F, 1, 1).
 
     With a second input (the lowering fuses ``( ... - bn + shortcut )`` and its ReLU into
-    the bn: :func:`cnnc.lower.lower`), y = bn(x) + shortcut (then ReLU) in one pass, and
+    the bn: :func:`cnnc.runtime.lower.lower`), y = bn(x) + shortcut (then ReLU) in one pass, and
     the backward writes (or adds, :meth:`adds_dx`) the shortcut's gradient in the pass
     that sums the statistics."""
 
@@ -93,7 +93,7 @@ class BatchNormOp(Op):
 
         p, b = self.p, self.buf
         if training and self.world is not None:
-            from ..distributed import bn_forward_sync
+            from ..runtime.distributed import bn_forward_sync
 
             bn_forward_sync(self.world, as4d(xs[0]), p["gamma"], p["beta"], as4d(y), self.mean,
                             self.invstd, b["running_mean"], b["running_var"], self.cfg.momentum,
@@ -147,7 +147,7 @@ class BatchNormOp(Op):
             else:
                 np.copyto(dres, dy)
         if self.trained:
-            from ..distributed import bn_backward_sync
+            from ..runtime.distributed import bn_backward_sync
 
             bn_backward_sync(self.world, as4d(xs[0]), self.p["gamma"], as4d(dy), self.mean, self.invstd,
                              as4d(dxs[0]) if dxs[0] is not None else None, self.g["gamma"],

@@ -6,7 +6,7 @@
     >>> occ = viz.occlusion(net, x, patch=4)       # occ.drop: (N, H, W) score drop per pixel
 
 Inputs are batches in the network's normalized input space (as given to training).
-:mod:`cnnc.viz.plot` turns each result into a PNG; :mod:`cnnc.viz.command` is ``cnnc viz``.
+:mod:`cnnc.viz.plot` turns each result into a PNG; :mod:`cnnc.cli.viz` is ``cnnc viz``.
 """
 _WHERE = {"embedding": "feature_space", "features": "feature_space", "neighbours": "feature_space",
           "guided_backprop": "gradients", "magnitude_map": "gradients", "saliency": "gradients",
@@ -18,7 +18,7 @@ __all__ = sorted(_WHERE)
 
 def __getattr__(name: str):
     # the views import NumPy and the compiled network: load a module when a view is asked for,
-    # so building the command-line parser (cnnc.viz.args) stays light
+    # so building the command-line parser (cnnc.cli.viz_args) stays light
     if name in _WHERE:
         import importlib
 

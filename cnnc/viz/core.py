@@ -2,7 +2,7 @@
 kinds and shapes, class scores and their input gradients.
 
 Every use of cnnc internals by :mod:`cnnc.viz` goes through the small adapter functions at
-the top of this module (the network's :class:`~cnnc.infer.Analysis`) and the Network's
+the top of this module (the network's :class:`~cnnc.lang.infer.Analysis`) and the Network's
 inspection methods (``layer_outputs``, ``input_gradient``).
 """
 from __future__ import annotations
@@ -12,7 +12,7 @@ import difflib
 import numpy as np
 
 from ..errors import UsageError
-from ..graph import INPUT
+from ..lang.graph import INPUT
 
 
 # ---- adapters onto the network's analysis (the only places that read it)

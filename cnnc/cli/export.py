@@ -1,0 +1,67 @@
+"""``cnnc export``: the command line of :mod:`cnnc.tools.export_onnx` (kept apart so the exporter,
+which :meth:`cnnc.runtime.network.Network.to_onnx` uses, does not depend on the commands)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from ..errors import UsageError
+from ..tools.export_onnx import (DEFAULT_OPSET, MAX_OPSET, MIN_OPSET, ExportError, _onnx,
+    check_opset, export)
+
+def add_parser(sub, model_args, fmt) -> None:
+    p = sub.add_parser(
+        "export", help="export a model (with trained or seeded weights) to ONNX",
+        formatter_class=fmt,
+        description="Write the model as an ONNX file for inference elsewhere (onnxruntime, "
+                    "TensorRT, ...). Weights come from a checkpoint (--weights) or are initialized "
+                    "from --seed. Dropout is exported as the identity, batch norm with its running "
+                    "statistics; the input is the normalized image, as `cnnc predict` feeds it "
+                    "(the checkpoint's mean and std are stored in the model's metadata). Values "
+                    "and initializers are named after cnnc's layers (conv_1, conv_1.w).",
+        epilog="examples:\n  cnnc export models/lenet5.cnn --weights runs/lenet5 -o lenet5.onnx\n"
+               "  cnnc export models/resnet18.cnn -o resnet18.onnx --opset 18 --seed 1")
+    model_args(p, file_required=False)
+    p.add_argument("-o", "--output", required=True, metavar="FILE", help="the .onnx file to write")
+    p.add_argument("--weights", metavar="CKPT", help="a checkpoint file or run folder (default: "
+                                                     "weights initialized from --seed)")
+    p.add_argument("--seed", type=int, default=0, metavar="N", help="seed of the initial weights (default 0)")
+    p.add_argument("--opset", type=int, default=DEFAULT_OPSET, metavar="N",
+                   help=f"ONNX opset, {MIN_OPSET} to {MAX_OPSET} (default {DEFAULT_OPSET})")
+
+
+def cmd_export(args) -> int:
+    check_opset(args.opset)
+    _onnx()
+    out = Path(args.output)
+    if out.is_dir():
+        raise UsageError(f"{out} is a directory; give the .onnx file to write")
+    if args.weights:
+        from .commands import _load_weights
+
+        model, net, arrays, meta, path = _load_weights(args)
+        metadata = {"cnnc.weights": str(path)}
+        for key in ("data.mean", "data.std"):
+            if key in arrays:
+                metadata[f"cnnc.{key}"] = json.dumps([float(v) for v in arrays[key].ravel()])
+        if meta.get("class_names"):
+            metadata["cnnc.class_names"] = json.dumps(meta["class_names"])
+    else:
+        from .commands import compile_from_args as _compile_from_args
+
+        model = _compile_from_args(args)
+        shape = model.summary.output_shape
+        if len(shape) != 1:
+            raise ExportError(f"{model.filename} ends in {'x'.join(map(str, shape))}: cnnc executes, and so "
+                              "exports, classifiers only (networks ending in one score per class)",
+                              hint="end the network with fc (or gap - fc)")
+        net = model.network(seed=args.seed)
+        metadata = {"cnnc.weights": f"initialized from seed {args.seed}"}
+    metadata["cnnc.input_shape"] = "x".join(map(str, model.input_shape))
+    metadata["cnnc.model_text"] = model.source
+    onnx_model = export(net, out, args.opset, metadata)
+    n_nodes = len(onnx_model.graph.node)
+    print(f"wrote {out}: opset {args.opset}, {len(model.layers)} layers -> {n_nodes} ONNX nodes, "
+          f"{net.num_params:,} parameters, input {onnx_model.graph.input[0].name} "
+          f"N x {'x'.join(map(str, model.input_shape))}, output {onnx_model.graph.output[0].name}")
+    return 0

@@ -1,1 +1,0 @@
-"""One module per on-disk format; each reads files into a :class:`~cnnc.data.Dataset`."""
