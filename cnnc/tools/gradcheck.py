@@ -32,8 +32,6 @@ wrong index, a missing term) is off by far more, typically 1e-2 or worse.
 """
 from __future__ import annotations
 
-import argparse
-import json
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -342,41 +340,3 @@ def report_text(rep: GradcheckReport) -> str:
     else:
         lines.append(f"ok: {len(rep.checks)} layers, largest relative error {worst:.2e}")
     return "\n".join(lines)
-
-
-def add_parser(sub, model_args, fmt) -> None:
-    p = sub.add_parser(
-        "gradcheck", help="check every layer's gradients against float64 finite differences",
-        formatter_class=fmt,
-        description="Run each layer of the model on its own, as the compiled program runs it, on "
-                    "random float64 data, and compare its backward pass (gradients of the inputs "
-                    "and of every parameter) with central finite differences, along random "
-                    "directions and at random single elements. Prints the largest relative error "
-                    "per layer; exits 1 when any layer exceeds the tolerance.",
-        epilog="examples:\n  cnnc gradcheck models/lenet5.cnn\n"
-               "  cnnc gradcheck models/resnet18.cnn --layer conv_3 --json\n"
-               "  cnnc gradcheck -e '(conv3(4) | maxpool3(stride=1, pad=1)) - maxout(2) - fc' "
-               "--input 2x6x6 --classes 3")
-    model_args(p, file_required=False)
-    p.add_argument("--layer", metavar="NAME", help="check only this layer (a name from `cnnc check`, "
-                                                   "or `loss`)")
-    p.add_argument("--batch", type=int, default=4, metavar="N", help="batch of random inputs (default 4)")
-    p.add_argument("--seed", type=int, default=0, metavar="N", help="random seed (default 0)")
-    p.add_argument("--tol", type=float, default=None, metavar="T",
-                   help=f"largest relative error that passes, for every layer (default {DEFAULT_TOL:g} for "
-                        f"smooth layers, {KINKED_TOL:g} for piecewise-linear ones)")
-    p.add_argument("--json", action="store_true", help="print the results as JSON")
-
-
-def cmd_gradcheck(args) -> int:
-    from ..cli.commands import compile_from_args as _compile_from_args
-
-    batch = args.batch
-    args.batch = 1
-    model = _compile_from_args(args)
-    rep = gradcheck(model, layer=args.layer, batch=batch, seed=args.seed, tol=args.tol)
-    if args.json:
-        print(json.dumps(rep.to_dict(), indent=2))
-    else:
-        print(report_text(rep))
-    return 0 if rep.ok else 1

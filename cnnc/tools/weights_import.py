@@ -28,7 +28,6 @@ given by ``--mean``/``--std`` (default 0 and 1: inputs x/255 for 8-bit images).
 """
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -298,62 +297,3 @@ def import_weights(model, source: str | Path, out: str | Path, *, mode: str = "a
         out.mkdir(parents=True, exist_ok=True)
     save_checkpoint(path, arrays, meta)
     return plan, path
-
-
-# ---------------------------------------------------------------------------
-# CLI
-
-
-def add_parser(sub, model_args, fmt) -> None:
-    p = sub.add_parser(
-        "import-weights", help="load PyTorch-layout weights (safetensors or npz) into a cnnc checkpoint",
-        formatter_class=fmt,
-        description="Map the tensors of a .safetensors file or an .npz archive (e.g. a PyTorch "
-                    "state dict saved with numpy.savez) onto the model's layers, by name "
-                    "(conv_1.weight or conv_1.w) or by order (the file's order against the layers' "
-                    "execution order), check every shape, print the table of what went where and "
-                    "write a checkpoint that `cnnc eval`, `predict` and `export` accept. Layouts are "
-                    "PyTorch's: conv (F, C/groups, KH, KW), fc (out, in) on the C-order flattening. "
-                    "Nothing is written when any tensor is missing, left over or misshapen.",
-        epilog="examples:\n  cnnc import-weights models/lenet5.cnn --from lenet.safetensors -o runs/lenet-imported\n"
-               "  cnnc import-weights models/vgg_cifar.cnn --from sd.npz --map order --mean 0.49,0.48,0.45 "
-               "--std 0.25,0.24,0.26 -o vgg.npz")
-    model_args(p, file_required=False)
-    p.add_argument("--from", dest="source", required=True, metavar="WEIGHTS",
-                   help="a .safetensors file or an .npz archive of arrays")
-    p.add_argument("-o", "--out", metavar="RUN|FILE.npz",
-                   help="run folder (best.npz is written in it) or checkpoint file to write; required "
-                        "unless --dry-run")
-    p.add_argument("--map", default="auto", choices=["auto", "name", "order"],
-                   help="how tensors are paired with layers (default auto: by name if every name is a "
-                        "cnnc name, else by order)")
-    p.add_argument("--mean", metavar="M[,M...]", help="input normalization mean per channel (default 0)")
-    p.add_argument("--std", metavar="S[,S...]", help="input normalization std per channel (default 1)")
-    p.add_argument("--data", metavar="NAME|PATH", help="the data set `cnnc eval` uses by default")
-    p.add_argument("--dry-run", action="store_true", help="print the table, write nothing")
-    p.add_argument("--json", action="store_true", help="print the table as JSON")
-
-
-def cmd_import_weights(args) -> int:
-    from ..cli.commands import compile_from_args as _compile_from_args
-
-    if args.out is None and not args.dry_run:
-        raise UsageError("give the checkpoint to write with -o RUN (or FILE.npz), or use --dry-run")
-    if args.out is not None and Path(args.out).exists() and Path(args.out).is_file() \
-            and Path(args.out).suffix != ".npz":
-        raise UsageError(f"{args.out} is a file; give a run folder or a .npz checkpoint")
-    model = _compile_from_args(args)
-    if args.dry_run:
-        net = model.network(seed=0)
-        plan = plan_import(net, read_tensors(args.source), args.map)
-        print(json.dumps(plan.to_dict(), indent=2) if args.json else plan_text(plan))
-        return 0 if plan.ok else 1
-    plan, path = import_weights(model, args.source, args.out, mode=args.map, mean=args.mean, std=args.std,
-                                data=args.data)
-    if args.json:
-        print(json.dumps({**plan.to_dict(), "written": str(path)}, indent=2))
-    else:
-        print(plan_text(plan))
-        print(f"\nwrote {path}: {len(plan.rows)} tensors; "
-              f"cnnc eval {model.filename} --weights {path}")
-    return 0
