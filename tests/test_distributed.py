@@ -7,6 +7,7 @@ import threading
 import numpy as np
 import pytest
 
+from cnnc.kernels import norm_sync
 from cnnc.runtime import distributed as D
 from cnnc.kernels import norm as bn_kernels
 
@@ -71,9 +72,9 @@ def test_synchronized_batch_norm_equals_one_process_over_the_whole_batch(shape):
         xr, dyr = np.ascontiguousarray(x[sl]), np.ascontiguousarray(dy[sl])
         yr = np.empty_like(xr)
         m, s, rmr, rvr = np.empty(c), np.empty(c), rm0.copy(), rv0.copy()
-        D.bn_forward_sync(world, xr, gamma, beta, yr, m, s, rmr, rvr, mom, eps)
+        norm_sync.batchnorm_forward_sync(world, xr, gamma, beta, yr, m, s, rmr, rvr, mom, eps)
         dxr, dgr, dbr = np.empty_like(xr), np.empty(c), np.empty(c)
-        D.bn_backward_sync(world, xr, gamma, dyr, m, s, dxr, dgr, dbr, True)
+        norm_sync.batchnorm_backward_sync(world, xr, gamma, dyr, m, s, dxr, dgr, dbr, True)
         return yr, rmr, rvr, dxr, dgr, dbr
 
     results = run_ranks(2, rank)

@@ -13,7 +13,7 @@ onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 
 import cnnc  # noqa: E402
-from cnnc.tools.export_onnx import MAX_OPSET, MIN_OPSET, ExportError, build_model  # noqa: E402
+from cnnc.tools.export_onnx import MAX_OPSET, MIN_OPSET, ExportError, build_model, export  # noqa: E402
 
 from onnx_helpers import ort_outputs, randomize_norm_stats, reference, rel_error  # noqa: E402
 from conftest import one_error_message  # noqa: E402
@@ -29,7 +29,7 @@ def check_export(model, tmp_path, *, seed=0, batch=2, opset=17):
     rng = np.random.default_rng(seed)
     randomize_norm_stats(net, rng)
     path = tmp_path / "m.onnx"
-    proto = net.to_onnx(path, opset=opset)
+    proto = export(net, path, opset)
     onnx.checker.check_model(onnx.load(str(path)), full_check=True)
     x = rng.standard_normal((batch, *model.input_shape), dtype=np.float32)
     ref = reference(net, model, x)
@@ -136,7 +136,7 @@ def test_a_layer_without_mapping_is_named(tmp_path, monkeypatch):
     monkeypatch.setattr(Tanh, "to_onnx", LayerType.to_onnx)
     net = cnnc.compile("conv3(4) - tanh - fc", input="1x5x5", classes=2).network()
     with pytest.raises(ExportError, match="tanh_1"):
-        net.to_onnx(tmp_path / "t.onnx")
+        export(net, tmp_path / "t.onnx")
     assert not (tmp_path / "t.onnx").exists()
     with pytest.raises(ExportError, match="tanh_1"):
         build_model(net)

@@ -77,11 +77,11 @@ def test_results_do_not_depend_on_how_many_threads_run():
 
 
 def _fake_blas(monkeypatch, arch: str, avx512: bool, preset):
-    import cnnc
+    from cnnc.kernels.environment import BLAS_CHOICE
     from cnnc.tools import bench
 
-    monkeypatch.setitem(cnnc.BLAS_CHOICE, "avx512", avx512)
-    monkeypatch.setitem(cnnc.BLAS_CHOICE, "preset_coretype", preset)
+    monkeypatch.setitem(BLAS_CHOICE, "avx512", avx512)
+    monkeypatch.setitem(BLAS_CHOICE, "preset_coretype", preset)
     monkeypatch.setattr(threads, "blas_info", lambda: {"blas": [{"architecture": arch}]})
     return bench.blas_note()
 
@@ -99,16 +99,16 @@ def test_cnnc_selects_avx512_blas_kernels_only_when_nothing_is_set(monkeypatch):
     """With OPENBLAS_CORETYPE unset cnnc sets SkylakeX on AVX-512 CPUs; a value from the
     environment is kept. (In-process: NumPy's BLAS is loaded already, so nothing changes for
     this process; the environment is restored afterwards.)"""
-    import cnnc
+    from cnnc.kernels import environment as env
 
-    saved = dict(cnnc.BLAS_CHOICE)
+    saved = dict(env.BLAS_CHOICE)
     try:
         monkeypatch.delenv("OPENBLAS_CORETYPE", raising=False)
-        cnnc._prefer_avx512_blas()
-        assert os.environ.get("OPENBLAS_CORETYPE") == ("SkylakeX" if cnnc.BLAS_CHOICE["avx512"] else None)
-        assert cnnc.BLAS_CHOICE["preset_coretype"] is None
+        env.prefer_avx512_blas()
+        assert os.environ.get("OPENBLAS_CORETYPE") == ("SkylakeX" if env.BLAS_CHOICE["avx512"] else None)
+        assert env.BLAS_CHOICE["preset_coretype"] is None
         monkeypatch.setenv("OPENBLAS_CORETYPE", "Zen")
-        cnnc._prefer_avx512_blas()
-        assert os.environ["OPENBLAS_CORETYPE"] == "Zen" and cnnc.BLAS_CHOICE["preset_coretype"] == "Zen"
+        env.prefer_avx512_blas()
+        assert os.environ["OPENBLAS_CORETYPE"] == "Zen" and env.BLAS_CHOICE["preset_coretype"] == "Zen"
     finally:
-        cnnc.BLAS_CHOICE.update(saved)
+        env.BLAS_CHOICE.update(saved)

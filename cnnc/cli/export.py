@@ -1,15 +1,18 @@
-"""``cnnc export``: the command line of :mod:`cnnc.tools.export_onnx` (kept apart so the exporter,
-which :meth:`cnnc.runtime.network.Network.to_onnx` uses, does not depend on the commands)."""
+"""``cnnc export``: the command line of :mod:`cnnc.tools.export_onnx`."""
 from __future__ import annotations
 
+import argparse
 import json
 from pathlib import Path
 
 from ..errors import UsageError
-from ..tools.export_onnx import (DEFAULT_OPSET, MAX_OPSET, MIN_OPSET, ExportError, _onnx,
-    check_opset, export)
+from ..tools.export_onnx import (DEFAULT_OPSET, MAX_OPSET, MIN_OPSET, ExportError, check_opset, export,
+                                 require_onnx)
+from .common import add_model_args, compile_from_args, load_weights
 
-def add_parser(sub, model_args, fmt) -> None:
+
+def register(sub) -> None:
+    model_args, fmt = add_model_args, argparse.RawDescriptionHelpFormatter
     p = sub.add_parser(
         "export", help="export a model (with trained or seeded weights) to ONNX",
         formatter_class=fmt,
@@ -32,14 +35,12 @@ def add_parser(sub, model_args, fmt) -> None:
 
 def cmd_export(args) -> int:
     check_opset(args.opset)
-    _onnx()
+    require_onnx()
     out = Path(args.output)
     if out.is_dir():
         raise UsageError(f"{out} is a directory; give the .onnx file to write")
     if args.weights:
-        from .commands import _load_weights
-
-        model, net, arrays, meta, path = _load_weights(args)
+        model, net, arrays, meta, path = load_weights(args)
         metadata = {"cnnc.weights": str(path)}
         for key in ("data.mean", "data.std"):
             if key in arrays:
@@ -47,9 +48,7 @@ def cmd_export(args) -> int:
         if meta.get("class_names"):
             metadata["cnnc.class_names"] = json.dumps(meta["class_names"])
     else:
-        from .commands import compile_from_args as _compile_from_args
-
-        model = _compile_from_args(args)
+        model = compile_from_args(args)
         shape = model.summary.output_shape
         if len(shape) != 1:
             raise ExportError(f"{model.filename} ends in {'x'.join(map(str, shape))}: cnnc executes, and so "
@@ -65,3 +64,6 @@ def cmd_export(args) -> int:
           f"{net.num_params:,} parameters, input {onnx_model.graph.input[0].name} "
           f"N x {'x'.join(map(str, model.input_shape))}, output {onnx_model.graph.output[0].name}")
     return 0
+
+
+COMMANDS = {"export": cmd_export}

@@ -13,5 +13,10 @@ Conventions shared by every kernel module in this package:
   where a tensor feeds several consumers.
 
 This package is imported only when a model is lowered for execution; ``cnnc check`` never
-imports it (nor Numba).
+imports Numba. Importing it sets the environment variables the kernels' libraries read once
+(:mod:`cnnc.kernels.environment`: OpenBLAS's kernel choice, Numba's optimization level),
+unless the environment already set them.
 """
+from .environment import prepare as _prepare_environment
+
+_prepare_environment()

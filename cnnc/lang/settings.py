@@ -7,7 +7,6 @@ Add a training setting by adding one :class:`SettingSpec` row to :data:`SETTINGS
 """
 from __future__ import annotations
 
-import argparse
 import math
 from dataclasses import dataclass, fields, make_dataclass, replace
 from typing import TYPE_CHECKING, Any
@@ -207,23 +206,5 @@ def override(header: Header, **given: Any) -> Header:
 
 # --------------------------------------------------------------------------- flags
 
-_GROUPS = {"data": "data", "optimization": "optimization (each overrides the model file's setting)"}
-
-
-def add_training_flags(parser: argparse.ArgumentParser) -> None:
-    """One ``cnnc train`` flag per training setting, in groups, defaults shown in the help.
-    Every flag defaults to None, so that only the flags given override the file."""
-    groups = {name: parser.add_argument_group(title) for name, title in _GROUPS.items()}
-    for spec in TRAINING:
-        if spec.kind == "bool":  # a switch: off unless given (or set in the file)
-            groups[spec.group].add_argument(spec.flag, action="store_true", default=None,
-                                            help=spec.help)
-            continue
-        default = spec.default_text or (f"{spec.default:g}" if spec.kind == "float"
-                                        else str(spec.default))
-        kwargs: dict[str, Any] = {"help": f"{spec.help} (default {default})"}
-        if spec.kind == "choice" and spec.strict_choices:
-            kwargs["choices"] = list(spec.choices)
-        else:
-            kwargs.update(type=spec.type, metavar=spec.metavar)
-        groups[spec.group].add_argument(spec.flag, **kwargs)
+#: The groups of ``cnnc train --help`` (a setting's ``group``) and their titles.
+FLAG_GROUPS = {"data": "data", "optimization": "optimization (each overrides the model file's setting)"}

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from types import MappingProxyType
 
 from .base import ArgSpec, LayerError, LayerInfo, LayerType, Op, ParamSpec, as4d, fmt_int, register
 
@@ -25,6 +26,9 @@ class BatchNorm(LayerType):
     absorbs_relu = True  # bn - relu: one pass over the tensor, forward and backward
     absorbs_add = True  # ( ... - bn + shortcut ) - relu: the residual sum in the same pass
     folds_into_weights = True  # inference: into the preceding conv's or fc's weights and bias
+    torch_param_names = MappingProxyType({"weight": "gamma", "bias": "beta", "running_mean": "running_mean",
+                                          "running_var": "running_var"})
+    draw_colour = "#e6f2d9"
 
     def infer(self, cfg: BnConfig, inputs, ctx):
         c = inputs[0][0]
@@ -93,9 +97,9 @@ class BatchNormOp(Op):
 
         p, b = self.p, self.buf
         if training and self.world is not None:
-            from ..runtime.distributed import bn_forward_sync
+            from ..kernels.norm_sync import batchnorm_forward_sync
 
-            bn_forward_sync(self.world, as4d(xs[0]), p["gamma"], p["beta"], as4d(y), self.mean,
+            batchnorm_forward_sync(self.world, as4d(xs[0]), p["gamma"], p["beta"], as4d(y), self.mean,
                             self.invstd, b["running_mean"], b["running_var"], self.cfg.momentum,
                             self.cfg.eps)
             self._shortcut_then_relu(xs, y)
@@ -147,9 +151,9 @@ class BatchNormOp(Op):
             else:
                 np.copyto(dres, dy)
         if self.trained:
-            from ..runtime.distributed import bn_backward_sync
+            from ..kernels.norm_sync import batchnorm_backward_sync
 
-            bn_backward_sync(self.world, as4d(xs[0]), self.p["gamma"], as4d(dy), self.mean, self.invstd,
+            batchnorm_backward_sync(self.world, as4d(xs[0]), self.p["gamma"], as4d(dy), self.mean, self.invstd,
                              as4d(dxs[0]) if dxs[0] is not None else None, self.g["gamma"],
                              self.g["beta"], dxs[0] is not None)
             return
@@ -177,6 +181,10 @@ class Dropout(LayerType):
 
     def infer(self, cfg: DropoutConfig, inputs, ctx):
         return LayerInfo(out_shape=inputs[0], detail=f"p {cfg.p:g}")
+
+    def draw_label(self, cfg: DropoutConfig, info: LayerInfo) -> str:
+        """``dropout 0.5``: the name and the drop probability."""
+        return f"{self.name} {cfg.p:g}"
 
     def make_op(self, cfg, info, in_shapes):
         return DropoutOp(cfg, info, in_shapes)

@@ -283,11 +283,3 @@ class Network:
         finally:
             ex.set_guided(False)
         return value, ex.grads[INPUT].copy()
-
-    # ---- interchange
-    def to_onnx(self, path, opset: int | None = None):
-        """Write the network (its current weights, inference semantics) as an ONNX file;
-        returns the ``onnx.ModelProto``. See :mod:`cnnc.tools.export_onnx`."""
-        from ..tools.export_onnx import DEFAULT_OPSET, export
-
-        return export(self, path, DEFAULT_OPSET if opset is None else opset)

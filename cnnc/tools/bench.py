@@ -19,7 +19,7 @@ FIRST_STEP_SCRIPT = """
 import sys, time
 t0 = time.perf_counter()
 from cnnc.cli.main import build_parser
-from cnnc.cli.commands import compile_from_args
+from cnnc.cli.common import compile_from_args
 from cnnc.tools.bench import first_step
 args = build_parser().parse_args(["check", *sys.argv[2:]])
 model = compile_from_args(args)
@@ -140,7 +140,7 @@ def bench(model, batch: int = 64, steps: int = 20, repeats: int = 5, compile_tim
 def blas_note() -> dict:
     """The OpenBLAS kernels the GEMMs run on, and a warning when the environment pinned
     slower ones than this CPU has (OPENBLAS_CORETYPE set before cnnc on an AVX-512 CPU)."""
-    from .. import BLAS_CHOICE
+    from ..kernels.environment import BLAS_CHOICE
     from ..kernels.threads import blas_info
 
     kernels = sorted({str(b.get("architecture")) for b in blas_info().get("blas", [])})

@@ -1,4 +1,4 @@
-"""ONNX export of a compiled network: ``cnnc export FILE -o model.onnx``, ``net.to_onnx(path)``.
+"""ONNX export of a compiled network: ``cnnc export FILE -o model.onnx``, ``export(net, path)``.
 
 The graph-level half lives here: walk the layer graph in execution order, let each layer
 type emit its nodes (``LayerType.to_onnx(cfg, info, ctx)``, defined next to the layer's
@@ -36,7 +36,8 @@ class ExportError(CnncError):
     kind = "export"
 
 
-def _onnx():
+def require_onnx():
+    """The onnx package, or an ExportError that says how to install it."""
     try:
         import onnx
         import onnx.helper  # noqa: F401
@@ -135,7 +136,7 @@ def build_model(net, opset: int = DEFAULT_OPSET, metadata: dict[str, str] | None
     """The checked ``onnx.ModelProto`` of a compiled network (nothing written)."""
     from ..layers import LayerError
 
-    onnx = _onnx()
+    onnx = require_onnx()
     oh = onnx.helper
     check_opset(opset)
     layers, output, input_name = _layers(net)

@@ -18,7 +18,7 @@ __all__ = sorted(_WHERE)
 
 def __getattr__(name: str):
     # the views import NumPy and the compiled network: load a module when a view is asked for,
-    # so building the command-line parser (cnnc.cli.viz_args) stays light
+    # so building the command-line parser (cnnc.cli.viz registers its commands) stays light
     if name in _WHERE:
         import importlib
 

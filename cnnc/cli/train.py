@@ -1,58 +1,16 @@
-"""Commands that run networks (``train``, ``eval``, ``predict``, ``bench``), and the model
-arguments every command shares (:func:`add_model_args`, :func:`compile_from_args`).
-
-:mod:`cnnc.cli.main` imports this module; the NumPy, kernel and data imports stay inside the
-command functions so that ``cnnc check`` never imports Numba.
-"""
+"""``cnnc train``, ``cnnc eval`` and ``cnnc predict``: the command line of
+:mod:`cnnc.training` (training, evaluation, classification of image files)."""
 from __future__ import annotations
 
 import argparse
 import json
-import os
 
-from ..errors import CheckpointError, UsageError
-from ..lang.settings import TRAINING, add_training_flags
-
-
-def add_model_args(p: argparse.ArgumentParser, file_required: bool = True) -> None:
-    """The model: a file (or -e EXPR), and flags for the header lines they may override."""
-    src = p.add_argument_group("model")
-    if file_required:
-        src.add_argument("file", help="model file (.cnn)")
-    else:
-        src.add_argument("file", nargs="?", help="model file (.cnn); or give -e EXPR")
-        src.add_argument("-e", "--expr", metavar="EXPR",
-                         help="an inline model expression instead of a file, e.g. 'conv3-relu-pool-fc'")
-    src.add_argument("--input", metavar="CxHxW", help="input shape, overrides the file's `input` line")
-    src.add_argument("--classes", type=int, metavar="N", help="number of classes, overrides `classes`")
-    src.add_argument("--width", type=int, metavar="N",
-                     help="filters of the first conv without a count (default 32), overrides `width`")
-    src.add_argument("--set", metavar="NAME=V,...", dest="set",
-                     help="design variables and optional layers, e.g. N=2,M=3,pool=off "
-                          "(overrides the file's `let` lines)")
+from ..errors import UsageError
+from ..lang.settings import TRAINING
+from .common import add_model_args, add_training_flags, compile_from_args, load_weights, set_threads
 
 
-def compile_from_args(args):
-    """The model the parsed command line names (its file or -e EXPR, and the overrides)."""
-    import cnnc
-
-    if getattr(args, "expr", None) is not None and args.file is not None:
-        raise UsageError("give a model file or -e EXPR, not both")
-    if getattr(args, "expr", None) is None and args.file is None:
-        raise UsageError("no model given", hint="usage: cnnc check FILE  or  cnnc check -e 'EXPR' --input CxHxW")
-    kwargs = dict(input=args.input, classes=args.classes, width=args.width,
-                  variables=getattr(args, "set", None))
-    if getattr(args, "batch", None) is not None and args.batch < 1:
-        raise UsageError(f"--batch must be at least 1, got {args.batch}")
-    if args.width is not None and args.width < 1:
-        raise UsageError(f"--width must be at least 1, got {args.width}")
-    if getattr(args, "expr", None) is not None:
-        return cnnc.compile(args.expr, filename="<expr>", **kwargs)
-    return cnnc.compile_file(args.file, **kwargs)
-
-
-def _train_args(p: argparse.ArgumentParser) -> None:
-    add_training_flags(p)
+def _output_flags(p: argparse.ArgumentParser) -> None:
     r = p.add_argument_group("output")
     r.add_argument("--out", metavar="DIR",
                    help="run folder for checkpoints, history.csv/json and curves.png "
@@ -73,7 +31,7 @@ def _train_args(p: argparse.ArgumentParser) -> None:
                         "to <run>/viz/ (see `cnnc viz` for more views)")
 
 
-def add_runtime_commands(sub) -> None:
+def register(sub) -> None:
     model_args = add_model_args
     fmt = argparse.RawDescriptionHelpFormatter
     p = sub.add_parser(
@@ -87,7 +45,8 @@ def add_runtime_commands(sub) -> None:
                "  cnnc train models/lenet5.cnn --resume runs/lenet5\n"
                "  cnnc train models/lenet5.cnn --workers 2          # 2 MPI ranks, 1 thread each")
     model_args(p)
-    _train_args(p)
+    add_training_flags(p)
+    _output_flags(p)
 
     p = sub.add_parser("eval", help="evaluate trained weights: accuracy, loss, confusion matrix",
                        formatter_class=fmt,
@@ -111,37 +70,6 @@ def add_runtime_commands(sub) -> None:
     p.add_argument("--resize", action="store_true", help="resize images to the model's input size")
     p.add_argument("--json", action="store_true", help="print the predictions as JSON")
 
-    p = sub.add_parser("bench", help="measure training and inference speed on random data",
-                       formatter_class=fmt,
-                       description="Compile the model and measure training throughput (SGD with "
-                                   "momentum), inference throughput, achieved GFLOP/s, compile time "
-                                   "(cold and warm kernel cache) and peak memory, on random data of "
-                                   "the model's input shape. No data set needed.",
-                       epilog="example:\n  cnnc bench models/lenet5.cnn --batch 64")
-    model_args(p)
-    p.add_argument("--batch", type=int, default=64, metavar="N", help="batch size (default 64)")
-    p.add_argument("--steps", type=int, default=20, metavar="N", help="steps per timing run (default 20)")
-    p.add_argument("--repeats", type=int, default=5, metavar="N", help="timing runs; the median is shown")
-    p.add_argument("--no-compile-times", action="store_true",
-                   help="skip the cold/warm compile measurements (they run two subprocesses)")
-    p.add_argument("--layers", action="store_true",
-                   help="also profile each layer: forward and backward ms and GFLOP/s in a training step")
-    p.add_argument("--threads", type=int, metavar="N",
-                   help="kernel threads (default: $CNNC_THREADS, else the cores nothing else keeps busy)")
-    p.add_argument("--json", action="store_true", help="print the results as JSON")
-
-
-def run_command(args) -> int:
-    return {"train": cmd_train, "eval": cmd_eval, "predict": cmd_predict, "bench": cmd_bench}[args.command](args)
-
-
-def _compile(args, classes=None):
-    if classes is not None and args.classes is None:
-        args.classes = classes
-    return compile_from_args(args)
-
-
-# ---------------------------------------------------------------------------
 
 
 def cmd_train(args) -> int:
@@ -151,18 +79,15 @@ def cmd_train(args) -> int:
         raise UsageError(f"--threads must be at least 1, got {args.threads}")
     if args.workers is not None and world().size == 1:
         return launch(args.workers, _argv_without_workers(args.argv), checkpoint_hint=args.resume or args.out)
-    from ..kernels.threads import configure
     from ..training.train import train
 
-    if args.threads is not None:
-        os.environ["CNNC_THREADS"] = str(args.threads)  # also the ranks' count under MPI
-        configure(args.threads)
+    set_threads(args.threads)  # also the ranks' count under MPI
     settings = {spec.key: getattr(args, spec.key) for spec in TRAINING}
     if args.batch is not None and args.batch < 1:
         raise UsageError(f"--batch must be at least 1, got {args.batch}")
     saved_batch = args.batch
     args.batch = 1  # the summary's memory figure; the training batch is in `settings`
-    model = _compile(args)
+    model = compile_from_args(args)
     args.batch = saved_batch
     callback = None
     if getattr(args, "viz", False):
@@ -201,33 +126,13 @@ def _argv_without_workers(argv) -> list[str]:
     return out
 
 
-def _load_weights(args):
-    """Model (classes from the checkpoint when not given), network with its weights, meta."""
-    from ..training.runs import find_weights, load_training_checkpoint, params_of
-
-    p = find_weights(args.weights)
-    arrays, meta = load_training_checkpoint(p)
-    model = _compile(args, classes=meta.get("classes"))
-    if list(model.input_shape) != list(meta.get("input_shape", [])):
-        raise CheckpointError(
-            f"{p} was trained for inputs {'x'.join(map(str, meta.get('input_shape', [])))}, "
-            f"but the model takes {'x'.join(map(str, model.input_shape))}")
-    net = model.network()
-    try:
-        net.load_state(params_of(arrays))
-    except UsageError as err:
-        raise CheckpointError(f"{p}: {err.message}",
-                              hint="the checkpoint was made for another model") from None
-    return model, net, arrays, meta, p
-
-
 def cmd_eval(args) -> int:
     import numpy as np
 
     from ..training import data as D
     from ..training.train import TrainConfig, evaluate
 
-    model, net, arrays, meta, path = _load_weights(args)
+    model, net, arrays, meta, path = load_weights(args)
     cfg = TrainConfig(**meta["config"])
     train_ds, test_ds = D.resolve_dataset(args.data or cfg.data, args.data_dir or cfg.data_dir)
     ds = test_ds if args.split == "test" else train_ds
@@ -263,7 +168,7 @@ def cmd_predict(args) -> int:
 
     if args.top < 1:
         raise UsageError(f"--top must be at least 1, got {args.top}")
-    model, net, arrays, meta, _ = _load_weights(args)
+    model, net, arrays, meta, _ = load_weights(args)
     if len(model.input_shape) == 2:  # issue 11: a 1-D network takes sequences, not images
         raise UsageError("predict reads image files, but this is a 1-D network (its input is a sequence "
                          f"{'x'.join(map(str, model.input_shape))})",
@@ -285,39 +190,5 @@ def cmd_predict(args) -> int:
     return 0
 
 
-def cmd_bench(args) -> int:
-    from ..tools.bench import bench, format_bench, format_layer_profile, layer_profile
 
-    if args.batch < 1 or args.steps < 1 or args.repeats < 1:
-        raise UsageError("--batch, --steps and --repeats must be at least 1")
-    if args.threads is not None:
-        if args.threads < 1:
-            raise UsageError(f"--threads must be at least 1, got {args.threads}")
-        from ..kernels.threads import configure
-
-        os.environ["CNNC_THREADS"] = str(args.threads)  # the compile-time subprocesses too
-        configure(args.threads)
-    batch = args.batch
-    model = _compile(args)
-    result = bench(model, batch=batch, steps=args.steps, repeats=args.repeats,
-                   compile_times=not args.no_compile_times, model_args=_model_argv(args))
-    if args.layers:
-        result["layers"] = layer_profile(model, batch=batch, steps=args.steps)
-    if args.json:
-        print(json.dumps(result, indent=2))
-    else:
-        print(format_bench(result))
-        if args.layers:
-            print()
-            print(format_layer_profile(result["layers"], batch))
-    return 0
-
-
-def _model_argv(args) -> list[str]:
-    argv = [args.file] if args.file else ["-e", args.expr]
-    for flag in ("input", "classes", "width", "set"):
-        v = getattr(args, flag)
-        if v is not None:
-            argv += [f"--{flag}", str(v)]
-    return argv
-
+COMMANDS = {"train": cmd_train, "eval": cmd_eval, "predict": cmd_predict}

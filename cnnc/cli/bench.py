@@ -1,0 +1,58 @@
+"""``cnnc bench``: the command line of :mod:`cnnc.tools.bench` (training and inference speed,
+compile times and memory on random data)."""
+from __future__ import annotations
+
+import argparse
+import json
+
+from ..errors import UsageError
+from .common import add_model_args, compile_from_args, model_argv, set_threads
+
+
+def register(sub) -> None:
+    model_args = add_model_args
+    fmt = argparse.RawDescriptionHelpFormatter
+    p = sub.add_parser("bench", help="measure training and inference speed on random data",
+                       formatter_class=fmt,
+                       description="Compile the model and measure training throughput (SGD with "
+                                   "momentum), inference throughput, achieved GFLOP/s, compile time "
+                                   "(cold and warm kernel cache) and peak memory, on random data of "
+                                   "the model's input shape. No data set needed.",
+                       epilog="example:\n  cnnc bench models/lenet5.cnn --batch 64")
+    model_args(p)
+    p.add_argument("--batch", type=int, default=64, metavar="N", help="batch size (default 64)")
+    p.add_argument("--steps", type=int, default=20, metavar="N", help="steps per timing run (default 20)")
+    p.add_argument("--repeats", type=int, default=5, metavar="N", help="timing runs; the median is shown")
+    p.add_argument("--no-compile-times", action="store_true",
+                   help="skip the cold/warm compile measurements (they run two subprocesses)")
+    p.add_argument("--layers", action="store_true",
+                   help="also profile each layer: forward and backward ms and GFLOP/s in a training step")
+    p.add_argument("--threads", type=int, metavar="N",
+                   help="kernel threads (default: $CNNC_THREADS, else the cores nothing else keeps busy)")
+    p.add_argument("--json", action="store_true", help="print the results as JSON")
+
+
+def cmd_bench(args) -> int:
+    from ..tools.bench import bench, format_bench, format_layer_profile, layer_profile
+
+    if args.batch < 1 or args.steps < 1 or args.repeats < 1:
+        raise UsageError("--batch, --steps and --repeats must be at least 1")
+    set_threads(args.threads)  # the compile-time subprocesses too
+    batch = args.batch
+    model = compile_from_args(args)
+    result = bench(model, batch=batch, steps=args.steps, repeats=args.repeats,
+                   compile_times=not args.no_compile_times, model_args=model_argv(args))
+    if args.layers:
+        result["layers"] = layer_profile(model, batch=batch, steps=args.steps)
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        print(format_bench(result))
+        if args.layers:
+            print()
+            print(format_layer_profile(result["layers"], batch))
+    return 0
+
+
+
+COMMANDS = {"bench": cmd_bench}
