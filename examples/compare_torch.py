@@ -4,7 +4,7 @@
     python examples/compare_torch.py --rounds 5 --steps 30
 
 Each measurement runs in its own subprocess (PyTorch's and Numba's thread pools fight when
-they share a process, PERF.md section 0), alternating cnnc and PyTorch for several rounds;
+they share a process, docs/performance.md), alternating cnnc and PyTorch for several rounds;
 the median of the rounds is reported. Both use 2 threads, float32, SGD with momentum 0.9 and
 weight decay 5e-4, random data of the model's input shape, the same architecture (the
 PyTorch model is built from the cnnc layer graph). Also measures the machine's sgemm rate

@@ -4,7 +4,7 @@
 Sections: paths (the repository, its models, the shared data sets); the command line
 (in-process and as a subprocess, and what a clean failure looks like); checkpoints and
 run folders; finite differences; and the size rules the tests derive their expectations
-from (written from DESIGN.md and PyTorch's documentation, independently of cnnc's code).
+from (written from docs/language.md and PyTorch's documentation, independently of cnnc's code).
 """
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ os.environ.setdefault("CNNC_COMPILE_HELPER", "0")
 ROOT = Path(__file__).resolve().parents[1]
 MODELS_DIR = ROOT / "models"
 MODEL_FILES = sorted(MODELS_DIR.glob("*.cnn"))
-#: The verified MNIST / Fashion-MNIST copies beside the repository (see shared/data/README.md).
+#: The verified MNIST / Fashion-MNIST copies beside the repository (see docs/tools.md, "Data").
 SHARED_DATA = ROOT.parent / "shared" / "data"
 MNIST = SHARED_DATA / "mnist"
 FASHION = SHARED_DATA / "fashion-mnist"
@@ -177,7 +177,7 @@ def numgrad_full(f, a: np.ndarray, eps: float = 1e-6) -> np.ndarray:
 
 
 def conv_padding(cfg) -> tuple[int, int]:
-    """DESIGN.md: "same" at stride 1 by default, 0 at stride > 1; pad=N; pad=valid."""
+    """docs/language.md: "same" at stride 1 by default, 0 at stride > 1; pad=N; pad=valid."""
     kh, kw = cfg.size
     if cfg.pad == "valid" or (cfg.pad == "default" and cfg.stride != 1):
         return 0, 0

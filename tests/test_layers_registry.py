@@ -1,4 +1,4 @@
-"""Every registered layer type, end to end through its executable Op (STYLE.md habit 11).
+"""Every registered layer type, end to end through its executable Op (docs/design.md, "Tests").
 
 One parametrized family runs over ``cnnc.layers.layer_types()``: a layer type registered
 without a case table below fails ``test_layer`` (and ``test_every_layer_type_has_cases``).
@@ -366,7 +366,7 @@ def test_layer(kind: str, case: Case | None):
     assert np.isfinite(y).all(), "forward left entries of its output buffer unwritten"
     assert np.isnan(b.y_flat[-GUARD:]).all(), "forward wrote past the end of its output buffer"
     if kind == "conv":
-        assert b.cfg.padding() == conv_padding(b.cfg), "the padding rule differs from DESIGN.md's"
+        assert b.cfg.padding() == conv_padding(b.cfg), "the padding rule differs from docs/language.md's"
     ref = b.reference(case.training, buffers=before)
     assert ref.shape[1:] == b.info.out_shape, (
         f"shape rule says {b.info.out_shape}, the reference computes {ref.shape[1:]}")

@@ -1,4 +1,4 @@
-"""The reference models and the static analysis: DESIGN.md's reference numbers exactly,
+"""The reference models and the static analysis: docs/design.md's reference numbers exactly,
 the width rule, parameter formulas, batch norm, receptive fields, the graph structure,
 and the Python API."""
 from __future__ import annotations
@@ -54,7 +54,7 @@ def test_every_model_compiles(path):
     assert "parameters" in m.summary_text()
 
 
-# ---- DESIGN.md's reference numbers -------------------------------------------------------------
+# ---- docs/design.md's reference numbers --------------------------------------------------------
 
 REFERENCE = [
     # file, params (exact), MACs, relative tolerance on MACs (0: exact)

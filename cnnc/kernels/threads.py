@@ -2,7 +2,7 @@
 
 Call :func:`configure` once before any kernel runs (it is idempotent and cheap afterwards).
 
-Why (see PERF.md §0): Numba's ``np.dot`` -- and the ``gemm`` intrinsic in
+Why (docs/performance.md, "Threads and BLAS"): Numba's ``np.dot`` -- and the ``gemm`` intrinsic in
 :mod:`cnnc.kernels.conv.dispatch`, which goes through the same Numba helper -- calls the OpenBLAS that
 ships with SciPy (``scipy.linalg.cython_blas``), not NumPy's.  SciPy's BLAS is loaded lazily,
 and threadpoolctl can only limit libraries that are already loaded, so we import it first and

@@ -1,6 +1,6 @@
 """A register-blocked GEMM micro-kernel, written in LLVM IR for Numba kernels.
 
-PERF.md §3: Numba keeps scalar accumulators in registers but not array ones, and OpenBLAS
+Why (docs/performance.md): Numba keeps scalar accumulators in registers but not array ones, and OpenBLAS
 is slow on the small, oddly shaped GEMMs of convolutions with few channels (measured on a
 2-core AMD EPYC, AVX2: 35 GFLOP/s per thread for [16 x 144] . [144 x 1024], against a 90
 GFLOP/s peak). :func:`mk` is an intrinsic whose code is written here in LLVM IR, so its

@@ -30,7 +30,7 @@ HOLDOUT_SEED = 0
 
 #: Published checksums of the canonical files: file name -> (md5, sha256 or None).
 #: MNIST and Fashion-MNIST md5s are the ones their authors published; the sha256s were
-#: computed on the verified copies (see shared/data/README.md).
+#: computed on copies whose md5 matched (see docs/tools.md, "Data").
 CHECKSUMS: dict[str, dict[str, tuple[str, str | None]]] = {
     "mnist": {
         "train-images-idx3-ubyte.gz": ("f68b3c2dcbeaaa9fbdd348bbdeb94873",
