@@ -4,7 +4,7 @@
                                           [--path auto|compact|wide|wino]
 
 PyTorch and Numba run in *separate processes* (two thread pools side by side stall each other,
-see PERF.md §0).  Each figure is the median of ``--reps`` runs after warm-ups.  Passes:
+see docs/performance.md).  Each figure is the median of ``--reps`` runs after warm-ups.  Passes:
 
 * fwd    conv + bias + ReLU
 * dw     weight+bias gradient only (what the first layer needs)
@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import os
 
-# must precede the NumPy import (PERF.md §0): AVX-512 OpenBLAS kernels
+# must precede the NumPy import (docs/performance.md): AVX-512 OpenBLAS kernels
 if "OPENBLAS_CORETYPE" not in os.environ:
     try:
         with open("/proc/cpuinfo") as fh:

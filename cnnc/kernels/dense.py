@@ -1,6 +1,6 @@
 """Fully connected layer kernels: ``y = x . w^T + b`` (w in PyTorch's Linear layout (M, K)).
 
-One thread pool (PERF.md §0): a ``prange`` over ``T`` chunks, each calling single-threaded
+One thread pool (docs/performance.md): a ``prange`` over ``T`` chunks, each calling single-threaded
 BLAS through :func:`cnnc.kernels.conv.dispatch.gemm` (SciPy's OpenBLAS, like ``np.dot`` in njit code).
 Forward and dx split the batch rows; dW and db split the output features, so every thread
 writes disjoint memory and no partial sums are needed.

@@ -292,7 +292,7 @@ def window_output(size: int, window: int, stride: int, pad: int, ceil: bool) -> 
 
     Floor rounding drops what is left at the far edge; that is an error only when the
     lost positions are real input (not padding) beyond the gap the stride leaves
-    between windows anyway (DESIGN.md, "Doesn't fit").
+    between windows anyway (docs/language.md, "Doesn't fit").
     """
     span = size + 2 * pad - window
     if span < 0:

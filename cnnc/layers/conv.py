@@ -11,7 +11,7 @@ from .base import (ArgSpec, InferContext, LayerError, LayerInfo, LayerType, Para
 @dataclass(frozen=True)
 class ConvConfig:
     size: tuple[int, int]
-    filters: int | None = None  # None: the current width (DESIGN.md defaults)
+    filters: int | None = None  # None: the current width (docs/language.md, width rule)
     stride: int = 1
     pad: int | str = "default"  # int, "same", "valid" or "default"
     dilation: int = 1

@@ -1,7 +1,7 @@
 """Winograd F(4x4, 3x3) convolution (NCHW, stride 1, dilation 1, one group).
 
 Used by :mod:`cnnc.kernels.conv.dispatch` for 3x3 stride-1 layers with enough channels: forward, data
-gradient and weight gradient (PERF.md §3; 4x fewer multiplies than direct convolution).  The
+gradient and weight gradient (docs/performance.md; 4x fewer multiplies than direct convolution).  The
 GEMMs are single-threaded BLAS inside ``prange``, so there is one thread pool only.
 
 * forward: ``out = relu(conv(src, w) + b)`` with ``U = G w[f, c] G^T``;
