@@ -94,3 +94,17 @@ def test_render_without_file_returns_layout():
     data = render(cnnc.compile_file(MODELS / "lenet5.cnn"), None)
     assert [b["title"] for b in data["boxes"]][:3] == ["input", "conv 5x5, 6", "relu"]
     assert [b["rank"] for b in data["boxes"]] == list(range(len(data["boxes"])))
+
+
+def test_titles_come_from_the_layers():
+    # each layer type writes its own title (LayerType.draw_label): an activation's alpha,
+    # maxout's k and dropout's p are shown; colours are the types' draw_colour
+    m = cnnc.compile("conv3(8, stride=2) - elu(0.7) - leaky - maxout(2) - maxpool - dropout(0.25) - fc",
+                     input="3x17x17", classes=4)
+    data = render(m, None, expand=True)
+    titles = [b["title"] for b in data["boxes"]]
+    assert titles == ["input", "conv 3x3/2, 8", "elu 0.7", "leaky 0.01", "maxout 2", "maxpool 2x2/2",
+                      "dropout 0.25", "fc 64 -> 4"]
+    assert [b["kind"] for b in data["boxes"]][1:3] == ["conv", "elu"]
+    a = m.analysis
+    assert {a.layer(n).type.draw_colour for n in a.order if a.layer(n).type.has_filters} == {"#cfe3f7"}

@@ -447,8 +447,7 @@ class _Builder:
             return self.expand_optional(node, src, env, trace, stack)
         if isinstance(node, Branches):
             outs = [self.expand(b, src, env, trace, stack) for b in node.items]
-            kind = "concat" if node.kind == "concat" else "add"
-            layer = registry()[kind]
+            layer = next(t for t in registry().values() if t.branch_form == node.kind)
             return self.add_layer(layer, layer.config_class(), node.span,
                                   _snippet(self.source, node.span), trace, outs,
                                   tuple(b.span for b in node.items))

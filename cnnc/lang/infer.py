@@ -113,7 +113,7 @@ class Analysis:
         input is a layer that can add (``absorbs_add``: bn) read by nothing else
         (``readers``: value -> how many step inputs read it). None for any other node."""
         ins = self.inputs(node)
-        if self.layer(node).type.name != "add" or len(ins) != 2:
+        if not self.layer(node).type.sums_inputs or len(ins) != 2:
             return None
         p = ins[0]
         if p != INPUT and ins[1] != p and self.layer(p).type.absorbs_add and readers.get(p) == 1:

@@ -70,6 +70,10 @@ class Activation(LayerType):
         detail = f"alpha {cfg.alpha:g}" if isinstance(cfg, AlphaConfig) else ""
         return LayerInfo(out_shape=inputs[0], detail=detail)
 
+    def draw_label(self, cfg, info: LayerInfo) -> str:
+        """``leaky 0.01``, ``elu 0.7``: the name and the alpha, when the activation has one."""
+        return f"{self.name} {cfg.alpha:g}" if isinstance(cfg, AlphaConfig) else self.name
+
     def make_op(self, cfg, info, in_shapes):
         return ActivationOp(cfg, info, in_shapes, self)
 
@@ -94,6 +98,8 @@ class Relu(Activation):
     onnx_op = "Relu"
     fuses_into_producer = True
     init_gain = "he"
+    piecewise_linear = True
+    rectifier = True
 
     def make_op(self, cfg, info, in_shapes):
         return ReluOp(cfg, info, in_shapes, self)
@@ -115,6 +121,7 @@ class LeakyRelu(Activation):
     onnx_op = "LeakyRelu"
     backward_reads_input = True
     init_gain = "he"
+    piecewise_linear = True
 
     def formula(self, x, cfg):
         import numpy as np

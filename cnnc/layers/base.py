@@ -13,7 +13,9 @@ fvcore's convention).
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any, ClassVar
 
 Shape = tuple[int, ...]
@@ -146,6 +148,18 @@ class LayerType:
     # Training memory (cnnc check): bytes per output element the op keeps besides its output
     # for the backward pass (max pooling's int32 argmax, dropout's random draw and mask)
     saved_bytes_per_output: ClassVar[int] = 0
+    # The graph builder and the add fusion:
+    # merges: the branch syntax the builder makes it for, "concat" ( a | b ) or "sum" ( a + b )
+    branch_form: ClassVar[str | None] = None
+    sums_inputs: ClassVar[bool] = False  # its output is the elementwise sum of its inputs (add)
+    # Tools and views:
+    piecewise_linear: ClassVar[bool] = False  # kinks (relu, maxpool): gradcheck's looser tolerance
+    rectifier: ClassVar[bool] = False  # max(x, 0): output and gradient 0 where the input is negative (relu)
+    has_filters: ClassVar[bool] = False  # its weights are spatial filters, shown as images (conv)
+    is_dense: ClassVar[bool] = False  # every output reads the whole flattened input (fc)
+    # cnnc import-weights: PyTorch's parameter names -> cnnc's, in PyTorch's order
+    torch_param_names: ClassVar[Mapping[str, str]] = MappingProxyType({})
+    draw_colour: ClassVar[str] = "#f2f2f2"  # the fill of its box in ``cnnc draw``
 
     def make_config(self, values: dict[str, Any]) -> Any:
         """Check arguments against each other; return the frozen config."""
@@ -157,6 +171,10 @@ class LayerType:
     def downsamples(self, cfg: Any) -> bool:
         """True when the layer halves (or more) the spatial size: the width doubles after it."""
         return False
+
+    def draw_label(self, cfg: Any, info: LayerInfo) -> str:
+        """The title of the layer's box in ``cnnc draw``: its name, with what sets it apart."""
+        return self.name
 
     def make_op(self, cfg: Any, info: LayerInfo, in_shapes: list[Shape]):
         """The executable op for this layer (imports kernels lazily)."""

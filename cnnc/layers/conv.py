@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from types import MappingProxyType
 
 from .base import (ArgSpec, InferContext, LayerError, LayerInfo, LayerType, ParamSpec, Shape,
                    Op, Window, as4d, axis_name, fit_suggestions, fmt_int, one_d_window_error, register,
@@ -101,6 +102,9 @@ class Conv(LayerType):
     config_class = ConvConfig
     absorbs_relu = True
     folds_bn = True  # inference: a following bn folds into w and b
+    has_filters = True
+    torch_param_names = MappingProxyType({"weight": "w", "bias": "b"})
+    draw_colour = "#cfe3f7"
 
     def make_config(self, values):
         if values.get("size") is None:
@@ -114,6 +118,12 @@ class Conv(LayerType):
                              "argument", hint=f"give the padding as a number, e.g. pad={(kh - 1) // 2}",
                              arg="pad")
         return ConvConfig(**values)
+
+    def draw_label(self, cfg: ConvConfig, info: LayerInfo) -> str:
+        """``conv 3x3/2, 64, groups 2``: the window, a stride other than 1, the filters, the groups."""
+        kh, kw = cfg.size
+        label = f"conv {kh}x{kw}" + (f"/{cfg.stride}" if cfg.stride != 1 else "") + f", {info.out_shape[0]}"
+        return label + (f", groups {cfg.groups}" if cfg.groups != 1 else "")
 
     def describe(self, cfg: ConvConfig, filters: int) -> str:
         kh, kw = cfg.size

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from types import MappingProxyType
 
 from .base import (ArgSpec, InferContext, LayerError, LayerInfo, LayerType, NoConfig, Op, ParamSpec,
                    Window, fmt_int, register)
@@ -25,6 +26,13 @@ class FullyConnected(LayerType):
     takes_classes = True
     absorbs_relu = True
     folds_bn = True  # inference: a following bn folds into w and b
+    is_dense = True
+    torch_param_names = MappingProxyType({"weight": "w", "bias": "b"})
+    draw_colour = "#f7dccf"
+
+    def draw_label(self, cfg: FcConfig, info: LayerInfo) -> str:
+        """``fc 400 -> 120``: the sizes in and out."""
+        return f"{self.name} {info.detail}" if info.detail else self.name
 
     def infer(self, cfg: FcConfig, inputs, ctx: InferContext) -> LayerInfo:
         units = cfg.units

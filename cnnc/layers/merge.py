@@ -31,6 +31,8 @@ class Concat(LayerType):
     summary = "channel concatenation of branches: ( a | b )"
     config_class = NoConfig
     merge_verb = "concatenated"
+    branch_form = "concat"
+    draw_colour = "#ecd9f2"
 
     def infer(self, cfg, inputs, ctx):
         ranks = {len(s) for s in inputs}
@@ -88,7 +90,10 @@ class Add(LayerType):
     summary = "elementwise sum of branches: ( a + b )"
     config_class = NoConfig
     merge_verb = "added"
+    branch_form = "sum"
+    sums_inputs = True
     absorbs_relu = True  # ( a + b ) - relu, the residual block's end: one pass
+    draw_colour = "#ecd9f2"
 
     def infer(self, cfg, inputs, ctx):
         if len(set(inputs)) == 1:

@@ -32,6 +32,7 @@ class _Pool(LayerType):
                 help="how a window that does not fit is rounded"),
     )
     config_class = PoolConfig
+    draw_colour = "#f9efc8"
 
     def make_config(self, values):
         cfg = PoolConfig(**window_size(values, (2,)))
@@ -64,6 +65,11 @@ class _Pool(LayerType):
 
     def downsamples(self, cfg: PoolConfig) -> bool:
         return cfg.step > 1
+
+    def draw_label(self, cfg: PoolConfig, info: LayerInfo) -> str:
+        """``maxpool 2x2/2``: the window and the stride."""
+        kh, kw = cfg.size
+        return f"{self.name} {kh}x{kw}/{cfg.step}"
 
     def make_op(self, cfg, info, in_shapes):
         return PoolOp(cfg, info, in_shapes, self.mode)
@@ -141,6 +147,7 @@ class MaxPool(_Pool):
     summary = "max pooling (window 2, stride = window unless given)"
     mode = "max"
     saved_bytes_per_output = 4  # int32 argmax
+    piecewise_linear = True
 
 
 @register
@@ -156,6 +163,7 @@ class GlobalAvgPool(LayerType):
     aliases = ("globalavgpool",)
     summary = "global average pooling: CxHxW -> C"
     config_class = NoConfig
+    draw_colour = "#f9efc8"
 
     def infer(self, cfg, inputs, ctx):
         c, spatial = require_spatial("gap", inputs[0])
@@ -207,6 +215,11 @@ class Maxout(LayerType):
     args = (ArgSpec("k", "int", 2, positional=True, minimum=2),)
     config_class = MaxoutConfig
     saved_bytes_per_output = 4  # int32 argmax
+    piecewise_linear = True
+
+    def draw_label(self, cfg: MaxoutConfig, info: LayerInfo) -> str:
+        """``maxout 2``: the name and how many channels each output takes the max of."""
+        return f"{self.name} {cfg.k}"
 
     def infer(self, cfg: MaxoutConfig, inputs, ctx):
         shape = inputs[0]

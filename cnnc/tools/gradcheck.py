@@ -33,18 +33,23 @@ wrong index, a missing term) is off by far more, typically 1e-2 or worse.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from ..errors import UsageError
 
+if TYPE_CHECKING:
+    from ..layers import LayerType
+
 DEFAULT_TOL = 1e-6  # smooth layers
 KINKED_TOL = 1e-4  # piecewise-linear layers: a step may cross a kink of one of millions of outputs
-KINKED = frozenset({"relu", "leaky", "maxpool", "maxout"})
 
 
-def tolerance_for(layer_type: str, fused_relu: bool) -> float:
-    """The default tolerance of a layer: looser where the function has kinks."""
-    return KINKED_TOL if fused_relu or layer_type in KINKED else DEFAULT_TOL
+def tolerance_for(layer_type: LayerType, fused_relu: bool) -> float:
+    """The default tolerance of a layer: looser where the function has kinks
+    (``piecewise_linear`` layer types, and any layer running a fused ReLU)."""
+    return KINKED_TOL if fused_relu or layer_type.piecewise_linear else DEFAULT_TOL
+
+
 # finite-difference step sizes, relative to the tensor's RMS: the large one is accurate on smooth
 # and piecewise-linear stretches (rounding error ~ 1e-16/h), the small ones step over fewer kinks
 # (the outputs are differenced before they are summed, so even 1e-10 keeps most digits)
@@ -281,7 +286,7 @@ def gradcheck(model, *, layer: str | None = None, batch: int = 4, seed: int = 0,
         raise UsageError(f"the tolerance must be positive, got {tol:g}")
     nodes = _layer_nodes(model)
     names = [n for n, *_ in nodes]
-    softmax = [n for n, node, *_ in nodes if node.type.name == "softmax"]
+    softmax = [n for n, node, *_ in nodes if node.type.fused_into_loss]  # checked as the loss
     if layer is not None and layer not in names and layer != "loss":
         from difflib import get_close_matches
 
@@ -297,11 +302,11 @@ def gradcheck(model, *, layer: str | None = None, batch: int = 4, seed: int = 0,
             continue
         if name in elided:
             continue  # runs inside the layer before it, checked there
-        if node.type.name == "softmax":
+        if node.type.fused_into_loss:
             continue  # checked with the loss, which it is fused into
         if name in adds:
             in_shapes = list(adds[name].in_shapes)  # its input, then the shortcut it adds
-        layer_tol = tol if tol is not None else tolerance_for(node.type.name, name in fused)
+        layer_tol = tol if tol is not None else tolerance_for(node.type, name in fused)
         checks.append(check_layer(name, node, info, in_shapes, name in fused, batch=batch, rng=rng,
                                   tol=layer_tol, directions=directions, elements=elements,
                                   op_hook=op_hook, fused_add=name in adds))

@@ -29,6 +29,7 @@ given by ``--mean``/``--std`` (default 0 and 1: inputs x/255 for 8-bit images).
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -36,12 +37,7 @@ from typing import Any
 from ..errors import CheckpointError, UsageError
 
 SKIPPED = ("num_batches_tracked",)
-# PyTorch parameter names -> cnnc's, per layer type
-TORCH_NAMES = {
-    "conv": {"weight": "w", "bias": "b"},
-    "fc": {"weight": "w", "bias": "b"},
-    "bn": {"weight": "gamma", "bias": "beta", "running_mean": "running_mean", "running_var": "running_var"},
-}
+# PyTorch's parameter names -> cnnc's: each layer type's ``torch_param_names``
 
 
 @dataclass(frozen=True)
@@ -149,25 +145,27 @@ def read_tensors(path: str | Path) -> dict[str, Any]:
 # Mapping
 
 
-def _targets(net) -> list[tuple[str, str, str, tuple[int, ...]]]:
-    """(layer, type, cnnc name, shape) of every tensor to fill, in PyTorch's per-layer order."""
+def _targets(net) -> list[tuple[str, Mapping[str, str], str, tuple[int, ...]]]:
+    """(layer, its type's PyTorch names -> cnnc names, cnnc name, shape) of every tensor to fill,
+    in PyTorch's per-layer order."""
     out = []
     for layer in net.layer_names():
-        kind = net.plan.analysis.layer(layer).type.name
+        torch_names = net.plan.analysis.layer(layer).type.torch_param_names
         tensors = {**net.params.get(layer, {}), **net.buffers.get(layer, {})}
-        order = list(TORCH_NAMES.get(kind, {}).values())
+        order = list(torch_names.values())
         names = [n for n in order if n in tensors] + [n for n in tensors if n not in order]
-        out += [(layer, kind, n, tuple(tensors[n].shape)) for n in names]
+        out += [(layer, torch_names, n, tuple(tensors[n].shape)) for n in names]
     return out
 
 
-def _cnnc_name(source: str, layer_types: dict[str, str]) -> str | None:
-    """``conv_1.weight`` -> ``conv_1.w`` (and ``conv_1.w`` itself); None if not a cnnc name."""
+def _cnnc_name(source: str, torch_names: Mapping[str, Mapping[str, str]]) -> str | None:
+    """``conv_1.weight`` -> ``conv_1.w`` (and ``conv_1.w`` itself); None if not a cnnc name.
+    ``torch_names``: layer -> its type's PyTorch names -> cnnc names."""
     m = re.fullmatch(r"(.+)\.([A-Za-z_]+)", source)
-    if not m or m.group(1) not in layer_types:
+    if not m or m.group(1) not in torch_names:
         return None
     layer, name = m.groups()
-    name = TORCH_NAMES.get(layer_types[layer], {}).get(name, name)
+    name = torch_names[layer].get(name, name)
     return f"{layer}.{name}"
 
 
@@ -175,10 +173,10 @@ def plan_import(net, tensors: dict[str, Any], mode: str = "auto") -> ImportPlan:
     if mode not in ("auto", "name", "order"):
         raise UsageError(f"--map must be auto, name or order, got {mode!r}")
     targets = _targets(net)
-    layer_types = {layer: kind for layer, kind, _, _ in targets}
+    torch_names = {layer: names for layer, names, _, _ in targets}
     skipped = tuple(k for k in tensors if k.rsplit(".", 1)[-1] in SKIPPED)
     sources = [k for k in tensors if k not in skipped]
-    by_name = {k: _cnnc_name(k, layer_types) for k in sources}
+    by_name = {k: _cnnc_name(k, torch_names) for k in sources}
     if mode == "auto":
         mode = "name" if sources and all(by_name.values()) else "order"
     rows = []

@@ -8,11 +8,15 @@ inspection methods (``layer_outputs``, ``input_gradient``).
 from __future__ import annotations
 
 import difflib
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
 from ..errors import UsageError
 from ..lang.graph import INPUT
+
+if TYPE_CHECKING:
+    from ..layers import LayerType
 
 
 # ---- adapters onto the network's analysis (the only places that read it)
@@ -21,8 +25,14 @@ def layer_nodes(net) -> list[str]:
     return list(net.plan.analysis.order)
 
 
+def layer_type(net, node: str) -> LayerType:
+    """The layer type of ``node``: views ask it what the layer is (``has_filters``...)."""
+    return net.plan.analysis.layer(node).type
+
+
 def layer_kind(net, node: str) -> str:
-    return net.plan.analysis.layer(node).type.name
+    """The name of ``node``'s layer type, for messages."""
+    return layer_type(net, node).name
 
 
 def out_shape(net, node: str) -> tuple[int, ...]:
@@ -38,21 +48,24 @@ def output_node(net) -> str:
 
 
 # ---- lookups
-def resolve_layer(net, name: str | None, *, kinds: tuple[str, ...] | None = None,
+def resolve_layer(net, name: str | None, *, fits: Callable[[LayerType], bool] | None = None,
                   image: bool | None = None, view: str = "this view") -> str:
     """The graph node called ``name``; UsageError with close matches when there is none,
-    or when the layer is of the wrong kind for the view."""
+    or when its layer type is not one the view takes (``fits(type)`` false)."""
     names = layer_nodes(net)
     if name not in names:
         close = difflib.get_close_matches(str(name), names, n=3, cutoff=0.5)
         hint = (f"did you mean {', '.join(close)}?" if close else
                 "layers: " + ", ".join(names[:12]) + (" ..." if len(names) > 12 else ""))
         raise UsageError(f"no layer {name!r} in this model", hint=hint + " (`cnnc check FILE` lists them)")
-    kind = layer_kind(net, name)
-    if kinds is not None and kind not in kinds:
-        fits = [n for n in names if layer_kind(net, n) in kinds]
-        raise UsageError(f"{view} needs a {' or '.join(kinds)} layer, but {name} is a {kind} layer",
-                         hint=("try " + ", ".join(fits[:4])) if fits else None)
+    if fits is not None and not fits(layer_type(net, name)):
+        from ..layers import layer_types
+
+        kinds = [t.name for t in layer_types() if fits(t)]
+        good = [n for n in names if fits(layer_type(net, n))]
+        raise UsageError(f"{view} needs a {' or '.join(kinds)} layer, "
+                         f"but {name} is a {layer_kind(net, name)} layer",
+                         hint=("try " + ", ".join(good[:4])) if good else None)
     if image is not None and (len(out_shape(net, name)) == 3) != image:
         shape = "x".join(map(str, out_shape(net, name)))
         fits = [n for n in names if (len(out_shape(net, n)) == 3) == image]
@@ -63,15 +76,16 @@ def resolve_layer(net, name: str | None, *, kinds: tuple[str, ...] | None = None
 
 
 def first_conv(net) -> str:
+    """The first layer with filters (``has_filters``: a conv)."""
     for n in layer_nodes(net):
-        if layer_kind(net, n) == "conv":
+        if layer_type(net, n).has_filters:
             return n
     raise UsageError("this model has no conv layer")
 
 
 def last_fc_input(net) -> str:
-    """The node feeding the last fc: the default feature space for neighbours/embedding."""
-    fcs = [n for n in layer_nodes(net) if layer_kind(net, n) == "fc"]
+    """The node feeding the last fc (``is_dense``): the default feature space for neighbours/embedding."""
+    fcs = [n for n in layer_nodes(net) if layer_type(net, n).is_dense]
     if not fcs:
         return output_node(net)
     (src,) = layer_inputs(net, fcs[-1])
@@ -101,7 +115,10 @@ def check_class(net, cls) -> int:
 
 # ---- scores and gradients
 def logits_node(net) -> str:
-    return output_node(net) if layer_kind(net, output_node(net)) != "softmax" else layer_inputs(net, output_node(net))[0]
+    """The node whose output is the class scores: the output, or the input of a softmax
+    there (``fused_into_loss``)."""
+    out = output_node(net)
+    return layer_inputs(net, out)[0] if layer_type(net, out).fused_into_loss else out
 
 
 def class_scores(net, x) -> np.ndarray:

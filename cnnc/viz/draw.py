@@ -43,23 +43,6 @@ class Box:
 # ---------------------------------------------------------------------------
 
 
-def _compact(node, info, shape) -> str:
-    kind = node.type.name
-    cfg = node.config
-    if kind == "conv":
-        kh, kw = cfg.size
-        s = f"conv {kh}x{kw}" + (f"/{cfg.stride}" if cfg.stride != 1 else "") + f", {shape[0]}"
-        return s + (f", groups {cfg.groups}" if cfg.groups != 1 else "")
-    if kind in ("maxpool", "avgpool"):
-        kh, kw = cfg.size
-        return f"{kind} {kh}x{kw}/{cfg.step}"
-    if kind == "fc":
-        return f"fc {info.detail}" if info.detail else "fc"
-    if kind in ("dropout", "leaky", "maxout") and info.detail:
-        return f"{kind} {info.detail.split()[-1]}"
-    return kind
-
-
 def _group_key(node):
     for i, frame in enumerate(node.trace):
         if frame.kind == "call":
@@ -77,7 +60,8 @@ def boxes_and_edges(analysis, expand: bool = False) -> tuple[list[Box], list[tup
         node, info = analysis.layer(n), analysis.info[n]
         key = None if expand else _group_key(node)
         if key is None:
-            boxes[n] = Box(n, _compact(node, info, shapes[n]), n, tuple(shapes[n]), info.param_count, [n])
+            title = node.type.draw_label(node.config, info)
+            boxes[n] = Box(n, title, n, tuple(shapes[n]), info.param_count, [n])
             owner[n] = n
             continue
         bid = groups.get(key)
@@ -252,9 +236,7 @@ def _fmt_params(p: int) -> str:
     return f"{p:,} params" if p else "no params"
 
 
-COLOURS = {"input": "#e8e8e8", "conv": "#cfe3f7", "fc": "#f7dccf", "bn": "#e6f2d9", "relu": "#f2f2f2",
-           "maxpool": "#f9efc8", "avgpool": "#f9efc8", "gap": "#f9efc8", "add": "#ecd9f2", "concat": "#ecd9f2",
-           "call": "#d9ecf2"}
+COLOURS = {"input": "#e8e8e8", "call": "#d9ecf2"}  # boxes that are not one layer; a layer's is its draw_colour
 
 
 def render(model, path: str | Path | None, expand: bool = False, direction: str = "TB") -> dict:
@@ -320,7 +302,7 @@ def render(model, path: str | Path | None, expand: bool = False, direction: str 
                                      lw=1.0, zorder=1, shrinkA=0, shrinkB=0))
     for b in boxes:
         cx, cy = place(b.id)
-        colour = COLOURS.get(kinds[b.id], "#f2f2f2")
+        colour = COLOURS[b.kind] if b.kind in COLOURS else analysis.layer(b.id).type.draw_colour
         ax.add_patch(FancyBboxPatch((cx - bw / 2, cy - bh / 2), bw, bh, boxstyle="round,pad=0.02,rounding_size=0.08",
                                     fc=colour, ec="#333333", lw=1.4 if b.kind == "call" else 0.8, zorder=2))
         ax.text(cx, cy - bh * 0.22, b.title, ha="center", va="center", weight="bold", zorder=3,

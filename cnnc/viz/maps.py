@@ -8,7 +8,7 @@ from .core import check_images, first_conv, resolve_layer
 
 def filters(net, layer: str | None = None) -> np.ndarray:
     """The weights of a conv layer, (F, C/groups, KH, KW). Default: the first conv."""
-    node = first_conv(net) if layer is None else resolve_layer(net, layer, kinds=("conv",), view="filters")
+    node = first_conv(net) if layer is None else resolve_layer(net, layer, fits=lambda t: t.has_filters, view="filters")
     return net.get(node, "w")
 
 

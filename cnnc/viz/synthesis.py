@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import UsageError
-from .core import check_images, layer_inputs, layer_kind, logits_node, out_shape, resolve_layer
+from .core import check_images, layer_inputs, layer_type, logits_node, out_shape, resolve_layer
 
 
 def tv_grad(x: np.ndarray) -> tuple[float, np.ndarray]:
@@ -82,7 +82,7 @@ def maximize(net, layer: str | None = None, channels=None, *, steps: int = 200, 
     # a ReLU's output has no gradient where it is 0 (everywhere, for a channel the initial
     # noise leaves off): ascend on its input with the ReLU's gradient made leaky (0.1 where off)
     ascend = node
-    if layer_kind(net, node) == "relu" and layer_inputs(net, node)[0] != "input":
+    if layer_type(net, node).rectifier and layer_inputs(net, node)[0] != "input":
         ascend = layer_inputs(net, node)[0]
     n = len(channels)
     rng = np.random.default_rng(seed)

@@ -21,15 +21,16 @@ class EpochViz:
 
     @classmethod
     def for_model(cls, model, images: int = 3) -> "EpochViz":
-        """The first conv and the first image-shaped ReLU (else the conv itself)."""
+        """The first conv (``has_filters``) and the first image-shaped ReLU (``rectifier``),
+        else the conv itself."""
         a = model.analysis
         nodes = list(a.order)
-        kind = {n: a.layer(n).type.name for n in nodes}
+        kind = {n: a.layer(n).type for n in nodes}
         shapes = a.shapes
-        conv = next((n for n in nodes if kind[n] == "conv"), None)
+        conv = next((n for n in nodes if kind[n].has_filters), None)
         if conv is None:
             raise UsageError("--viz shows conv filters and feature maps, but this model has no conv layer")
-        relu = next((n for n in nodes if kind[n] == "relu" and len(shapes[n]) == 3), conv)
+        relu = next((n for n in nodes if kind[n].rectifier and len(shapes[n]) == 3), conv)
         return cls(conv, [relu], images)
 
     def __call__(self, net, data, out_dir: Path | None, epoch: int) -> None:
