@@ -1,4 +1,12 @@
-"""Helpers shared by the test files, by section. Import plain helpers with
+"""Helpers shared by the test files, by section.
+
+The fast loop: ``python -m pytest -m "not slow" -q`` (about 2 minutes on 2 cores once Numba's
+kernel cache is warm) leaves out the tests marked ``@pytest.mark.slow``: cold Numba compiles,
+subprocess training runs, MPI jobs, whole-model ONNX exports and gradchecks of the full-size
+(ImageNet) models, long Hypothesis runs. ``python -m pytest -m slow -q --co`` lists those;
+``python -m pytest -q`` (what CI runs) runs everything.
+
+Helpers by section. Import plain helpers with
 ``from conftest import ...``; fixtures (``cli``) need no import.
 
 Sections: paths (the repository, its models, the shared data sets); the command line
@@ -35,6 +43,22 @@ needs_mnist = pytest.mark.skipif(not (MNIST / "t10k-images-idx3-ubyte.gz").exist
 needs_shared = pytest.mark.skipif(
     not (MNIST.is_dir() and FASHION.is_dir()),
     reason=f"the verified MNIST/Fashion-MNIST copies are not at {SHARED_DATA}")
+
+
+def full_size(path: Path) -> bool:
+    """A full-size (ImageNet) model: its ``input`` line names an image of 100x100 or more."""
+    for line in Path(path).read_text(encoding="utf-8").splitlines():
+        words = line.split("#")[0].split()
+        if words[:1] == ["input"] and len(words) > 1:
+            dims = [int(d) for d in words[1].split("x") if d.isdigit()]
+            return len(dims) == 3 and dims[1] * dims[2] >= 100 * 100
+    return False
+
+
+def model_params(paths) -> list:
+    """``pytest.param`` per model file, id the file's stem, the full-size ones marked slow."""
+    return [pytest.param(p, id=p.stem, marks=[pytest.mark.slow] if full_size(p) else [])
+            for p in paths]
 
 
 def write_model(folder, text: str, name: str = "tiny.cnn") -> Path:

@@ -285,6 +285,7 @@ def start_training(args, cwd):
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
+@pytest.mark.slow  # trains in a subprocess
 @pytest.mark.parametrize("how", ["sigint", "sigkill"])
 def test_resume_after_interruption_equals_uninterrupted_run(cli, tmp_path, how):
     model = write_model(tmp_path, RICH_DIGITS)
@@ -439,6 +440,7 @@ def test_corrupt_and_missing_checkpoints(cli, digits_run, tmp_path):
     assert_clean_failure(cli("eval", model, "--weights", tmp_path / "other.npz"), "not a cnnc checkpoint")
 
 
+@pytest.mark.slow  # three subprocesses
 def test_faults_in_a_subprocess_print_no_traceback(digits_run, tmp_path):
     model, out = copy_run(digits_run, tmp_path / "run")
     (out / "best.npz").write_bytes((out / "best.npz").read_bytes()[:5000])

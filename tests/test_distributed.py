@@ -175,6 +175,7 @@ def models(tmp_path):
     return tmp_path
 
 
+@pytest.mark.slow  # an MPI job (mpiexec, 2 ranks)
 @needs_mpi
 @pytest.mark.parametrize("model, extra", [("lenet5.cnn", ["--fit"]), ("bn.cnn", []), ("res.cnn", [])])
 def test_two_ranks_end_where_one_process_ends(models, model, extra):
@@ -192,6 +193,7 @@ def test_two_ranks_end_where_one_process_ends(models, model, extra):
     assert_same_weights(models / "one", models / "two")
 
 
+@pytest.mark.slow  # an MPI job (mpiexec, 2 ranks)
 @needs_mpi
 def test_resume_across_rank_counts(models):
     """A 2-rank run resumed by 1 process, and a 1-process run resumed by 2 ranks, both end
@@ -216,6 +218,7 @@ def _wait_for(path: Path, proc, timeout=120):
         time.sleep(0.1)
 
 
+@pytest.mark.slow  # an MPI job (mpiexec, 2 ranks)
 @needs_mpi
 def test_a_killed_rank_ends_the_job_and_the_checkpoint_survives(models):
     pid_dir = models / "pids"
@@ -242,6 +245,7 @@ def test_a_killed_rank_ends_the_job_and_the_checkpoint_survives(models):
     assert meta["position"]["epoch"] >= 1 and p
 
 
+@pytest.mark.slow  # an MPI job (mpiexec, 2 ranks)
 @needs_mpi
 def test_ctrl_c_saves_once_and_every_rank_exits_130(models):
     proc = subprocess.Popen([sys.executable, "-m", "cnnc", "train", "bn.cnn", "--data", "digits",

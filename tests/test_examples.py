@@ -2,9 +2,11 @@
 import subprocess
 import sys
 
+import pytest
 from conftest import ROOT
 
 
+@pytest.mark.slow  # trains in a subprocess
 def test_quickstart_runs(tmp_path):
     png = tmp_path / "filters.png"
     proc = subprocess.run([sys.executable, str(ROOT / "examples" / "quickstart.py"), "3", str(png)],

@@ -10,7 +10,7 @@ import pytest
 import cnnc
 from cnnc.tools.gradcheck import gradcheck
 
-from conftest import one_error_message
+from conftest import model_params, one_error_message
 from conftest import run_captured as run_main
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -25,7 +25,7 @@ ALL_LAYERS = ("(conv3(4, groups=2, dilation=2) - bn - tanh | maxpool3(stride=1, 
               "(gap | flatten - fc(6)) - bn - fc - softmax")
 
 
-@pytest.mark.parametrize("path", MODELS, ids=lambda p: p.stem)
+@pytest.mark.parametrize("path", model_params(MODELS))  # the full-size ones are slow
 def test_every_model_passes(path):
     model = cnnc.compile_file(path, input=SMALL_INPUT.get(path.stem))
     rep = gradcheck(model, batch=2, directions=1, elements=2)  # the CLI's default is 2 and 3

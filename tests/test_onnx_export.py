@@ -16,7 +16,7 @@ import cnnc  # noqa: E402
 from cnnc.tools.export_onnx import MAX_OPSET, MIN_OPSET, ExportError, build_model, export  # noqa: E402
 
 from onnx_helpers import ort_outputs, randomize_norm_stats, reference, rel_error  # noqa: E402
-from conftest import one_error_message  # noqa: E402
+from conftest import model_params, one_error_message  # noqa: E402
 from conftest import run_captured as run_main  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -40,7 +40,7 @@ def check_export(model, tmp_path, *, seed=0, batch=2, opset=17):
     return proto, net, max(errors)
 
 
-@pytest.mark.parametrize("path", MODELS, ids=lambda p: p.stem)
+@pytest.mark.parametrize("path", model_params(MODELS))  # the full-size ones are slow
 def test_every_model_matches_onnxruntime(path, tmp_path):
     model = cnnc.compile_file(path)
     if len(model.summary.output_shape) != 1:

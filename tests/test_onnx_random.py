@@ -131,6 +131,7 @@ def test_generator_covers_the_features():
     assert len({m.source for m in models}) > 0.9 * COUNT
 
 
+@pytest.mark.slow
 def test_random_architectures_match_onnxruntime(tmp_path):
     worst = 0.0
     for i, model in enumerate(architectures(COUNT)):

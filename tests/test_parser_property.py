@@ -80,6 +80,7 @@ VOCAB = [
 token_text = st.lists(st.sampled_from(VOCAB), min_size=0, max_size=40).map("".join)
 
 
+@pytest.mark.slow
 @settings(max_examples=1500, **CI)
 @given(token_text)
 def test_random_token_text_never_crashes(text):
@@ -147,6 +148,7 @@ def mutated_model(draw):
     return text
 
 
+@pytest.mark.slow
 @settings(max_examples=1500, **CI)
 @given(mutated_model())
 def test_mutated_models_never_crash(text):

@@ -53,6 +53,7 @@ def _run(code: str, env: dict) -> str:
     return r.stdout.strip().splitlines()[-1]
 
 
+@pytest.mark.slow  # cold compiles, twice, in subprocesses
 def test_after_the_helper_training_compiles_no_kernel(tmp_path):
     """Everything a training step and an evaluation call is on the helper's list: after
     the helper has run its whole list, training finds every kernel in the cache."""
@@ -206,6 +207,7 @@ def test_helper_builds_the_design_training_runs():
     assert len(calls) == 3 * steps + 5
 
 
+@pytest.mark.slow  # cold compiles in subprocesses
 def test_bench_cold_compile_runs_a_helper_and_the_warm_one_none(monkeypatch, tmp_path):
     """`cnnc bench` measures the cold first step as `cnnc train` has it (a helper beside
     it); with the cache filled, nothing compiles and no helper starts."""
@@ -273,6 +275,7 @@ def test_the_two_processes_name_what_they_compile_to_each_other(tmp_path):
     assert helper.wait_for(_kernel, lambda: True) is False  # training is not compiling it now
 
 
+@pytest.mark.slow  # the real helper compiles into an empty cache
 def test_the_helper_waits_for_the_kernel_training_compiles(tmp_path):
     """The real helper process, with a status folder where training names a kernel of the
     helper's list: the helper does not compile it while training does (it waits, then

@@ -11,6 +11,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 SCRIPT = r"""
 import sys, numpy as np, cnnc
@@ -24,6 +25,7 @@ np.savez(sys.argv[1], loss=np.array(loss), **{f"{k}.{n}": v for k, d in grads.it
 """
 
 
+@pytest.mark.slow  # cold compiles in subprocesses
 def test_compiled_and_cached_kernels_agree_bitwise(tmp_path):
     env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "cache"))
     runs = []

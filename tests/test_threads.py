@@ -6,6 +6,8 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from cnnc.kernels import threads
 
 
@@ -32,6 +34,7 @@ def test_explicit_thread_counts_win(monkeypatch):
     assert 1 <= threads._default_threads() <= threads.cores()
 
 
+@pytest.mark.slow  # cnnc bench in a subprocess
 def test_cli_threads_flag_reaches_the_kernels(tmp_path):
     (tmp_path / "m.cnn").write_text("input 1x8x8\nclasses 3\nconv3(4) - relu - fc\n")
     code = ("import sys\nfrom cnnc.cli.main import main\n"
