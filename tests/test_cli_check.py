@@ -1,11 +1,10 @@
 """`cnnc check`, `cnnc layers` and `cnnc --help`, in-process through ``cnnc.cli.main.main`` and,
-for the end-to-end path (exit status, stderr, imports, start-up time), as a subprocess."""
+for the end-to-end path (exit status, stderr, what it imports), as a subprocess."""
 from __future__ import annotations
 
 import json
 import subprocess
 import sys
-import time
 
 import pytest
 
@@ -175,21 +174,25 @@ def test_subprocess_check_ok_and_error(tmp_path):
     assert "Traceback" not in p.err
 
 
+#: Libraries whose import alone takes a large part of a second or more: `cnnc check` stays quick
+#: by loading none of them (what it imports is the measure, not the wall clock, which depends on
+#: the machine's load).
+HEAVY_IMPORTS = ("numba", "llvmlite", "networkx", "scipy", "matplotlib", "sklearn", "PIL", "torch",
+                 "onnx", "onnxruntime")
+
+
 def test_subprocess_check_does_not_import_numba_or_networkx():
-    code = ("import sys, time\n"
-            "t = time.perf_counter()\n"
+    code = ("import sys, json\n"
             "from cnnc.cli.main import main\n"
             "import contextlib, io\n"
             "with contextlib.redirect_stdout(io.StringIO()):\n"
             "    rc = main(['check', 'models/resnet18.cnn'])\n"
-            "print(rc, 'numba' in sys.modules, 'networkx' in sys.modules, time.perf_counter() - t)\n")
-    start = time.perf_counter()
+            f"heavy = sorted({{m.split('.')[0] for m in sys.modules}} & set({HEAVY_IMPORTS!r}))\n"
+            "print(json.dumps([rc, heavy]))\n")
     p = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
-    wall = time.perf_counter() - start
     assert p.returncode == 0, p.stderr
-    rc, has_numba, has_networkx, inner = p.stdout.split()
-    print(f"\ncnnc check models/resnet18.cnn: {wall:.2f} s wall (process), {float(inner):.2f} s in main")
-    assert rc == "0"
-    assert has_numba == "False", "cnnc check must not import numba"
-    assert has_networkx == "False", "cnnc check must not import networkx (Model.graph imports it)"
-    assert wall < 3.0
+    rc, heavy = json.loads(p.stdout.splitlines()[-1])
+    assert rc == 0
+    assert "numba" not in heavy, "cnnc check must not import numba"
+    assert "networkx" not in heavy, "cnnc check must not import networkx (Model.graph imports it)"
+    assert heavy == [], f"cnnc check imports {heavy}"

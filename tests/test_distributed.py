@@ -232,9 +232,8 @@ def test_a_killed_rank_ends_the_job_and_the_checkpoint_survives(models):
         _wait_for(models / "run" / "checkpoint.npz", proc)
         victim = int((pid_dir / "rank1").read_text())
         os.kill(victim, signal.SIGKILL)
-        t = time.monotonic()
-        out, err = proc.communicate(timeout=30)
-        assert time.monotonic() - t < 15, "the job did not end within seconds"
+        # the job ends by itself (500 epochs are far off); the timeout only guards against a hang
+        out, err = proc.communicate(timeout=120)
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -242,7 +241,7 @@ def test_a_killed_rank_ends_the_job_and_the_checkpoint_survives(models):
     assert "rank 1" in err and "Traceback" not in err, err
     assert "BAD TERMINATION" not in out + err
     p, meta = params(models / "run")  # loadable
-    assert meta["position"]["epoch"] >= 1 and p
+    assert meta["position"]["epoch"] >= 1 and p and meta["finished"] is False
 
 
 @pytest.mark.slow  # an MPI job (mpiexec, 2 ranks)
