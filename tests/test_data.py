@@ -474,7 +474,7 @@ def test_npz_resolve_with_and_without_test_split(tmp_path):
     train, test = resolve_dataset(str(p2), None)
     assert len(test) == 10 and len(train) == 50  # 1/6 holdout
     assert sorted(test.class_counts()[:3].tolist()) == [3, 3, 4] and test.num_classes == 10
-    train2, test2 = resolve_dataset(str(p2), None)
+    _, test2 = resolve_dataset(str(p2), None)
     np.testing.assert_array_equal(test.x, test2.x)  # seeded: the same every time
 
 
@@ -764,7 +764,7 @@ def test_split_validation():
     assert sorted(va.class_counts().tolist()) == [7, 7, 8, 8]
     ids = np.concatenate([tr.x[:, 0, 0, 0], va.x[:, 0, 0, 0]]).astype(int)
     assert sorted(ids.tolist()) == list(range(120))
-    tr2, va2 = split_validation(ds, 0.25, np.random.default_rng(7))
+    _, va2 = split_validation(ds, 0.25, np.random.default_rng(7))
     np.testing.assert_array_equal(va.x, va2.x)
     _, va3 = split_validation(ds, 0.25, np.random.default_rng(8))
     assert not np.array_equal(va.x, va3.x)

@@ -54,7 +54,7 @@ def test_synchronized_batch_norm_equals_one_process_over_the_whole_batch(shape):
     """Two ranks with half the batch each compute the statistics, outputs, running
     statistics and gradients that one process computes on the whole batch (float64)."""
     rng = np.random.default_rng(0)
-    n, c = shape[0], shape[1]
+    c = shape[1]
     x = rng.standard_normal(shape)
     dy = rng.standard_normal(shape)
     gamma, beta = rng.uniform(0.5, 1.5, c), rng.standard_normal(c)

@@ -3,7 +3,6 @@
 Tolerance: max |ort - cnnc| <= 1e-5 x max |cnnc| per model output, in float32."""
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import numpy as np

@@ -78,7 +78,6 @@ class Call:
 
     name: str
     args: tuple[Arg, ...]
-    has_parens: bool
     span: Span
     name_span: Span
 
@@ -308,7 +307,7 @@ class _ToAst(Transformer):
     @v_args(meta=True)
     def call(self, meta, c):
         name_tok, args = c
-        return Call(str(name_tok), args or (), args is not None, _span(meta), _span(name_tok))
+        return Call(str(name_tok), args or (), _span(meta), _span(name_tok))
 
     # ---- structure
     @v_args(meta=True)

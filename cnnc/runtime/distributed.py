@@ -110,11 +110,6 @@ class World:
         self.comm.Bcast(buf, root=0)
         return buf.tobytes().decode("utf-8") if n[1] else None
 
-    def abort(self, code: int = 1) -> None:
-        """End every rank of the job now (after an error on this rank)."""
-        if self.size > 1:
-            self.comm.Abort(code)
-
 
 _WORLD: World | None = None
 
