@@ -1,7 +1,7 @@
 """Benchmark cnnc's conv kernels against PyTorch (CPU, 2 threads) on LeNet-5 and VGG-ish layers.
 
     python examples/bench_conv_kernels.py [--reps 9] [--only lenet|vgg] [--threads 2]
-                                          [--path auto|compact|wide|wino]
+                                          [--path auto|compact|wide|wino|direct]
 
 PyTorch and Numba run in *separate processes* (two thread pools side by side stall each other,
 see docs/performance.md).  Each figure is the median of ``--reps`` runs after warm-ups.  Passes:
@@ -12,8 +12,8 @@ see docs/performance.md).  Each figure is the median of ``--reps`` runs after wa
 
 GFLOP/s counts 2*N*OH*OW*F*(C/groups)*KH*KW per pass (the direct-convolution count, also for
 Winograd, whose figures are therefore "effective").  ``--path`` forces one conv path (sets
-``CNNC_CONV_PATH``); the default picks per layer (Winograd F(4x4,3x3) for the 3x3 stride-1
-layers with >= 32 channels, im2col otherwise).
+``CNNC_CONV_PATH``, docs/kernels.md); the default picks per layer (the direct micro-kernel,
+Winograd F(4x4,3x3) for 3x3 stride-1 layers with enough channels, im2col otherwise).
 """
 
 from __future__ import annotations
@@ -101,7 +101,7 @@ def phase_numba(layers, reps, threads):
     from cnnc.kernels import threads as runtime
 
     runtime.configure(threads)
-    from cnnc.kernels.conv import dispatch as conv
+    from cnnc.kernels import conv
 
     out = {}
     t0 = time.perf_counter()
@@ -111,19 +111,18 @@ def phase_numba(layers, reps, threads):
         dx = np.empty_like(x)
         dwt = np.empty_like(w)
         db = np.empty_like(b)
-        ws = np.empty(conv.conv2d_workspace_size(N, C, H, W, F, K, K, OH, OW, 1), np.float32)
+        geom = conv.ConvGeometry.square(stride=s, pad=p)
+        ws = np.empty(conv.conv2d_workspace_size(x.shape, w.shape, y.shape, geom), np.float32)
         dyc = dy.copy()
 
         def f():
-            conv.conv2d_forward(x, w, b, y, ws, s, s, p, p, 1, 1, 1, True, True)
+            conv.conv2d_forward(x, w, b, y, ws, geom, True, True)
 
         def gw():
-            conv.conv2d_backward(x, w, y, dyc, dx, dwt, db, ws, s, s, p, p, 1, 1, 1, True, True,
-                                 False)
+            conv.conv2d_backward(x, w, y, dyc, dx, dwt, db, ws, geom, True, True, False)
 
         def gxw():
-            conv.conv2d_backward(x, w, y, dyc, dx, dwt, db, ws, s, s, p, p, 1, 1, 1, True, True,
-                                 True)
+            conv.conv2d_backward(x, w, y, dyc, dx, dwt, db, ws, geom, True, True, True)
 
         f()
         gxw()
@@ -141,7 +140,7 @@ def main():
     ap.add_argument("--reps", type=int, default=9)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--only", choices=sorted(LAYERS), default=None)
-    ap.add_argument("--path", choices=["auto", "compact", "wide", "wino"], default="auto",
+    ap.add_argument("--path", choices=["auto", "compact", "wide", "wino", "direct"], default="auto",
                     help="force one conv path (CNNC_CONV_PATH) for the Numba phase")
     ap.add_argument("--phase", choices=["torch", "numba"], default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -154,7 +153,7 @@ def main():
 
     env = dict(os.environ, NUMBA_NUM_THREADS=str(args.threads), OMP_NUM_THREADS=str(args.threads))
     if args.path != "auto":
-        env["CNNC_CONV_PATH"] = str(["auto", "compact", "wide", "wino"].index(args.path))
+        env["CNNC_CONV_PATH"] = args.path
     res = {}
     for ph in ("torch", "numba"):
         cmd = [sys.executable, os.path.abspath(__file__), "--phase", ph, "--reps", str(args.reps),

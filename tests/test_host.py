@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from numba import njit
 
-from cnnc.kernels.conv import dispatch as conv, direct, winograd
+from cnnc.kernels.conv import direct, im2col, winograd
 from cnnc.kernels.host import host
 
 
@@ -41,12 +41,14 @@ CASES = [
         (N, C, H + K, W + K, F, K, K, p % K, p % K, T, 1 + st % 2)),
     (direct.small_size, lambda N, C, H, W, F, K, p, st, T:
         (C, H + K, W + K, F, K, K, p % K, p % K, 1 + st % 2, T)),
-    (conv._sizes, lambda N, C, H, W, F, K, p, st, T:
+    (im2col.im2col_sizes, lambda N, C, H, W, F, K, p, st, T:
         (N, C, F, K, K, C * K * K, H, W, 1 + p % 3, 1 + st % 3)),
-    (conv._pointwise_strided_sizes, lambda N, C, H, W, F, K, p, st, T: (C, F, H, W)),
+    (im2col.pointwise_strided_sizes, lambda N, C, H, W, F, K, p, st, T: (C, F, H, W)),
     (winograd.wino_sizes, lambda N, C, H, W, F, K, p, st, T: (N, C, F, H + 2, W + 2, H, W, 32 * T)),
     (winograd.wino_dw_sizes, lambda N, C, H, W, F, K, p, st, T: (N, C, F, H + 2, W + 2, H, W, 32 * T)),
     (winograd.wino_small_sizes, lambda N, C, H, W, F, K, p, st, T: (C, F, H + 2, W + 2, H, W, T)),
+    (im2col.dx_phase_sizes, lambda N, C, H, W, F, K, p, st, T:
+        (C, F, K, K, 2 * H + K, 2 * W + K, H + 1, W + 1, p % K, p % K)),
 ]
 
 

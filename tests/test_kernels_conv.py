@@ -1,4 +1,4 @@
-"""Tests of the conv and fully-connected kernels (cnnc.kernels.conv.dispatch / cnnc.kernels.dense).
+"""Tests of the conv and fully-connected kernels (cnnc.kernels.conv / cnnc.kernels.dense).
 
 Three oracles: a naive NumPy reference written here (loops over kernel offsets on the
 zero-padded input), central finite differences in float64, and PyTorch (if installed).
@@ -18,7 +18,9 @@ from cnnc.kernels import threads as runtime
 
 runtime.configure()
 
-from cnnc.kernels.conv import dispatch as conv, direct, winograd  # noqa: E402
+from cnnc.kernels.conv import dispatch as conv, direct, im2col, winograd  # noqa: E402
+from cnnc.kernels.conv import winograd_gen  # noqa: E402
+from cnnc.kernels.conv.geometry import ConvGeometry  # noqa: E402
 from cnnc.kernels import dense  # noqa: E402
 
 # ---------------------------------------------------------------------------------------
@@ -82,23 +84,32 @@ def ref_backward(x, w, y, dy, s, p, d, groups, relu, has_bias):
 # ---------------------------------------------------------------------------------------
 
 
+def geometry(s, p, d, groups):
+    return ConvGeometry(s[0], s[1], p[0], p[1], d[0], d[1], groups)
+
+
+def workspace_size(N, C, H, W, F, KH, KW, OH, OW, G):
+    return conv.conv2d_workspace_size((N, C, H, W), (F, C // G, KH, KW), (N, F, OH, OW),
+                                      ConvGeometry(groups=G))
+
+
 def run_conv(x, w, b, s, p, d, groups, has_bias, relu, dy, need_dx=True, ws_scale=1.0):
     N, C, H, W = x.shape
     F, Cg, KH, KW = w.shape
-    OH, OW = conv_out(H, KH, s[0], p[0], d[0]), conv_out(W, KW, s[1], p[1], d[1])
+    geom = geometry(s, p, d, groups)
+    OH, OW = geom.output_hw(H, W, KH, KW)
+    assert (OH, OW) == (conv_out(H, KH, s[0], p[0], d[0]), conv_out(W, KW, s[1], p[1], d[1]))
     dt = x.dtype
-    n_ws = conv.conv2d_workspace_size(N, C, H, W, F, KH, KW, OH, OW, groups)
+    n_ws = conv.conv2d_workspace_size(x.shape, w.shape, (N, F, OH, OW), geom)
     ws = np.full(max(1, int(n_ws * ws_scale)), np.nan, dt)  # NaN: catches reads of junk
     y = np.full((N, F, OH, OW), np.nan, dt)
     bb = b if has_bias else np.zeros(F, dt)
-    conv.conv2d_forward(x, w, bb, y, ws, s[0], s[1], p[0], p[1], d[0], d[1], groups,
-                        has_bias, relu)
+    conv.conv2d_forward(x, w, bb, y, ws, geom, has_bias, relu)
     dx = np.full_like(x, np.nan)
     dwt = np.full_like(w, np.nan)
     db = np.full(F, np.nan, dt)
     dy_in = dy.astype(dt).copy()
-    conv.conv2d_backward(x, w, y, dy_in, dx, dwt, db, ws, s[0], s[1], p[0], p[1], d[0], d[1],
-                         groups, has_bias, relu, need_dx)
+    conv.conv2d_backward(x, w, y, dy_in, dx, dwt, db, ws, geom, has_bias, relu, need_dx)
     return y, dx, dwt, db
 
 
@@ -268,9 +279,9 @@ def test_conv_no_dx_and_small_workspace():
     N, C, H, W, F, KH, KW, s, p, d, G, bias, relu = cfg
     x, w, b, dy = _make(cfg, np.float64)
     # workspace for a single chunk only: still correct (fewer chunks)
-    per_thread = conv.conv2d_workspace_size(N, C, H, W, F, KH, KW, 9, 9, G) // min(
+    per_thread = workspace_size(N, C, H, W, F, KH, KW, 9, 9, G) // min(
         N, runtime.work_chunks())
-    n_full = conv.conv2d_workspace_size(N, C, H, W, F, KH, KW, 9, 9, G)
+    n_full = workspace_size(N, C, H, W, F, KH, KW, 9, 9, G)
     y, dx, dwt, db = run_conv(x, w, b, s, p, d, G, bias, relu, dy, need_dx=False,
                               ws_scale=per_thread / n_full)
     y_ref = ref_forward(x, w, b, s, p, d, G, relu)
@@ -305,7 +316,7 @@ def test_conv_forward_split_over_threads(cfg, T):
     y_ref = ref_forward(x, w, b if bias else None, s, p, d, G, relu)
     y = np.full(y_ref.shape, np.nan)
     ws = np.full(C * KH * KW * y.shape[2] * y.shape[3], np.nan)
-    conv._conv_fwd_split(x, w, b, y, ws, s[0], s[1], p[0], p[1], d[0], d[1], bias, relu, T)
+    im2col.im2col_conv_split(x, w, b, y, ws, s[0], s[1], p[0], p[1], d[0], d[1], bias, relu, T)
     np.testing.assert_allclose(y, y_ref, rtol=1e-10, atol=1e-10)
 
 
@@ -421,14 +432,14 @@ def test_winograd_small_workspace(share):
     cfg = (4, 64, 6, 6, 48, 3, 3, (1, 1), (1, 1), (1, 1), 1, True, True)
     N, C, H, W, F, KH, KW, s, p, d, G, bias, relu = cfg
     x, w, b, dy = _make(cfg, np.float64, seed=8)
-    per_im2col = conv._sizes(N, C, F, KH, KW, C * KH * KW, H, W, conv._FWD_TARGET_COLS,
-                             conv._BWD_TARGET_COLS)[0]
-    tiles = conv._WINO_TILES
-    u1, p1, _ = conv._wino.wino_sizes(N, C, F, H, W, H, W, tiles)
-    u2, p2, _ = conv._wino.wino_sizes(N, F, C, H, W, H, W, tiles)
-    p3 = conv._wino.wino_dw_sizes(N, C, F, H, W, H, W, tiles)[0]
+    per_im2col = im2col.im2col_sizes(N, C, F, KH, KW, C * KH * KW, H, W, im2col.FWD_TARGET_COLS,
+                                     im2col.BWD_TARGET_COLS)[0]
+    tiles = conv.WINO_TILES
+    u1, p1, _ = winograd.wino_sizes(N, C, F, H, W, H, W, tiles)
+    u2, p2, _ = winograd.wino_sizes(N, F, C, H, W, H, W, tiles)
+    p3 = winograd.wino_dw_sizes(N, C, F, H, W, H, W, tiles)[0]
     one_wino = max(u1 + p1, u2 + p2, p3, per_im2col)
-    n_full = conv.conv2d_workspace_size(N, C, H, W, F, KH, KW, H, W, G)
+    n_full = workspace_size(N, C, H, W, F, KH, KW, H, W, G)
     size = per_im2col if share == "im2col" else one_wino
     assert n_full >= size and (share == "wino1" or n_full > per_im2col)
     y, dx, dwt, db = run_conv(x, w, b, s, p, d, G, bias, relu, dy,
@@ -632,17 +643,17 @@ def test_backward_adds_to_dx(cfg, dt, add):
     N, C, H, W, F, KH, KW, s, p, d, G, bias, relu = cfg
     x, w, b, dy = _make(cfg, dt, seed=5)
     OH, OW = dy.shape[2:]
-    ws = np.full(conv.conv2d_workspace_size(N, C, H, W, F, KH, KW, OH, OW, G), np.nan, dt)
-    assert conv.conv2d_backward_adds(N, C, H, W, F, KH, KW, OH, OW, ws.size, s[0], s[1], p[0],
-                                     p[1], d[0], d[1], G, relu)
+    geom = geometry(s, p, d, G)
+    ws = np.full(conv.conv2d_workspace_size(x.shape, w.shape, dy.shape, geom), np.nan, dt)
+    assert conv.conv2d_backward_adds(x.shape, w.shape, dy.shape, geom, ws.size, relu)
     y = np.full((N, F, OH, OW), np.nan, dt)
-    conv.conv2d_forward(x, w, b, y, ws, s[0], s[1], p[0], p[1], d[0], d[1], G, bias, relu)
+    conv.conv2d_forward(x, w, b, y, ws, geom, bias, relu)
     before = np.random.default_rng(6).standard_normal(x.shape).astype(dt)
     dx = before.copy() if add else np.full_like(x, np.nan)
     dwt = np.full_like(w, np.nan)
     db = np.full(F, np.nan, dt)
-    conv.conv2d_backward(x, w, y, dy.copy(), dx, dwt, db, ws, s[0], s[1], p[0], p[1], d[0], d[1],
-                         G, bias, relu, True, add_dx=add)
+    conv.conv2d_backward(x, w, y, dy.copy(), dx, dwt, db, ws, geom, bias, relu, True,
+                         add_dx=add)
     tol = dict(rtol=1e-10, atol=1e-10) if dt == np.float64 else dict(rtol=1e-4, atol=2e-3)
     dx_ref, dw_ref, db_ref = ref_backward(x, w, y.astype(np.float64), dy, s, p, d, G, relu, bias)
     np.testing.assert_allclose(dx, dx_ref + before if add else dx_ref, **tol)
@@ -658,11 +669,52 @@ def test_backward_refuses_to_add_where_it_cannot():
     N, C, H, W, F, KH, KW, s, p, d, G, bias, relu = cfg
     x, w, b, dy = _make(cfg, np.float64)
     OH, OW = dy.shape[2:]
-    ws = np.zeros(conv.conv2d_workspace_size(N, C, H, W, F, KH, KW, OH, OW, G))
-    assert not conv.conv2d_backward_adds(N, C, H, W, F, KH, KW, OH, OW, ws.size, 1, 1, 1, 1, 2,
-                                         2, 1, False)
+    geom = ConvGeometry.square(stride=1, pad=1, dilation=2)
+    ws = np.zeros(conv.conv2d_workspace_size(x.shape, w.shape, dy.shape, geom))
+    assert not conv.conv2d_backward_adds(x.shape, w.shape, dy.shape, geom, ws.size, False)
     dx = np.ones_like(x)
     with pytest.raises(ValueError, match="cannot be added"):
-        conv.conv2d_backward(x, w, None, dy, dx, np.zeros_like(w), None, ws, 1, 1, 1, 1, 2, 2, 1,
-                             False, False, True, add_dx=True)
+        conv.conv2d_backward(x, w, None, dy, dx, np.zeros_like(w), None, ws, geom, False, False,
+                             True, add_dx=True)
     assert (dx == 1).all()
+
+
+# ---------------------------------------------------------------------------------------
+# the pieces around the kernels
+# ---------------------------------------------------------------------------------------
+
+
+def test_winograd_transforms_are_the_generators_output():
+    """winograd.py's straight-line tile transforms are what winograd_gen prints, verbatim
+    (regenerate and paste them back after a change to either)."""
+    with open(winograd.__file__) as fh:
+        source = fh.read()
+    for gen in (winograd_gen.gen_in, winograd_gen.gen_out, winograd_gen.gen_dy):
+        text = gen()
+        assert text.split("\n")[1].startswith("def _w4_")
+        assert text in source, gen.__name__
+
+
+def test_geometry_checks_and_shapes():
+    g = ConvGeometry.square(stride=2, pad=1)
+    assert g == ConvGeometry(2, 2, 1, 1, 1, 1, 1) and hash(g) == hash(ConvGeometry(2, 2, 1, 1))
+    assert ConvGeometry(1, 2, 3, 4, 5, 6, 7).scalars == (1, 2, 3, 4, 5, 6, 7)
+    assert g.output_hw(9, 8, 3, 3) == (5, 4)
+    assert ConvGeometry(1, 2, 0, 3, 1, 2, 1).output_hw(1, 11, 1, 3) == (1, 7)
+    with pytest.raises(ValueError):
+        ConvGeometry(stride_h=0)
+    with pytest.raises(ValueError):
+        ConvGeometry(pad_w=-1)
+    with pytest.raises(TypeError):
+        ConvGeometry(groups=1.0)
+    with pytest.raises(AttributeError):  # frozen
+        g.groups = 2
+
+
+def test_forced_path_from_the_environment():
+    assert conv.parse_path("direct") == conv.PATH_DIRECT
+    assert conv.parse_path(" Wino ") == conv.PATH_WINO
+    assert conv.parse_path("1") == conv.PATH_COMPACT
+    for bad in ("5", "-1", "fast"):
+        with pytest.raises(ValueError, match="CNNC_CONV_PATH"):
+            conv.parse_path(bad)

@@ -1,7 +1,7 @@
 """Fully connected layer kernels: ``y = x . w^T + b`` (w in PyTorch's Linear layout (M, K)).
 
 One thread pool (docs/performance.md): a ``prange`` over ``T`` chunks, each calling single-threaded
-BLAS through :func:`cnnc.kernels.conv.dispatch.gemm` (SciPy's OpenBLAS, like ``np.dot`` in njit code).
+BLAS through :func:`cnnc.kernels.blas.gemm` (SciPy's OpenBLAS, like ``np.dot`` in njit code).
 Forward and dx split the batch rows; dW and db split the output features, so every thread
 writes disjoint memory and no partial sums are needed.
 """
@@ -14,7 +14,7 @@ from .blas import TRANS_N as _N
 from .blas import TRANS_T as _T
 from .blas import gemm
 from .blas import uidx as _u
-from .conv.dispatch import _dummy
+from .conv.dispatch import dummy
 from .threads import work_chunks
 
 
@@ -86,7 +86,7 @@ _chunks = work_chunks  # fixed per process: the same partial sums whatever runs 
 def fc_forward(x, w, b, y, has_bias, relu):
     """y[N,M] = x[N,K] . w[M,K]^T (+ b) (then ReLU).  C-contiguous, one float dtype."""
     if b is None:
-        b = _dummy(y.dtype, 1)
+        b = dummy(y.dtype, 1)
     _fc_fwd(x, w, b, y, bool(has_bias), bool(relu), _chunks())
 
 
@@ -97,9 +97,9 @@ def fc_backward(x, w, y, dy, dx, dwt, db, has_bias, relu, need_dx):
     *in place*.
     """
     if db is None:
-        db = _dummy(dy.dtype, 1)
+        db = dummy(dy.dtype, 1)
     if dx is None:
-        dx = _dummy(dy.dtype, 2)
+        dx = dummy(dy.dtype, 2)
         need_dx = False
     if y is None:
         y = dy

@@ -248,17 +248,16 @@ class ConvOp(Op):
     def __init__(self, cfg: ConvConfig, info: LayerInfo, in_shapes):
         super().__init__(cfg, info, in_shapes)
         from ..kernels.conv import dispatch as k
+        from ..kernels.conv.geometry import ConvGeometry
 
         self.k = k
-        self.groups = cfg.groups
         self.seq = len(in_shapes[0]) == 2
+        ph, pw = cfg.padding()
         if self.seq:  # height 1: window 1, stride/dilation 1 and no padding on that axis
-            self.ph, self.pw = 0, cfg.padding()[1]
-            self.sh, self.dh = 1, 1
+            self.geom = ConvGeometry(1, cfg.stride, 0, pw, 1, cfg.dilation, cfg.groups)
         else:
-            self.ph, self.pw = cfg.padding()
-            self.sh, self.dh = cfg.stride, cfg.dilation
-        self.sw, self.dw = cfg.stride, cfg.dilation
+            self.geom = ConvGeometry(cfg.stride, cfg.stride, ph, pw, cfg.dilation, cfg.dilation,
+                                     cfg.groups)
 
     def bind(self, batch, dtype, params, grads, buffers, rng):
         import numpy as np
@@ -269,13 +268,13 @@ class ConvOp(Op):
         kh, kw = self.cfg.size
         if self.seq:
             hw, ohw, kh = [1, hw[0]], [1, ohw[0]], 1
-        size = self.k.conv2d_workspace_size(batch, c, hw[0], hw[1], f, kh, kw, ohw[0], ohw[1], self.groups)
+        shapes = ((batch, c, hw[0], hw[1]), (f, c // self.geom.groups, kh, kw),
+                  (batch, f, ohw[0], ohw[1]))
+        size = self.k.conv2d_workspace_size(*shapes, self.geom)
         self.ws = np.empty(max(size, 1), dtype=dtype)
         self.w, self.b = self._view(params["w"]), params.get("b")
         self.gw, self.gb = self._view(grads["w"]), grads.get("b")
-        self._adds = self.k.conv2d_backward_adds(batch, c, hw[0], hw[1], f, kh, kw, ohw[0], ohw[1],
-                                                 self.ws.size, self.sh, self.sw, self.ph, self.pw,
-                                                 self.dh, self.dw, self.groups, self.relu)
+        self._adds = self.k.conv2d_backward_adds(*shapes, self.geom, self.ws.size, self.relu)
 
     def adds_dx(self, slot: int) -> bool:
         return self._adds
@@ -284,14 +283,13 @@ class ConvOp(Op):
         return as4d(a) if a is not None and self.seq else a
 
     def forward(self, xs, y, training):
-        self.k.conv2d_forward(self._view(xs[0]), self.w, self.b, self._view(y), self.ws, self.sh, self.sw,
-                              self.ph, self.pw, self.dh, self.dw, self.groups, self.cfg.bias, self.relu)
+        self.k.conv2d_forward(self._view(xs[0]), self.w, self.b, self._view(y), self.ws, self.geom,
+                              self.cfg.bias, self.relu)
 
     def backward(self, xs, y, dy, dxs, add=(False,)):
         self.k.conv2d_backward(self._view(xs[0]), self.w, self._view(y), self._view(dy), self._view(dxs[0]),
-                               self.gw, self.gb, self.ws, self.sh, self.sw, self.ph, self.pw, self.dh,
-                               self.dw, self.groups, self.cfg.bias, self.relu, dxs[0] is not None,
-                               add[0])
+                               self.gw, self.gb, self.ws, self.geom, self.cfg.bias, self.relu,
+                               dxs[0] is not None, add[0])
 
 
 __all__ = ["Conv", "ConvConfig", "window_fit_error", "shape_str"]

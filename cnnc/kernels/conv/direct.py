@@ -38,8 +38,8 @@ from numba import njit, prange
 from cnnc.kernels.blas import uidx as _u
 from cnnc.kernels.conv.microkernel import (COLS_F32, mk1, mk2, mk3, mk4, mk_cols, mks1, mks2, mks3,
                                      mks4, mks5, mks6, tr_block, tr_size)
-from cnnc.kernels.conv.winograd import _FASTMATH
-from cnnc.kernels.conv.winograd import _wino_pad as _pad
+from cnnc.kernels.conv.winograd import FASTMATH
+from cnnc.kernels.conv.winograd import wino_pad as _pad
 
 NR_MAX = COLS_F32  # micro-kernel columns of the widest case (float32): sizes use it
 MR = 4  # filter rows per micro-kernel call (forward, data gradient)
@@ -52,7 +52,7 @@ MR_DW = 6
 _DW_COLS = 256  # wide-grid columns per weight-gradient pass: dyT's slice stays in L1
 
 
-@njit(cache=True, fastmath=_FASTMATH)
+@njit(cache=True, fastmath=FASTMATH)
 def phase_image(xf, xoff, C, H, W, ph, pw, KH, KW, Hq, Wq, buf, boff):
     """buf[boff + ((a*2 + b)*C + c)*Hq*Wq + i*Wq + j] = xpad[c, 2i+a, 2j+b] (zero outside the
     image). A 1x1 window needs phase (0, 0) only; otherwise all four planes are written,
@@ -107,7 +107,7 @@ def _rows(mr, a, a0, arow, ar0, b, b0, btab, kk, c, c0, ldc, nc, beta, bias, bia
 
 
 @njit(cache=True)
-def _rows_strided(mr, a, a0, arow, ar0, b, b0, ldb, kk, c, c0, ldc, nc, beta, bias, has_bias):
+def rows_strided(mr, a, a0, arow, ar0, b, b0, ldb, kk, c, c0, ldc, nc, beta, bias, has_bias):
     """``mr`` (1-6) rows of the micro-kernel, B rows ``ldb`` apart."""
     if mr >= 6:
         mks6(a, a0, arow, ar0, b, b0, arow, ldb, kk, c, c0, ldc, nc, beta, bias, 0, has_bias, 0)
@@ -183,7 +183,7 @@ def sizes(N, C, H, W, F, KH, KW, ph, pw, T, stride=1):
     return F * K, max(fwd, dx + dw)
 
 
-@njit(cache=True, fastmath=_FASTMATH, inline="always")
+@njit(cache=True, fastmath=FASTMATH, inline="always")
 def _image(prepare, sf, mf, use_mask, soff, C, H, W, ph, pw, stride, wf, arow, koff, F, KH, KW,
            out, ooff, OH, OW, bias, has_bias, relu, ws, xp, ob, nr):
     """out[ooff:] (F x OH x OW) = conv(src * mask, w) + bias (ReLU) for one image, the
@@ -194,7 +194,7 @@ def _image(prepare, sf, mf, use_mask, soff, C, H, W, ph, pw, stride, wf, arow, k
              ob, nr, np.intp(0), OH, np.intp(0))
 
 
-@njit(cache=True, fastmath=_FASTMATH)
+@njit(cache=True, fastmath=FASTMATH)
 def _compute(C, Wp, wf, arow, koff, F, KH, KW, out, ooff, OH, OW, bias, has_bias, relu, ws, xp,
              ob, nr, r0, r1, beta):
     """The micro-kernel calls of :func:`_image` for output rows r0 .. r1 of an image
@@ -234,7 +234,7 @@ def _compute(C, Wp, wf, arow, koff, F, KH, KW, out, ooff, OH, OW, bias, has_bias
                         out[d + _u(j)] = ws[s + _u(j)]
 
 
-@njit(cache=True, fastmath=_FASTMATH, inline="always")
+@njit(cache=True, fastmath=FASTMATH, inline="always")
 def _conv_batch(prepare, stride, x, w, b, has_bias, relu, y, ws, ph, pw, T):
     """y = relu(conv(x, w) + b) at ``stride``, images prepared by ``prepare``; the body of
     :func:`direct_conv` and :func:`direct_conv_s2`."""
@@ -265,13 +265,13 @@ def _conv_batch(prepare, stride, x, w, b, has_bias, relu, y, ws, ph, pw, T):
 # convolutions all have stride 1 (the digits example, LeNet-5) never compiles the phase-plane
 # code, which was a quarter of the forward kernel's compile time (5.4-5.9 -> 4.1-4.4 s).
 
-@njit(parallel=True, cache=True, fastmath=_FASTMATH)
+@njit(parallel=True, cache=True, fastmath=FASTMATH)
 def direct_conv(x, w, b, has_bias, relu, y, ws, ph, pw, T):
     """y = relu(conv(x, w) + b), stride 1. x: (N, C, H, W), y: (N, F, OH, OW)."""
     _conv_batch(_prepare_s1, np.intp(1), x, w, b, has_bias, relu, y, ws, ph, pw, T)
 
 
-@njit(parallel=True, cache=True, fastmath=_FASTMATH)
+@njit(parallel=True, cache=True, fastmath=FASTMATH)
 def direct_conv_s2(x, w, b, has_bias, relu, y, ws, ph, pw, T):
     """:func:`direct_conv` at stride 2."""
     _conv_batch(_prepare_s2, np.intp(2), x, w, b, has_bias, relu, y, ws, ph, pw, T)
@@ -287,7 +287,7 @@ def small_size(C, H, W, F, KH, KW, ph, pw, stride, T):
     return C * Hp * Wp * (1 if stride == 1 else 4) + R + T * F * ((rows * Wp + R - 1) // R + 1) * R
 
 
-@njit(cache=True, fastmath=_FASTMATH, inline="always")
+@njit(cache=True, fastmath=FASTMATH, inline="always")
 def _conv_rows(prepare, stride, x, w, b, has_bias, relu, y, ws, ph, pw, T):
     """The forward pass of a batch smaller than the thread count (batch-1 latency): per
     image, one prepared image, and the threads split its output rows."""
@@ -314,20 +314,20 @@ def _conv_rows(prepare, stride, x, w, b, has_bias, relu, y, ws, ph, pw, T):
                      np.intp(0))
 
 
-@njit(parallel=True, cache=True, fastmath=_FASTMATH)
+@njit(parallel=True, cache=True, fastmath=FASTMATH)
 def direct_conv_rows(x, w, b, has_bias, relu, y, ws, ph, pw, T):
     """:func:`direct_conv` (stride 1) for a batch smaller than the thread count: the threads
     split each image's output rows."""
     _conv_rows(_prepare_s1, np.intp(1), x, w, b, has_bias, relu, y, ws, ph, pw, T)
 
 
-@njit(parallel=True, cache=True, fastmath=_FASTMATH)
+@njit(parallel=True, cache=True, fastmath=FASTMATH)
 def direct_conv_rows_s2(x, w, b, has_bias, relu, y, ws, ph, pw, T):
     """:func:`direct_conv_rows` at stride 2."""
     _conv_rows(_prepare_s2, np.intp(2), x, w, b, has_bias, relu, y, ws, ph, pw, T)
 
 
-@njit(cache=True, fastmath=_FASTMATH)
+@njit(cache=True, fastmath=FASTMATH)
 def _transpose(src, s0, pitch, fs, mask, use_mask, F, OH, OW, ws, d0, Wp, Fp):
     """dyT for the weight gradient: ws[d0 + (oh*Wp + ow)*Fp + f] = src[s0 + f*fs + oh*pitch +
     ow] (zero where ``use_mask`` and mask, laid out as src, is not > 0), in register-transposed
@@ -355,7 +355,7 @@ def _transpose(src, s0, pitch, fs, mask, use_mask, F, OH, OW, ws, d0, Wp, Fp):
                 ws[_u(d + ow * Fp + f)] = v
 
 
-@njit(cache=True, fastmath=_FASTMATH, inline="always")
+@njit(cache=True, fastmath=FASTMATH, inline="always")
 def _backward_batch(prepare, stride, x, w, dy, y, relu, dwt, db, has_bias, dx, need_dx, ws, ph,
                     pw, T, add_dx):
     """The body of :func:`direct_backward` and :func:`direct_backward_s2`."""
@@ -427,7 +427,7 @@ def _backward_batch(prepare, stride, x, w, dy, y, relu, dwt, db, has_bias, dx, n
                 for i in range(nbw):
                     k0 = i * (K + 1) // nbw
                     for f0 in range(0, F, nr):
-                        _rows_strided((i + 1) * (K + 1) // nbw - k0, ws, xp + q0, rows, k0, ws,
+                        rows_strided((i + 1) * (K + 1) // nbw - k0, ws, xp + q0, rows, k0, ws,
                                       dyt + q0 * Fp + f0, Fp, qn, ws, part + k0 * Fp + f0, Fp,
                                       min(nr, F - f0), 1, ws, 0)
             if need_dx:
@@ -450,7 +450,7 @@ def _backward_batch(prepare, stride, x, w, dy, y, relu, dwt, db, has_bias, dx, n
             db[f] = acc
 
 
-@njit(parallel=True, cache=True, fastmath=_FASTMATH)
+@njit(parallel=True, cache=True, fastmath=FASTMATH)
 def direct_backward(x, w, dy, y, relu, dwt, db, has_bias, dx, need_dx, ws, ph, pw, T, add_dx):
     """dW (and db) of the convolution ``y = relu(conv(x, w) + b)`` at stride 1, and with
     ``need_dx`` dx, all overwritten (dx added to with ``add_dx``). db is one more row of the
@@ -460,10 +460,10 @@ def direct_backward(x, w, dy, y, relu, dwt, db, has_bias, dx, need_dx, ws, ph, p
                     pw, T, add_dx)
 
 
-@njit(parallel=True, cache=True, fastmath=_FASTMATH)
+@njit(parallel=True, cache=True, fastmath=FASTMATH)
 def direct_backward_s2(x, w, dy, y, relu, dwt, db, has_bias, ws, ph, pw, T):
     """dW (and db) of the convolution at stride 2 (its dx is
-    :func:`cnnc.kernels.conv.dispatch._conv_dx_phase`'s)."""
+    :func:`cnnc.kernels.conv.im2col.dx_phase`'s)."""
     _backward_batch(_prepare_s2, np.intp(2), x, w, dy, y, relu, dwt, db, has_bias, dy, np.bool_(False),
                     ws, ph, pw, T, np.bool_(False))
 

@@ -1,154 +1,78 @@
-"""2-D convolution kernels (NCHW), forward and backward.
+"""Convolution path selection and the Python-level entry points (NCHW, forward and backward).
 
-Strategy (PERF.md §1-§3): ``prange`` over ``T`` chunks of images (T = Numba threads), and in
-each chunk, per *block* of ``B`` images, an im2col into an L2-resident per-thread buffer
-followed by single-threaded sgemm calls (one per group) in the NCHW orientation
+Entry points (geometry: a :class:`~cnnc.kernels.conv.geometry.ConvGeometry`, built once per
+layer)::
 
-    y[n]_g [Fg, P] = W_g [Fg, Cg*KH*KW] . cols_g [Cg*KH*KW, P]          (P = OH*OW)
+    conv2d_workspace_size(x_shape, w_shape, y_shape, geom) -> int
+    conv2d_forward(x, w, b, y, ws, geom, has_bias, relu)
+    conv2d_backward(x, w, y, dy, dx, dwt, db, ws, geom, has_bias, relu, need_dx, add_dx=False)
+    conv2d_backward_adds(x_shape, w_shape, y_shape, geom, ws_size, relu) -> bool
 
-Blocks of several images (``B*P`` >= a few hundred columns) keep the GEMMs efficient for
-small feature maps; the block's GEMM output goes to a buffer and the epilogue (bias, ReLU)
-copies it into ``y``.  Backward per block: ``dW_g += dy_g . cols_g^T`` into per-thread
-partials (BLAS ``beta = 1``), ``dcols = W_g^T . dy_g`` then col2im into ``dx[n]``; partials are
-summed at the end.  1x1 / stride-1 / unpadded convolutions skip im2col when ``B == 1``.
+Three families of kernels (docs/kernels.md), chosen per call from the layer's shapes, the
+thread count and the workspace size (the chosen path, hence the result, is the same at
+every call of a layer):
 
-BLAS is called through :func:`cnnc.kernels.blas.gemm`, a thin intrinsic over Numba's own ``numba_xxgemm``
-helper (the function behind ``np.dot`` in njit code: SciPy's OpenBLAS), which adds what
-``np.dot`` lacks: offsets, leading dimensions, transposes and ``beta``.  It needs
-:func:`cnnc.kernels.threads.configure` to have run (one BLAS thread inside ``prange``).
+* direct convolution on the register-blocked micro-kernel (:mod:`cnnc.kernels.conv.direct`):
+  stride 1 or 2 on both axes, dilation 1, one group, a window larger than 1x1 -- forward,
+  weight gradient and (stride 1) data gradient;
+* Winograd F(4x4,3x3) (:mod:`cnnc.kernels.conv.winograd`): 3x3, stride 1, dilation 1, one
+  group, padding <= 2, with enough channels and work per image; it takes precedence over the
+  direct kernels from :data:`DIRECT_WINO_CH` channels (forward: in and out; backward: on one
+  side);
+* im2col / col2im + GEMM (:mod:`cnnc.kernels.conv.im2col`): everything else, the data
+  gradient of stride-2 layers (on the phase planes), strided 1x1 gradients.
 
-Workspace: ``conv2d_workspace_size`` elements = threads x per-thread need (im2col block,
-GEMM output block, dW/db partials); it does not grow with the batch beyond one block.
+Batches smaller than the thread count split each image's work instead of the batch (direct:
+output rows; Winograd: tile rows; im2col: channels and GEMM columns).  The workspace is sized
+for every path a layer's shapes allow.
 
-Stride-1 and stride-2 layers with windows larger than 1x1 (dilation 1, one group) run as
-direct convolutions on a register-blocked micro-kernel instead (:mod:`cnnc.kernels.conv.direct`),
-except 3x3 stride-1 layers with 64 channels (in and out for the forward pass, on one side
-for the backward), which use Winograd F(4x4,3x3) (:mod:`cnnc.kernels.conv.winograd`); the data
-gradient of stride-2 layers stays here.  Chosen in :func:`conv2d_forward` /
-:func:`conv2d_backward`, workspace sized for all.  ``CNNC_CONV_PATH`` / :data:`FORCE_PATH`
-force one path.
+Tunables are module constants (measurements in the comments beside them).  One environment
+variable is read, at import:
+
+==================  ========  ===========================================================
+variable            default   meaning
+==================  ========  ===========================================================
+``CNNC_CONV_PATH``  ``auto``  force one path (:data:`FORCE_PATH`) for tests and benchmarks:
+                              ``auto`` (0), ``compact`` (1: compact im2col), ``wide`` (2:
+                              the contiguous im2col layouts), ``wino`` (3: Winograd where it
+                              applies), ``direct`` (4: the micro-kernel where it applies);
+                              a name or its number.  Tests set :data:`FORCE_PATH` itself.
+==================  ========  ===========================================================
 """
 
 from __future__ import annotations
 
-import numpy as np
-from numba import njit, prange
+import os
 
-from cnnc.kernels.blas import TRANS_N as _N
-from cnnc.kernels.blas import TRANS_T as _T
-from cnnc.kernels.blas import gemm
-from cnnc.kernels.blas import uidx as _u
-from cnnc.kernels.conv import direct as _direct
+import numpy as np
+
+from cnnc.kernels.conv import direct, im2col, winograd
+from cnnc.kernels.conv.im2col import (BWD_TARGET_COLS, FWD_TARGET_COLS, dx_phase,
+                                      im2col_backward, im2col_conv, im2col_conv_split,
+                                      pointwise_strided_backward, pointwise_strided_sizes)
+from cnnc.kernels.conv.geometry import (PATH_AUTO, PATH_COMPACT, PATH_DIRECT, PATH_NAMES,
+                                        PATH_WIDE, PATH_WINO, ConvGeometry)
 from cnnc.kernels.host import host
-from cnnc.kernels.conv.microkernel import mk_cols
-from cnnc.kernels.conv.direct import phase_image as _phase_image
-from cnnc.kernels.conv import winograd as _wino
 from cnnc.kernels.threads import work_chunks
 
-# ---------------------------------------------------------------------------------------
-# im2col / col2im on flat arrays
-# ---------------------------------------------------------------------------------------
+__all__ = ["ConvGeometry", "conv2d_workspace_size", "conv2d_forward", "conv2d_backward",
+           "conv2d_backward_adds", "dummy", "FORCE_PATH", "PATH_AUTO", "PATH_COMPACT",
+           "PATH_WIDE", "PATH_WINO", "PATH_DIRECT"]
 
 
-@njit(cache=True, inline="always")
-def _ow_range(kw, dw, pw, sw, W, OW):
-    """Output columns ``ow`` whose input column ``ow*sw - pw + kw*dw`` is inside [0, W)."""
-    off = kw * dw - pw
-    lo = 0
-    if off < 0:
-        lo = (-off + sw - 1) // sw
-    top = W - 1 - off
-    if top < 0:
-        hi = 0
-    else:
-        hi = top // sw + 1
-    if hi > OW:
-        hi = OW
-    if lo > OW:
-        lo = OW
-    if hi < lo:
-        hi = lo
-    return off, lo, hi
+def parse_path(text: str) -> int:
+    """``CNNC_CONV_PATH``: a path name or number."""
+    text = text.strip().lower()
+    if text in PATH_NAMES:
+        return PATH_NAMES.index(text)
+    if text.isdigit() and int(text) < len(PATH_NAMES):
+        return int(text)
+    raise ValueError(f"CNNC_CONV_PATH={text!r}: expected one of {', '.join(PATH_NAMES)} "
+                     f"or 0-{len(PATH_NAMES) - 1}")
 
 
-@njit(cache=True, fastmath=True)
-def _im2col(xf, xoff, C, H, W, KH, KW, sh, sw, ph, pw, dh, dw, OH, OW, cols, coff, ldc):
-    """cols[coff + ((c*KH+kh)*KW+kw)*ldc + oh*OW + ow] = x[c, oh*sh-ph+kh*dh, ow*sw-pw+kw*dw].
+FORCE_PATH = parse_path(os.environ.get("CNNC_CONV_PATH", "auto"))
 
-    Inner loops index with unsigned integers: Numba then emits no negative-index wraparound
-    and LLVM vectorizes the copies (4x faster than signed indexing).
-    """
-    zero = cols.dtype.type(0)
-    usw = _u(sw)
-    for c in range(C):
-        for kh in range(KH):
-            for kw in range(KW):
-                base = coff + ((c * KH + kh) * KW + kw) * ldc
-                off, lo, hi = _ow_range(kw, dw, pw, sw, W, OW)
-                for oh in range(OH):
-                    ih = oh * sh - ph + kh * dh
-                    d = _u(base + oh * OW)
-                    if ih < 0 or ih >= H:
-                        for ow in range(OW):
-                            cols[d + _u(ow)] = zero
-                    else:
-                        for ow in range(lo):
-                            cols[d + _u(ow)] = zero
-                        # s + ow*sw >= 0 for ow >= lo
-                        s = _u(xoff + (c * H + ih) * W + off + lo * sw)
-                        dl = d + _u(lo)
-                        if sw == 1:
-                            for j in range(hi - lo):
-                                cols[dl + _u(j)] = xf[s + _u(j)]
-                        else:
-                            for j in range(hi - lo):
-                                cols[dl + _u(j)] = xf[s + _u(j) * usw]
-                        for ow in range(hi, OW):
-                            cols[d + _u(ow)] = zero
-
-
-@njit(cache=True, fastmath=True)
-def _col2im(cols, coff, ldc, C, H, W, KH, KW, sh, sw, ph, pw, dh, dw, OH, OW, dxf, xoff):
-    """dx[c, ih, iw] += cols[...]  (adjoint of :func:`_im2col`); dx must be zeroed first."""
-    usw = _u(sw)
-    for c in range(C):
-        for kh in range(KH):
-            for kw in range(KW):
-                base = coff + ((c * KH + kh) * KW + kw) * ldc
-                off, lo, hi = _ow_range(kw, dw, pw, sw, W, OW)
-                for oh in range(OH):
-                    ih = oh * sh - ph + kh * dh
-                    if ih < 0 or ih >= H:
-                        continue
-                    d = _u(base + oh * OW + lo)
-                    s = _u(xoff + (c * H + ih) * W + off + lo * sw)
-                    if sw == 1:
-                        for j in range(hi - lo):
-                            dxf[s + _u(j)] += cols[d + _u(j)]
-                    else:
-                        for j in range(hi - lo):
-                            dxf[s + _u(j) * usw] += cols[d + _u(j)]
-
-
-# ---------------------------------------------------------------------------------------
-# sizing (shared by the workspace query and the kernels)
-# ---------------------------------------------------------------------------------------
-
-import os as _os
-
-# Columns (B*P) a block of images should reach.  Measured (2-core AVX-512 Xeon): GEMMs were
-# as fast or faster per image than per block of images (B*P >= 512) for LeNet and VGG
-# layers, so both default to B = 1; the block machinery stays for other shapes/machines.
-_FWD_TARGET_COLS = int(_os.environ.get("CNNC_CONV_FWD_COLS", "1"))
-_BWD_TARGET_COLS = int(_os.environ.get("CNNC_CONV_BWD_COLS", "1"))
-_MAX_BLOCK_ELEMS = 1 << 19  # cap on the im2col block (elements): 2 MiB in float32
-
-# Path selection: 0 = automatic, 1 = compact im2col, 2 = the contiguous im2col layouts ("wide" for
-# stride 1, "phase" for stride 2; dilation 1),
-# 3 = Winograd F(4x4,3x3) (cnnc.kernels.conv.winograd) for forward, dx and dW wherever it applies
-# (3x3, stride 1, dilation 1, groups 1, padding <= 2; any channel count).  Automatic uses
-# Winograd for such layers with >= _WINO_MIN_CH channels in and out, im2col otherwise.
-PATH_AUTO, PATH_COMPACT, PATH_WIDE, PATH_WINO, PATH_DIRECT = 0, 1, 2, 3, 4
 # Direct convolution on the register-blocked micro-kernel (cnnc.kernels.conv.direct) for stride-1
 # and stride-2, undilated, ungrouped layers with windows larger than 1x1. Measured on the
 # 2-core AVX2 EPYC, batch 128, 2 threads, ms forward / backward (dx + dW), direct against
@@ -158,150 +82,52 @@ PATH_AUTO, PATH_COMPACT, PATH_WIDE, PATH_WINO, PATH_DIRECT = 0, 1, 2, 3, 4
 # 5x5 layers at batch 64 0.34 and 0.29 forward against 0.63 and 0.69. Winograd keeps the
 # layers where it has enough channels: forward from 64 in and out, backward from 64 on one
 # side (32 -> 32 at 16x16: direct 8.3 ms, Winograd 9.0; 32 -> 64 at 16x16: 22 and 16 ms).
-_DIRECT_WINO_CH = int(_os.environ.get("CNNC_CONV_DIRECT_WINO_CH", "64"))
-FORCE_PATH = int(_os.environ.get("CNNC_CONV_PATH", "0"))
+DIRECT_WINO_CH = 64
 # Winograd: 4x4-output tiles per GEMM block, and the channel thresholds.  Measured on the
 # 2-core AVX-512 Xeon (VGG-ish layers, batch 128, vs im2col): forward 1.8-2.6x, dx 1.4-2.4x,
 # dW 1.7-2.3x on every 3x3 layer with C, F >= 32; 32 tiles per block was best (16-128 tried).
-_WINO_TILES = int(_os.environ.get("CNNC_CONV_WINO_TILES", "32"))
-_WINO_MIN_CH = int(_os.environ.get("CNNC_CONV_WINO_MIN_CH", "32"))
+WINO_TILES = 32
+WINO_MIN_CH = 32
 # The forward pass alone gains from 16 channels on: ResNet-8's 16 -> 16 layers at 32x32,
 # batch 128, 2 threads: 6.25 -> 4.1 ms (im2col -> Winograd), while dx via Winograd there
-# was slightly slower (8.4 -> 8.7 ms), so backward keeps _WINO_MIN_CH.
-_WINO_FWD_MIN_CH = int(_os.environ.get("CNNC_CONV_WINO_FWD_MIN_CH", "16"))
-_WINO_DW_MIN_CH = int(_os.environ.get("CNNC_CONV_WINO_DW_MIN_CH", "32"))
+# was slightly slower (8.4 -> 8.7 ms), so backward keeps WINO_MIN_CH.
+WINO_FWD_MIN_CH = 16
+WINO_DW_MIN_CH = 32
 # ... and only for layers with at least this much work per image (MACs): Winograd's
 # transforms cost a fixed amount per tile, and its kernel takes about 5 s to compile on
 # first use. Below it the gain is microseconds per call: 16 -> 16 channels at 8x8 (0.15M
 # MACs per image), batch 32: 0.087 ms Winograd vs 0.124 ms im2col, while the first run of
 # models/digits.cnn compiles 7 s less.
-_WINO_MIN_IMAGE_MACS = int(_os.environ.get("CNNC_CONV_WINO_MIN_IMAGE_MACS", str(1 << 19)))
+WINO_MIN_IMAGE_MACS = 1 << 19
+
+_chunks = work_chunks  # fixed per process: the same partial sums whatever runs them
+_dummies: dict = {}
+
+
+def dummy(dtype, ndim):
+    """A cached (1,)*ndim zero array standing for an absent argument of a kernel (bias, dx)."""
+    key = (np.dtype(dtype), ndim)
+    a = _dummies.get(key)
+    if a is None:
+        a = _dummies[key] = np.zeros((1,) * ndim, dtype=dtype)
+    return a
+
+
+# ---------------------------------------------------------------------------------------
+# path selection
+# ---------------------------------------------------------------------------------------
 
 
 def _wino_worth(C, F, OH, OW, path):
     """Enough work per image for Winograd (or it is forced)?"""
-    return path == PATH_WINO or C * F * 9 * OH * OW >= _WINO_MIN_IMAGE_MACS
-
-
-@njit(cache=True)
-def _block(N, C, KK, P, target):
-    """Images per block: enough columns for an efficient GEMM, bounded buffer."""
-    b = (target + P - 1) // P
-    cap = _MAX_BLOCK_ELEMS // max(1, C * KK * P)
-    if b > cap:
-        b = cap
-    if b > N:
-        b = N
-    if b < 1:
-        b = 1
-    return b
-
-
-@njit(cache=True)
-def _sizes(N, C, F, KH, KW, CgKK, OH, OW, fwd_cols, bwd_cols):
-    """(per-thread workspace elements, forward block, backward block, wide columns/image).
-
-    Sized for the largest of the im2col layouts: compact (P = OH*OW columns per image),
-    wide (OH*(OW+KW-1) columns, plus a zero-padded input copy of C*(OH+KH-1)*(OW+KW-1)) and
-    phase (stride 2: at most as many columns as wide, plus four phase planes of at most
-    C*(OH+(KH+1)//2)*(OW+(KW+1)//2) each).
-    """
-    KK = KH * KW
-    Pw = OH * (OW + KW - 1)
-    XP = max(C * (OH + KH - 1) * (OW + KW - 1), 4 * C * (OH + (KH + 1) // 2) * (OW + (KW + 1) // 2))
-    Bf = _block(N, C, KK, Pw, fwd_cols)
-    Bb = _block(N, C, KK, Pw, bwd_cols)
-    fwd = C * KK * Bf * Pw + F * Bf * Pw + XP
-    bwd = F * CgKK + F + C * KK * Bb * Pw + F * Bb * Pw + XP
-    return max(fwd, bwd), Bf, Bb, Pw
-
-
-LAYOUT_COMPACT, LAYOUT_WIDE, LAYOUT_PHASE = 0, 1, 2
-
-
-@njit(cache=True)
-def _layout(path, sh, sw, dh, dw, ph, pw, KH, KW, OW):
-    """The column layout: compact (any geometry), wide (stride 1, dilation 1, not 1x1
-    unpadded) or phase (stride 2, dilation 1, not 1x1: there the compact im2col is a plain
-    strided gather and the GEMM writes the output directly). ``PATH_WIDE`` forces the contiguous layout
-    that applies (wide or phase), ``PATH_COMPACT`` the compact one."""
-    if path == PATH_COMPACT or dh != 1 or dw != 1:
-        return LAYOUT_COMPACT
-    if sh == 2 and sw == 2 and not (KH == 1 and KW == 1):
-        # each (c, kh, kw) row of the columns is one contiguous slice of a phase plane: 2.5x
-        # faster im2col than the compact one's strided 16-element rows (ResNet-8's stride-2
-        # layers), for (KW-1)//2 extra GEMM columns per output row
-        return LAYOUT_PHASE
-    if sh != 1 or sw != 1 or (KH == 1 and KW == 1 and ph == 0 and pw == 0):
-        return LAYOUT_COMPACT
-    if path == PATH_WIDE:
-        return LAYOUT_WIDE
-    # automatic: the wide layout wastes (KW-1)/OW of the GEMM but makes im2col / col2im
-    # plain contiguous copies; short output rows make the compact im2col slow
-    if OW <= 16 or (KW - 1) * 8 <= OW:
-        return LAYOUT_WIDE
-    return LAYOUT_COMPACT
-
-
-@njit(cache=True)
-def _row_pitch(lay, W, pw, OW):
-    """Columns per output row in the GEMM: the wide layout's padded width, the phase
-    layout's phase-plane width, the output width for compact."""
-    if lay == LAYOUT_WIDE:
-        return W + 2 * pw
-    if lay == LAYOUT_PHASE:
-        return (W + 2 * pw + 1) // 2
-    return OW
-
-
-def conv2d_workspace_size(N, C, H, W, F, KH, KW, OH, OW, groups):
-    """Elements of the 1-D workspace (same dtype as the data) for forward and backward.
-
-    ``chunks x per-chunk(...)`` with chunks = :func:`cnnc.kernels.threads.work_chunks`;
-    bounded independently of N beyond one block of images.  A smaller workspace still works (fewer threads are used) as long as
-    it holds one thread's share.
-    """
-    N, C, H, W, F, KH, KW, OH, OW, groups = (int(v) for v in (N, C, H, W, F, KH, KW, OH, OW, groups))
-    per = host(_sizes)(N, C, F, KH, KW, (C // groups) * KH * KW, OH, OW, _FWD_TARGET_COLS,
-                       _BWD_TARGET_COLS)[0]
-    T = max(1, min(work_chunks(), N))
-    size = T * per
-    if groups == 1:  # the direct kernels, at each stride and padding these shapes allow
-        for st in (1, 2):
-            pads = [(p, q) for p in range(KH) for q in range(KW)
-                    if (H + 2 * p - KH) // st + 1 == OH and (W + 2 * q - KW) // st + 1 == OW]
-            if pads:
-                p, q = max(pads)
-                shared, per_d = host(_direct.sizes)(N, C, H, W, F, KH, KW, p, q, T, st)
-                size = max(size, shared + T * per_d)
-                if st == 2:  # the data gradient on the phase planes
-                    shared, per_d = host(_dx_phase_sizes)(C, F, KH, KW, H, W, OH, OW, p, q)
-                    size = max(size, shared + T * per_d)
-                if N < work_chunks():  # the row-split forward of small batches
-                    size = max(size, host(_direct.small_size)(C, H, W, F, KH, KW, p, q, st,
-                                                              2 * work_chunks()))
-    dph, dpw = OH - H + 2, OW - W + 2  # 2 * padding if stride 1, dilation 1
-    if (KH == 3 and KW == 3 and groups == 1 and dph in (0, 2, 4) and dpw in (0, 2, 4)
-            and _wino_ok(C, F, 3, 3, 1, 1, dph // 2, dpw // 2, 1, 1, 1, FORCE_PATH,
-                         min(_WINO_MIN_CH, _WINO_FWD_MIN_CH))):
-        # room for Winograd where it may be chosen (stride 1 / dilation 1 inferred from the
-        # shapes; a false positive only over-sizes the workspace)
-        for ci, fo, ho, wo, hi, wi in ((C, F, OH, OW, H, W), (F, C, H, W, OH, OW)):
-            u, pw_, _ = host(_wino.wino_sizes)(N, ci, fo, hi, wi, ho, wo, _WINO_TILES)
-            size = max(size, u + T * pw_)
-        size = max(size, T * host(_wino.wino_dw_sizes)(N, C, F, H, W, OH, OW, _WINO_TILES)[0])
-        if N < work_chunks():  # the tile-split forward of small batches
-            chunks = work_chunks()
-            u, pad, per, _ = host(_wino.wino_small_sizes)(C, F, H, W, OH, OW, chunks)
-            size = max(size, u + pad + chunks * per)
-    return int(size)
+    return path == PATH_WINO or C * F * 9 * OH * OW >= WINO_MIN_IMAGE_MACS
 
 
 def _wino_ok(C, F, KH, KW, sh, sw, ph, pw, dh, dw, groups, path, min_ch=None):
     """Winograd F(4x4,3x3) applies (and is chosen) for this layer? (``min_ch``: the
-    channel threshold, default ``_WINO_MIN_CH``; the forward pass uses ``_WINO_FWD_MIN_CH``)"""
+    channel threshold, default ``WINO_MIN_CH``; the forward pass uses ``WINO_FWD_MIN_CH``)"""
     if min_ch is None:
-        min_ch = _WINO_MIN_CH
+        min_ch = WINO_MIN_CH
     if path == PATH_COMPACT or path == PATH_WIDE or path == PATH_DIRECT:
         return False
     if not (KH == 3 and KW == 3 and sh == 1 and sw == 1 and dh == 1 and dw == 1
@@ -316,12 +142,12 @@ def _direct_ok(KH, KW, sh, sw, dh, dw, groups, path):
     too short for it: ResNet-8's 1x1 stride-2 shortcuts ran 10-20% slower -- and no wider
     than the slack after its padded images)?"""
     return (path in (PATH_AUTO, PATH_DIRECT) and sh == sw and sh in (1, 2) and dh == 1
-            and dw == 1 and groups == 1 and 1 < KH * KW and KW <= _direct.NR_MAX)
+            and dw == 1 and groups == 1 and 1 < KH * KW and KW <= direct.NR_MAX)
 
 
 def _direct_room(N, C, H, W, F, KH, KW, ph, pw, T, stride):
     """Workspace elements the direct kernels need."""
-    shared, per = host(_direct.sizes)(N, C, H, W, F, KH, KW, ph, pw, T, stride)
+    shared, per = host(direct.sizes)(N, C, H, W, F, KH, KW, ph, pw, T, stride)
     return shared + min(T, N) * per
 
 
@@ -332,7 +158,7 @@ def _direct_fits(ws, N, C, H, W, F, KH, KW, ph, pw, T, stride):
 def _wino_dw_ok(C, F, KH, KW, sh, sw, ph, pw, dh, dw, groups, path):
     """Winograd for the weight gradient?"""
     return _wino_ok(C, F, KH, KW, sh, sw, ph, pw, dh, dw, groups, path) and (
-        path == PATH_WINO or (C >= _WINO_DW_MIN_CH and F >= _WINO_DW_MIN_CH))
+        path == PATH_WINO or (C >= WINO_DW_MIN_CH and F >= WINO_DW_MIN_CH))
 
 
 def _wino_small_fits(ws, Ci, Fo, Hi, Wi, Ho, Wo, T):
@@ -341,664 +167,88 @@ def _wino_small_fits(ws, Ci, Fo, Hi, Wi, Ho, Wo, T):
     TH, TW = (Ho + 3) // 4, (Wo + 3) // 4
     if TH < T or TH * TW < 16 * T:
         return False
-    u, pad, per, _ = host(_wino.wino_small_sizes)(Ci, Fo, Hi, Wi, Ho, Wo, T)
+    u, pad, per, _ = host(winograd.wino_small_sizes)(Ci, Fo, Hi, Wi, Ho, Wo, T)
     return ws.size >= u + pad + T * per
 
 
 def _wino_fits(ws, N, Ci, Fo, Hi, Wi, Ho, Wo):
     """Workspace holds the transformed filters and one thread's Winograd buffers?"""
-    u, per, _ = host(_wino.wino_sizes)(N, Ci, Fo, Hi, Wi, Ho, Wo, _WINO_TILES)
+    u, per, _ = host(winograd.wino_sizes)(N, Ci, Fo, Hi, Wi, Ho, Wo, WINO_TILES)
     return ws.size >= u + per
 
 
-# ---------------------------------------------------------------------------------------
-# wide im2col / col2im (stride 1, dilation 1)
-# ---------------------------------------------------------------------------------------
-# With the output computed on a grid of OH x Wp (Wp = W + 2*pw, the last KW-1 columns of
-# each row are garbage), row (c, kh, kw) of the column matrix is ONE contiguous slice of the
-# zero-padded image: xp[c, kh:, kw:] flattened.  im2col / col2im become long contiguous
-# copies; the epilogue drops the garbage columns; backward packs dy with zeros there.
+def conv2d_workspace_size(x_shape, w_shape, y_shape, geom: ConvGeometry) -> int:
+    """Elements of the 1-D workspace (same dtype as the data) that :func:`conv2d_forward`
+    and :func:`conv2d_backward` need for ``x: (N, C, H, W)``, ``w: (F, C // groups, KH, KW)``
+    and ``y: (N, F, H', W')``.
 
-
-@njit(cache=True, fastmath=True)
-def _pad_image(xf, xoff, C, H, W, ph, pw, buf, boff):
-    """buf[boff:] = x[c] zero-padded to (H+2ph, W+2pw)."""
-    zero = buf.dtype.type(0)
-    Hp = H + 2 * ph
-    Wp = W + 2 * pw
-    for c in range(C):
-        cb = boff + c * Hp * Wp
-        for j in range(ph * Wp):
-            buf[_u(cb + j)] = zero
-            buf[_u(cb + (Hp - ph) * Wp + j)] = zero
-        for ih in range(H):
-            d = _u(cb + (ih + ph) * Wp)
-            s = _u(xoff + (c * H + ih) * W)
-            for j in range(pw):
-                buf[d + _u(j)] = zero
-                buf[d + _u(pw + W + j)] = zero
-            dp = d + _u(pw)
-            for j in range(W):
-                buf[dp + _u(j)] = xf[s + _u(j)]
-
-
-@njit(cache=True, fastmath=True)
-def _im2col_wide(xf, xoff, C, H, W, KH, KW, ph, pw, OH, OW, cols, coff, ldc, ws, xpoff):
-    zero = cols.dtype.type(0)
-    Hp = H + 2 * ph
-    Wp = W + 2 * pw
-    if ph > 0 or pw > 0:
-        _pad_image(xf, xoff, C, H, W, ph, pw, ws, xpoff)
-        src = ws
-        soff = xpoff
-    else:
-        src = xf
-        soff = xoff
-    Pc = OH * Wp
-    ncopy = (OH - 1) * Wp + OW  # stays inside the padded image
-    for c in range(C):
-        for kh in range(KH):
-            for kw in range(KW):
-                d = _u(coff + ((c * KH + kh) * KW + kw) * ldc)
-                s = _u(soff + (c * Hp + kh) * Wp + kw)
-                for j in range(ncopy):
-                    cols[d + _u(j)] = src[s + _u(j)]
-                for j in range(ncopy, Pc):
-                    cols[d + _u(j)] = zero
-
-
-@njit(cache=True, fastmath=True)
-def _col2im_wide(cols, coff, ldc, C, H, W, KH, KW, ph, pw, OH, OW, dxf, dxoff, ws, xpoff):
-    """dx[n] = col2im(cols) (overwrites).  Garbage columns of ``cols`` must be zero."""
-    zero = cols.dtype.type(0)
-    Hp = H + 2 * ph
-    Wp = W + 2 * pw
-    padded = ph > 0 or pw > 0
-    if padded:
-        acc = ws
-        aoff = xpoff
-    else:
-        acc = dxf
-        aoff = dxoff
-    for j in range(C * Hp * Wp):
-        acc[_u(aoff + j)] = zero
-    ncopy = (OH - 1) * Wp + OW
-    for c in range(C):
-        for kh in range(KH):
-            for kw in range(KW):
-                d = _u(coff + ((c * KH + kh) * KW + kw) * ldc)
-                s = _u(aoff + (c * Hp + kh) * Wp + kw)
-                for j in range(ncopy):
-                    acc[s + _u(j)] += cols[d + _u(j)]
-    if padded:
-        for c in range(C):
-            for ih in range(H):
-                s = _u(xpoff + (c * Hp + ih + ph) * Wp + pw)
-                d = _u(dxoff + (c * H + ih) * W)
-                for j in range(W):
-                    dxf[d + _u(j)] = ws[s + _u(j)]
+    ``chunks x per-chunk(...)`` with chunks = :func:`cnnc.kernels.threads.work_chunks`;
+    bounded independently of N beyond one block of images.  Room is made for every path
+    the shapes allow (strides and paddings inferred from them: of ``geom`` only the group
+    count enters).  A smaller workspace still works (fewer threads are used) as long as it
+    holds one thread's share.
+    """
+    N, C, H, W = (int(v) for v in x_shape)
+    F, KH, KW = int(w_shape[0]), int(w_shape[2]), int(w_shape[3])
+    OH, OW = int(y_shape[2]), int(y_shape[3])
+    groups = int(geom.groups)
+    per = host(im2col.im2col_sizes)(N, C, F, KH, KW, (C // groups) * KH * KW, OH, OW,
+                                    im2col.FWD_TARGET_COLS, im2col.BWD_TARGET_COLS)[0]
+    T = max(1, min(work_chunks(), N))
+    size = T * per
+    if groups == 1:  # the direct kernels, at each stride and padding these shapes allow
+        for st in (1, 2):
+            pads = [(p, q) for p in range(KH) for q in range(KW)
+                    if (H + 2 * p - KH) // st + 1 == OH and (W + 2 * q - KW) // st + 1 == OW]
+            if pads:
+                p, q = max(pads)
+                shared, per_d = host(direct.sizes)(N, C, H, W, F, KH, KW, p, q, T, st)
+                size = max(size, shared + T * per_d)
+                if st == 2:  # the data gradient on the phase planes
+                    shared, per_d = host(im2col.dx_phase_sizes)(C, F, KH, KW, H, W, OH, OW, p,
+                                                                q)
+                    size = max(size, shared + T * per_d)
+                if N < work_chunks():  # the row-split forward of small batches
+                    size = max(size, host(direct.small_size)(C, H, W, F, KH, KW, p, q, st,
+                                                             2 * work_chunks()))
+    dph, dpw = OH - H + 2, OW - W + 2  # 2 * padding if stride 1, dilation 1
+    if (KH == 3 and KW == 3 and groups == 1 and dph in (0, 2, 4) and dpw in (0, 2, 4)
+            and _wino_ok(C, F, 3, 3, 1, 1, dph // 2, dpw // 2, 1, 1, 1, FORCE_PATH,
+                         min(WINO_MIN_CH, WINO_FWD_MIN_CH))):
+        # room for Winograd where it may be chosen (stride 1 / dilation 1 inferred from the
+        # shapes; a false positive only over-sizes the workspace)
+        for ci, fo, ho, wo, hi, wi in ((C, F, OH, OW, H, W), (F, C, H, W, OH, OW)):
+            u, pw_, _ = host(winograd.wino_sizes)(N, ci, fo, hi, wi, ho, wo, WINO_TILES)
+            size = max(size, u + T * pw_)
+        size = max(size, T * host(winograd.wino_dw_sizes)(N, C, F, H, W, OH, OW, WINO_TILES)[0])
+        if N < work_chunks():  # the tile-split forward of small batches
+            chunks = work_chunks()
+            u, pad, per, _ = host(winograd.wino_small_sizes)(C, F, H, W, OH, OW, chunks)
+            size = max(size, u + pad + chunks * per)
+    return int(size)
 
 
 # ---------------------------------------------------------------------------------------
-# phase im2col / col2im (stride 2, dilation 1)
-# ---------------------------------------------------------------------------------------
-# The zero-padded image splits into four phase planes q[a][b][c, i, j] = xpad[c, 2i+a, 2j+b]
-# of Hq x Wq (Hq = ceil((H+2ph)/2)). Output (oh, ow) of tap (kh, kw) reads
-# q[kh%2][kw%2][c, oh + kh//2, ow + kw//2], so with the output computed on a grid of
-# OH x Wq, row (c, kh, kw) of the column matrix is ONE contiguous slice of a phase plane,
-# as in the wide layout (its last Wq - OW columns per row are garbage).
-
-
-@njit(cache=True, fastmath=True)
-def _im2col_phase(xf, xoff, C, H, W, KH, KW, ph, pw, OH, OW, cols, coff, ldc, ws, qoff):
-    zero = cols.dtype.type(0)
-    Hq = (H + 2 * ph + 1) // 2
-    Wq = (W + 2 * pw + 1) // 2
-    _phase_image(xf, xoff, C, H, W, ph, pw, KH, KW, Hq, Wq, ws, qoff)
-    Pc = OH * Wq
-    ncopy = (OH - 1) * Wq + OW  # stays inside the phase plane
-    for c in range(C):
-        for kh in range(KH):
-            for kw in range(KW):
-                d = _u(coff + ((c * KH + kh) * KW + kw) * ldc)
-                s = _u(qoff + (((kh % 2) * 2 + kw % 2) * C + c) * Hq * Wq + (kh // 2) * Wq + kw // 2)
-                for j in range(ncopy):
-                    cols[d + _u(j)] = ws[s + _u(j)]
-                for j in range(ncopy, Pc):
-                    cols[d + _u(j)] = zero
-
-
-@njit(cache=True, fastmath=True)
-def _col2im_phase(cols, coff, ldc, C, H, W, KH, KW, ph, pw, OH, OW, dxf, dxoff, ws, qoff,
-                  rowp, acc):
-    """dx[n] = col2im(cols) (overwrites; adds to dx with ``acc``). Output row oh of column
-    row k starts at ``cols[coff + k*ldc + oh*rowp]``: ``rowp`` = -1 is the phase grid's
-    pitch Wq (garbage columns, which must be zero, included), ``OW`` the compact layout."""
-    zero = cols.dtype.type(0)
-    Hq = (H + 2 * ph + 1) // 2
-    Wq = (W + 2 * pw + 1) // 2
-    for j in range(4 * C * Hq * Wq):
-        ws[_u(qoff + j)] = zero
-    ncopy = (OH - 1) * Wq + OW
-    for c in range(C):
-        for kh in range(KH):
-            for kw in range(KW):
-                d = _u(coff + ((c * KH + kh) * KW + kw) * ldc)
-                s = _u(qoff + (((kh % 2) * 2 + kw % 2) * C + c) * Hq * Wq + (kh // 2) * Wq + kw // 2)
-                if rowp < 0:
-                    for j in range(ncopy):
-                        ws[s + _u(j)] += cols[d + _u(j)]
-                else:
-                    for oh in range(OH):
-                        so = s + _u(oh * Wq)
-                        do = d + _u(oh * rowp)
-                        for j in range(OW):
-                            ws[so + _u(j)] += cols[do + _u(j)]
-    # every input element is one phase element, dx[c, ih, iw] = q[(ih+ph)%2][(iw+pw)%2][...]:
-    # an input row at a time, its even and odd elements from the two planes in one loop
-    e = pw % 2
-    h = pw // 2
-    half = W // 2
-    plane = Hq * Wq
-    for c in range(C):
-        for ih in range(H):
-            a = (ih + ph) % 2
-            i = (ih + ph) // 2
-            row = _u(dxoff + (c * H + ih) * W)
-            se = _u(qoff + ((a * 2 + e) * C + c) * plane + i * Wq + h)
-            so = _u(qoff + ((a * 2 + 1 - e) * C + c) * plane + i * Wq + h + e)
-            if acc:
-                for k in range(half):
-                    dxf[row + _u(2) * _u(k)] += ws[se + _u(k)]
-                    dxf[row + _u(2) * _u(k) + _u(1)] += ws[so + _u(k)]
-                if W % 2:
-                    dxf[row + _u(W - 1)] += ws[se + _u(half)]
-            else:
-                for k in range(half):
-                    dxf[row + _u(2) * _u(k)] = ws[se + _u(k)]
-                    dxf[row + _u(2) * _u(k) + _u(1)] = ws[so + _u(k)]
-                if W % 2:
-                    dxf[row + _u(W - 1)] = ws[se + _u(half)]
-
-
-# ---------------------------------------------------------------------------------------
-# kernels
+# entry points
 # ---------------------------------------------------------------------------------------
 
 
-@njit(parallel=True, cache=True, fastmath=True)
-def _conv_fwd(x, w, b, y, ws, sh, sw, ph, pw, dh, dw, G, has_bias, relu, nthreads, fcols,
-              bcols, path):
-    N, C, H, W = x.shape
-    F, Cg, KH, KW = w.shape
-    OH = y.shape[2]
-    OW = y.shape[3]
-    xf = x.reshape(x.size)
-    wf = w.reshape(w.size)
-    yf = y.reshape(y.size)
-    Fg = F // G
-    KK = KH * KW
-    CgKK = Cg * KK
-    P = OH * OW
-    CHW = C * H * W
-    per, B, _, Pw = _sizes(N, C, F, KH, KW, CgKK, OH, OW, fcols, bcols)
-    T = min(nthreads, N, ws.size // per)
-    if T < 1:
-        raise ValueError("conv2d_forward: workspace too small")
-    lay = _layout(path, sh, sw, dh, dw, ph, pw, KH, KW, OW)
-    wide = lay != LAYOUT_COMPACT  # a row pitch other than OW: the epilogue drops the garbage
-    pointwise = KH == 1 and KW == 1 and sh == 1 and sw == 1 and ph == 0 and pw == 0
-    Wrow = _row_pitch(lay, W, pw, OW)  # row pitch of the GEMM output
-    Pc = OH * Wrow  # GEMM columns per image
-    zero = y.dtype.type(0)
-    for t in prange(T):
-        n0 = t * N // T
-        n1 = (t + 1) * N // T
-        cbuf = t * per
-        obuf = cbuf + C * KK * B * Pw
-        xpbuf = obuf + F * B * Pw
-        for nb in range(n0, n1, B):
-            nB = min(B, n1 - nb)
-            L = nB * Pc
-            if nB == 1 and not wide:
-                # GEMM straight into y[n]
-                if pointwise:
-                    src = xf
-                    soff = nb * CHW
-                else:
-                    _im2col(xf, nb * CHW, C, H, W, KH, KW, sh, sw, ph, pw, dh, dw, OH, OW,
-                            ws, cbuf, P)
-                    src = ws
-                    soff = cbuf
-                for g in range(G):
-                    gemm(_N, _N, Fg, P, CgKK, 1.0, wf, g * Fg * CgKK, CgKK,
-                         src, soff + g * CgKK * P, P, 0.0, yf, nb * F * P + g * Fg * P, P)
-                if has_bias or relu:
-                    for f in range(F):
-                        d = _u((nb * F + f) * P)
-                        bf = b[f] if has_bias else zero
-                        if relu:
-                            for p in range(P):
-                                yf[d + _u(p)] = max(yf[d + _u(p)] + bf, zero)
-                        else:
-                            for p in range(P):
-                                yf[d + _u(p)] = yf[d + _u(p)] + bf
-            else:
-                for i in range(nB):
-                    if lay == LAYOUT_WIDE:
-                        _im2col_wide(xf, (nb + i) * CHW, C, H, W, KH, KW, ph, pw, OH, OW,
-                                     ws, cbuf + i * Pc, L, ws, xpbuf)
-                    elif lay == LAYOUT_PHASE:
-                        _im2col_phase(xf, (nb + i) * CHW, C, H, W, KH, KW, ph, pw, OH, OW,
-                                      ws, cbuf + i * Pc, L, ws, xpbuf)
-                    else:
-                        _im2col(xf, (nb + i) * CHW, C, H, W, KH, KW, sh, sw, ph, pw, dh, dw,
-                                OH, OW, ws, cbuf + i * Pc, L)
-                for g in range(G):
-                    gemm(_N, _N, Fg, L, CgKK, 1.0, wf, g * Fg * CgKK, CgKK,
-                         ws, cbuf + g * CgKK * L, L, 0.0, ws, obuf + g * Fg * L, L)
-                nrow = OH if wide else 1
-                rlen = OW if wide else P
-                for i in range(nB):
-                    for f in range(F):
-                        bf = b[f] if has_bias else zero
-                        for r in range(nrow):
-                            s = _u(obuf + f * L + i * Pc + r * Wrow)
-                            d = _u(((nb + i) * F + f) * P + r * rlen)
-                            if relu:
-                                for p in range(rlen):
-                                    yf[d + _u(p)] = max(ws[s + _u(p)] + bf, zero)
-                            else:
-                                for p in range(rlen):
-                                    yf[d + _u(p)] = ws[s + _u(p)] + bf
-
-
-@njit(parallel=True, cache=True, fastmath=True)
-def _conv_fwd_split(x, w, b, y, ws, sh, sw, ph, pw, dh, dw, has_bias, relu, T):
-    """The forward pass of a batch smaller than the thread count (batch-1 latency), where
-    one image per thread would leave threads idle: per image, the im2col is split over
-    channel ranges and the GEMM (and its epilogue) over column ranges. Groups == 1."""
-    N, C, H, W = x.shape
-    F, _, KH, KW = w.shape
-    OH = y.shape[2]
-    OW = y.shape[3]
-    xf = x.reshape(x.size)
-    wf = w.reshape(w.size)
-    yf = y.reshape(y.size)
-    KK = KH * KW
-    CKK = C * KK
-    P = OH * OW
-    CHW = C * H * W
-    pointwise = KH == 1 and KW == 1 and sh == 1 and sw == 1 and ph == 0 and pw == 0
-    zero = y.dtype.type(0)
-    for n in range(N):
-        if pointwise:
-            src = xf
-            soff = n * CHW
-        else:
-            for t in prange(T):
-                c0 = t * C // T
-                c1 = (t + 1) * C // T
-                if c1 > c0:
-                    _im2col(xf, n * CHW + c0 * H * W, c1 - c0, H, W, KH, KW, sh, sw, ph, pw, dh, dw,
-                            OH, OW, ws, c0 * KK * P, P)
-            src = ws
-            soff = 0
-        for t in prange(T):
-            p0 = t * P // T
-            p1 = (t + 1) * P // T
-            if p1 > p0:
-                gemm(_N, _N, F, p1 - p0, CKK, 1.0, wf, 0, CKK, src, soff + p0, P, 0.0, yf,
-                     n * F * P + p0, P)
-                if has_bias or relu:
-                    for f in range(F):
-                        d = _u((n * F + f) * P + p0)
-                        bf = b[f] if has_bias else zero
-                        if relu:
-                            for p in range(p1 - p0):
-                                yf[d + _u(p)] = max(yf[d + _u(p)] + bf, zero)
-                        else:
-                            for p in range(p1 - p0):
-                                yf[d + _u(p)] = yf[d + _u(p)] + bf
-
-
-@njit(parallel=True, cache=True, fastmath=True)
-def _conv_bwd(x, w, y, dy, dx, dwt, db, ws, sh, sw, ph, pw, dh, dw, G, has_bias, relu,
-              need_dx, need_dw, nthreads, fcols, bcols, path):
-    N, C, H, W = x.shape
-    F, Cg, KH, KW = w.shape
-    OH = dy.shape[2]
-    OW = dy.shape[3]
-    xf = x.reshape(x.size)
-    wf = w.reshape(w.size)
-    yf = y.reshape(y.size)
-    dyf = dy.reshape(dy.size)
-    dxf = dx.reshape(dx.size)
-    Fg = F // G
-    KK = KH * KW
-    CgKK = Cg * KK
-    P = OH * OW
-    CHW = C * H * W
-    FCgKK = F * CgKK
-    per, _, B, Pw = _sizes(N, C, F, KH, KW, CgKK, OH, OW, fcols, bcols)
-    T = min(nthreads, N, ws.size // per)
-    if T < 1:
-        raise ValueError("conv2d_backward: workspace too small")
-    lay = _layout(path, sh, sw, dh, dw, ph, pw, KH, KW, OW)
-    wide = lay != LAYOUT_COMPACT
-    pointwise = KH == 1 and KW == 1 and sh == 1 and sw == 1 and ph == 0 and pw == 0
-    Wrow = _row_pitch(lay, W, pw, OW)
-    Pc = OH * Wrow
-    nrow = OH if wide else 1
-    rlen = OW if wide else P
-    zero = dy.dtype.type(0)
-    # dW GEMM orientation: cols . dy^T was faster except for very few filters (LeNet conv1)
-    dwT = Fg >= 12
-    for t in prange(T):
-        n0 = t * N // T
-        n1 = (t + 1) * N // T
-        dwp = t * per
-        dbp = dwp + FCgKK
-        cbuf = dbp + F
-        dyb = cbuf + C * KK * B * Pw
-        xpbuf = dyb + F * B * Pw
-        for j in range(FCgKK + F):
-            ws[_u(dwp + j)] = zero
-        for nb in range(n0, n1, B):
-            nB = min(B, n1 - nb)
-            L = nB * Pc
-            # pack (and ReLU-mask) dy of the block into dyb [F, L]; db partials
-            for i in range(nB):
-                for f in range(F):
-                    acc = zero
-                    for r in range(nrow):
-                        s = _u(((nb + i) * F + f) * P + r * rlen)
-                        d = _u(dyb + f * L + i * Pc + r * Wrow)
-                        if relu:
-                            for p in range(rlen):
-                                v = dyf[s + _u(p)]  # both loads unconditional: a select, no branch
-                                v = v if yf[s + _u(p)] > zero else zero
-                                ws[d + _u(p)] = v
-                                acc += v
-                        else:
-                            for p in range(rlen):
-                                v = dyf[s + _u(p)]
-                                ws[d + _u(p)] = v
-                                acc += v
-                        for p in range(rlen, Wrow):
-                            ws[d + _u(p)] = zero
-                    ws[dbp + f] += acc
-            # columns of x for the block (for dW only)
-            if (nB == 1 and pointwise) or not need_dw:
-                src = xf
-                soff = nb * CHW
-            else:
-                for i in range(nB):
-                    if lay == LAYOUT_WIDE:
-                        _im2col_wide(xf, (nb + i) * CHW, C, H, W, KH, KW, ph, pw, OH, OW,
-                                     ws, cbuf + i * Pc, L, ws, xpbuf)
-                    elif lay == LAYOUT_PHASE:
-                        _im2col_phase(xf, (nb + i) * CHW, C, H, W, KH, KW, ph, pw, OH, OW,
-                                      ws, cbuf + i * Pc, L, ws, xpbuf)
-                    else:
-                        _im2col(xf, (nb + i) * CHW, C, H, W, KH, KW, sh, sw, ph, pw, dh, dw,
-                                OH, OW, ws, cbuf + i * Pc, L)
-                src = ws
-                soff = cbuf
-            for g in range(G if need_dw else 0):
-                if dwT:  # dW_g^T [CgKK, Fg] += cols_g [CgKK, L] . dy_g^T [L, Fg]
-                    gemm(_N, _T, CgKK, Fg, L, 1.0, src, soff + g * CgKK * L, L,
-                         ws, dyb + g * Fg * L, L, 1.0, ws, dwp + g * Fg * CgKK, Fg)
-                else:  # dW_g [Fg, CgKK] += dy_g [Fg, L] . cols_g^T [L, CgKK]
-                    gemm(_N, _T, Fg, CgKK, L, 1.0, ws, dyb + g * Fg * L, L,
-                         src, soff + g * CgKK * L, L, 1.0, ws, dwp + g * Fg * CgKK, CgKK)
-            if need_dx:
-                for i in range(nB):
-                    n = nb + i
-                    if pointwise:
-                        for g in range(G):
-                            gemm(_T, _N, Cg, P, Fg, 1.0, wf, g * Fg * CgKK, CgKK,
-                                 ws, dyb + g * Fg * L + i * P, L, 0.0,
-                                 dxf, n * CHW + g * Cg * P, P)
-                    else:
-                        for g in range(G):
-                            gemm(_T, _N, CgKK, Pc, Fg, 1.0, wf, g * Fg * CgKK, CgKK,
-                                 ws, dyb + g * Fg * L + i * Pc, L, 0.0,
-                                 ws, cbuf + g * CgKK * Pc, Pc)
-                        if lay == LAYOUT_WIDE:
-                            _col2im_wide(ws, cbuf, Pc, C, H, W, KH, KW, ph, pw, OH, OW,
-                                         dxf, n * CHW, ws, xpbuf)
-                        elif lay == LAYOUT_PHASE:
-                            _col2im_phase(ws, cbuf, Pc, C, H, W, KH, KW, ph, pw, OH, OW,
-                                          dxf, n * CHW, ws, xpbuf, -1, False)
-                        else:
-                            dx0 = _u(n * CHW)
-                            for j in range(CHW):
-                                dxf[dx0 + _u(j)] = zero
-                            _col2im(ws, cbuf, P, C, H, W, KH, KW, sh, sw, ph, pw, dh, dw, OH,
-                                    OW, dxf, n * CHW)
-    # reduce the per-thread partials
-    dwf = dwt.reshape(dwt.size)
-    for j in range(FCgKK if need_dw else 0):
-        if dwT:  # partial holds, per group, [CgKK, Fg]
-            g = j // (Fg * CgKK)
-            r = j - g * Fg * CgKK
-            f = r // CgKK
-            k = r - f * CgKK
-            jj = g * Fg * CgKK + k * Fg + f
-        else:
-            jj = j
-        acc = zero
-        for t in range(T):
-            acc += ws[t * per + jj]
-        dwf[j] = acc
-    if has_bias and need_dw:
-        for f in range(F):
-            acc = zero
-            for t in range(T):
-                acc += ws[t * per + FCgKK + f]
-            db[f] = acc
-
-
-@njit(cache=True)
-def _dx_phase_sizes(C, F, KH, KW, H, W, OH, OW, ph, pw):
-    """(shared, per-thread) workspace elements of :func:`_conv_dx_phase`: the transposed
-    filters; per thread the columns (C*KH*KW x OH*OW), the four phase planes, and a
-    zero-padded copy of dy's last column block."""
-    CKK = C * KH * KW
-    Hq = (H + 2 * ph + 1) // 2
-    Wq = (W + 2 * pw + 1) // 2
-    return CKK * F, CKK * OH * OW + 4 * C * Hq * Wq + F * _direct.NR_MAX
-
-
-@njit(parallel=True, cache=True, fastmath=True)
-def _conv_dx_phase(w, dy, dx, ws, ph, pw, T, acc):
-    """The data gradient of a stride-2, undilated, one-group convolution without a fused
-    ReLU: per image the columns ``cols = W^T . dy``, reading dy where it lies (the compact
-    layout: no packed copy, no garbage columns), on the micro-kernel (up to 6 rows of W^T
-    per call, as the weight gradient's), then the phase-plane col2im. ``acc`` adds to dx
-    instead of overwriting it. A block of W^T rows runs against all of dy's columns (row
-    blocks outermost: with column blocks outermost the scattered rows of ``cols`` made it 1.5x
-    slower). Against OpenBLAS for the same GEMMs (K = the filter count), alternating in one
-    process: 16 -> 32 filters at 32x32 the same (3.44 vs 3.41 ms at batch 128), 32 -> 64 at
-    16x16 1.15x faster (2.63 vs 3.02 ms)."""
-    N, C, H, W = dx.shape
-    F, _, KH, KW = w.shape
-    OH = dy.shape[2]
-    OW = dy.shape[3]
-    P = OH * OW
-    CKK = C * KH * KW
-    CHW = C * H * W
-    Hq = (H + 2 * ph + 1) // 2
-    Wq = (W + 2 * pw + 1) // 2
-    shared, per = _dx_phase_sizes(C, F, KH, KW, H, W, OH, OW, ph, pw)
-    T = min(T, N, (ws.size - shared) // per)
-    if T < 1:
-        raise ValueError("conv2d_backward: workspace too small")
-    nr = mk_cols(ws)
-    zero = ws.dtype.type(0)
-    wf = w.reshape(w.size)
-    for r in range(CKK):  # W^T at ws[0:], row r = (c, kh, kw) at r * F
-        for f in range(F):
-            ws[_u(r * F + f)] = wf[_u(f * CKK + r)]
-    arow = np.empty(CKK, np.int64)
-    for r in range(CKK):
-        arow[r] = r * F
-    nbr = (CKK + _direct.MR_DW - 1) // _direct.MR_DW  # row blocks as even as they come
-    dyf = dy.reshape(dy.size)
-    dxf = dx.reshape(dx.size)
-    for t in prange(T):
-        cb = shared + t * per
-        tail = cb + CKK * P + 4 * C * Hq * Wq
-        for n in range(t * N // T, (t + 1) * N // T):
-            full = P // nr * nr
-            if full < P:  # the micro-kernel reads nr columns: past dy's end in the last block
-                for f in range(F):
-                    for j in range(nr):
-                        q = full + j
-                        ws[_u(tail + f * nr + j)] = dyf[_u(n * F * P + f * P + q)] if q < P else zero
-            for i in range(nbr):  # a block of W^T rows against all of dy (in L1 / L2)
-                r0 = i * CKK // nbr
-                mr = (i + 1) * CKK // nbr - r0
-                for q0 in range(0, full, nr):
-                    _direct._rows_strided(mr, ws, np.intp(0), arow, r0, dyf, n * F * P + q0, P, F,
-                                          ws, cb + r0 * P + q0, P, nr, np.intp(0), ws, np.intp(0))
-                if full < P:
-                    _direct._rows_strided(mr, ws, np.intp(0), arow, r0, ws, tail, nr, F, ws,
-                                          cb + r0 * P + full, P, P - full, np.intp(0), ws,
-                                          np.intp(0))
-            _col2im_phase(ws, cb, P, C, H, W, KH, KW, ph, pw, OH, OW, dxf, n * CHW, ws,
-                          cb + CKK * P, OW, acc)
-
-
-@njit(cache=True)
-def _pointwise_strided_sizes(C, F, OH, OW):
-    """(per-thread workspace elements of :func:`_conv_bwd_pointwise_strided`, offsets of its
-    gathered input, columns and masked-dy buffers)."""
-    P = OH * OW
-    part = F * C + F
-    return part + (2 * C + F) * P, part, part + C * P, part + 2 * C * P
-
-
-@njit(parallel=True, cache=True, fastmath=True)
-def _conv_bwd_pointwise_strided(x, w, y, dy, dx, dwt, db, ws, st, has_bias, relu, need_dx, T,
-                                add_dx):
-    """Gradients of an unpadded 1x1 convolution at stride ``st`` > 1 (ResNet's projection
-    shortcuts), one group. Per image: the input gathered at the strided positions (C x P),
-    dW += dy . xs^T and db in per-thread partials, and with ``need_dx`` one GEMM
-    ``W^T . dy`` whose rows land on dx's strided positions in the same pass that writes
-    the zeros between them (or, with ``add_dx``, added there alone: the other positions
-    keep what dx holds). dy is ReLU-masked into a copy with ``relu``."""
-    N, C, H, W = x.shape
-    F = w.shape[0]
-    OH = dy.shape[2]
-    OW = dy.shape[3]
-    P = OH * OW
-    CHW = C * H * W
-    FP = F * P
-    per, xs0, cols0, dym0 = _pointwise_strided_sizes(C, F, OH, OW)
-    T = min(T, N, ws.size // per)
-    if T < 1:
-        raise ValueError("conv2d_backward: workspace too small")
-    xf = x.reshape(x.size)
-    wf = w.reshape(w.size)
-    yf = y.reshape(y.size)
-    dyf = dy.reshape(dy.size)
-    dxf = dx.reshape(dx.size)
-    zero = dy.dtype.type(0)
-    for t in prange(T):
-        base = t * per
-        for j in range(F * C + F):
-            ws[_u(base + j)] = zero
-        xs = base + xs0
-        cols = base + cols0
-        for n in range(t * N // T, (t + 1) * N // T):
-            if relu:
-                src = ws
-                soff = base + dym0
-                for j in range(FP):
-                    v = dyf[_u(n * FP + j)]  # loaded either way: a select, no branch
-                    ws[_u(soff + j)] = v if yf[_u(n * FP + j)] > zero else zero
-            else:
-                src = dyf
-                soff = n * FP
-            for f in range(F):
-                acc = zero
-                for j in range(P):
-                    acc += src[_u(soff + f * P + j)]
-                ws[_u(base + F * C + f)] += acc
-            for c in range(C):
-                for oh in range(OH):
-                    r = _u(n * CHW + (c * H + st * oh) * W)
-                    d = _u(xs + (c * OH + oh) * OW)
-                    for ow in range(OW):
-                        ws[d + _u(ow)] = xf[r + _u(st * ow)]
-            # dW [F, C] += dy [F, P] . xs^T [P, C]
-            gemm(_N, _T, F, C, P, 1.0, src, soff, P, ws, xs, P, 1.0, ws, base, C)
-            if need_dx:
-                gemm(_T, _N, C, P, F, 1.0, wf, 0, C, src, soff, P, 0.0, ws, cols, P)
-                for c in range(C):
-                    for ih in range(H):
-                        row = _u(n * CHW + (c * H + ih) * W)
-                        oh = ih // st
-                        hit = ih % st == 0 and oh < OH
-                        if add_dx:
-                            if hit:
-                                s = _u(cols + (c * OH + oh) * OW)
-                                for ow in range(OW):
-                                    dxf[row + _u(st * ow)] += ws[s + _u(ow)]
-                        elif hit:
-                            s = _u(cols + (c * OH + oh) * OW)
-                            for iw in range(W):
-                                dxf[row + _u(iw)] = zero
-                            for ow in range(OW):
-                                dxf[row + _u(st * ow)] = ws[s + _u(ow)]
-                        else:
-                            for iw in range(W):
-                                dxf[row + _u(iw)] = zero
-    dwf = dwt.reshape(dwt.size)
-    for j in range(F * C):
-        acc = zero
-        for t in range(T):
-            acc += ws[t * per + j]
-        dwf[j] = acc
-    if has_bias:
-        for f in range(F):
-            acc = zero
-            for t in range(T):
-                acc += ws[t * per + F * C + f]
-            db[f] = acc
-
-
-# ---------------------------------------------------------------------------------------
-# public API
-# ---------------------------------------------------------------------------------------
-
-_dummies: dict = {}
-_chunks = work_chunks  # fixed per process: the same partial sums whatever runs them
-
-
-def _dummy(dtype, ndim):
-    key = (np.dtype(dtype), ndim)
-    a = _dummies.get(key)
-    if a is None:
-        a = _dummies[key] = np.zeros((1,) * ndim, dtype=dtype)
-    return a
-
-
-def conv2d_forward(x, w, b, y, ws, sh, sw, ph, pw, dh, dw, groups, has_bias, relu):
-    """y = conv2d(x, w) (+ b) (then ReLU).  x:(N,C,H,W) w:(F,C//groups,KH,KW) y:(N,F,OH,OW).
+def conv2d_forward(x, w, b, y, ws, geom: ConvGeometry, has_bias, relu):
+    """y = conv2d(x, w) (+ b) (then ReLU): ``x: (N, C, H, W)``, ``w: (F, C // groups, KH, KW)``
+    -> ``y: (N, F, H', W')`` under ``geom``.
 
     All arrays C-contiguous, one float dtype; ``ws`` 1-D of at least
-    ``conv2d_workspace_size(...)`` elements.  ``y`` is overwritten.
+    :func:`conv2d_workspace_size` elements.  ``y`` is overwritten; ``b`` may be None
+    without ``has_bias``.
     """
     if b is None:
-        b = _dummy(y.dtype, 1)
+        b = dummy(y.dtype, 1)
+    sh, sw, ph, pw, dh, dw, groups = geom.scalars
     N, C, H, W = x.shape
     F, _, KH, KW = w.shape
     OH, OW = y.shape[2], y.shape[3]
     T = _chunks()
-    wino = (_wino_ok(C, F, KH, KW, sh, sw, ph, pw, dh, dw, groups, FORCE_PATH, _WINO_FWD_MIN_CH)
+    wino = (_wino_ok(C, F, KH, KW, sh, sw, ph, pw, dh, dw, groups, FORCE_PATH, WINO_FWD_MIN_CH)
             and _wino_worth(C, F, OH, OW, FORCE_PATH))
     # fewer images than threads: the batch-parallel kernels would leave threads idle, so each
     # image's work is split: the direct kernel by output rows, else Winograd by tile rows where
@@ -1009,30 +259,30 @@ def conv2d_forward(x, w, b, y, ws, sh, sw, ph, pw, dh, dw, groups, has_bias, rel
     # 16x16 0.16 against 0.31, 128 -> 128 at 8x8 0.20 against 0.26)
     pieces = 2 * T if OH >= 8 * T else T
     if (small and _direct_ok(KH, KW, sh, sw, dh, dw, groups, PATH_AUTO)
-            and ws.size >= host(_direct.small_size)(C, H, W, F, KH, KW, ph, pw, sh, pieces)):
+            and ws.size >= host(direct.small_size)(C, H, W, F, KH, KW, ph, pw, sh, pieces)):
         # two pieces per thread where the rows allow: one image's rows are little work
         # each, and a thread that wakes late then leaves less to the others
-        _direct.CONV_ROWS[sh](x, w, b, bool(has_bias), bool(relu), y, ws, ph, pw, pieces)
+        direct.CONV_ROWS[sh](x, w, b, bool(has_bias), bool(relu), y, ws, ph, pw, pieces)
         return
     if small and wino and _wino_small_fits(ws, C, F, H, W, OH, OW, T):
-        _wino.wino_conv_small(x, w, b, bool(has_bias), bool(relu), y, ws, ph, pw, T)
+        winograd.wino_conv_small(x, w, b, bool(has_bias), bool(relu), y, ws, ph, pw, T)
         return
     small = small and ws.size >= C * KH * KW * OH * OW
     if (not small and _direct_ok(KH, KW, sh, sw, dh, dw, groups, FORCE_PATH)
-            and not (wino and min(C, F) >= _DIRECT_WINO_CH)
+            and not (wino and min(C, F) >= DIRECT_WINO_CH)
             and _direct_fits(ws, N, C, H, W, F, KH, KW, ph, pw, T, sh)):
-        _direct.CONV[sh](x, w, b, bool(has_bias), bool(relu), y, ws, ph, pw, T)
+        direct.CONV[sh](x, w, b, bool(has_bias), bool(relu), y, ws, ph, pw, T)
         return
     tiles = N * ((OH + 3) // 4) * ((OW + 3) // 4)
-    if wino and _wino_fits(ws, N, C, F, H, W, OH, OW) and not (small and tiles < T * _WINO_TILES):
-        _wino.wino_conv(x, x, False, w, False, b, bool(has_bias), bool(relu), y, ws, ph, pw,
-                        T, _WINO_TILES)
+    if wino and _wino_fits(ws, N, C, F, H, W, OH, OW) and not (small and tiles < T * WINO_TILES):
+        winograd.wino_conv(x, x, False, w, False, b, bool(has_bias), bool(relu), y, ws, ph, pw,
+                           T, WINO_TILES)
         return
     if small:
-        _conv_fwd_split(x, w, b, y, ws, sh, sw, ph, pw, dh, dw, bool(has_bias), bool(relu), T)
+        im2col_conv_split(x, w, b, y, ws, sh, sw, ph, pw, dh, dw, bool(has_bias), bool(relu), T)
         return
-    _conv_fwd(x, w, b, y, ws, sh, sw, ph, pw, dh, dw, groups, bool(has_bias), bool(relu),
-              _chunks(), _FWD_TARGET_COLS, _BWD_TARGET_COLS, FORCE_PATH)
+    im2col_conv(x, w, b, y, ws, sh, sw, ph, pw, dh, dw, groups, bool(has_bias), bool(relu),
+                _chunks(), FWD_TARGET_COLS, BWD_TARGET_COLS, FORCE_PATH)
 
 
 BWD_DIRECT, BWD_DIRECT_PHASE, BWD_DIRECT_IM2COL, BWD_POINTWISE_STRIDED, BWD_OTHER = range(5)
@@ -1047,7 +297,7 @@ def _backward_path(N, C, H, W, F, KH, KW, OH, OW, ws_size, sh, sw, ph, pw, dh, d
     T = _chunks()
     if (_direct_ok(KH, KW, sh, sw, dh, dw, groups, FORCE_PATH)
             and not (FORCE_PATH == PATH_AUTO and _wino_worth(C, F, OH, OW, FORCE_PATH)
-                     and max(C, F) >= _DIRECT_WINO_CH
+                     and max(C, F) >= DIRECT_WINO_CH
                      and _wino_ok(C, F, KH, KW, sh, sw, ph, pw, dh, dw, groups, FORCE_PATH))
             and _direct_room(N, C, H, W, F, KH, KW, ph, pw, T, sh) <= ws_size):
         if sh == 1:
@@ -1055,34 +305,38 @@ def _backward_path(N, C, H, W, F, KH, KW, OH, OW, ws_size, sh, sw, ph, pw, dh, d
         return BWD_DIRECT_IM2COL if relu else BWD_DIRECT_PHASE
     if (FORCE_PATH == PATH_AUTO and KH == 1 and KW == 1 and ph == 0 and pw == 0 and sh == sw
             and sh > 1 and groups == 1
-            and ws_size >= host(_pointwise_strided_sizes)(C, F, OH, OW)[0]):
+            and ws_size >= host(pointwise_strided_sizes)(C, F, OH, OW)[0]):
         return BWD_POINTWISE_STRIDED
     return BWD_OTHER
 
 
-def conv2d_backward_adds(N, C, H, W, F, KH, KW, OH, OW, ws_size, sh, sw, ph, pw, dh, dw,
-                         groups, relu) -> bool:
-    """Can :func:`conv2d_backward` add its data gradient to what dx holds (``add_dx``)?"""
-    return _backward_path(N, C, H, W, F, KH, KW, OH, OW, ws_size, sh, sw, ph, pw, dh, dw,
-                          groups, relu) in _BWD_ADDS
+def conv2d_backward_adds(x_shape, w_shape, y_shape, geom: ConvGeometry, ws_size, relu) -> bool:
+    """Can :func:`conv2d_backward` add its data gradient to what dx holds (``add_dx``), for
+    these shapes (as :func:`conv2d_workspace_size`'s), a workspace of ``ws_size`` elements
+    and a fused ReLU or not?"""
+    N, C, H, W = x_shape
+    F, _, KH, KW = w_shape
+    return _backward_path(N, C, H, W, F, KH, KW, y_shape[2], y_shape[3], ws_size,
+                          *geom.scalars, relu) in _BWD_ADDS
 
 
-def conv2d_backward(x, w, y, dy, dx, dwt, db, ws, sh, sw, ph, pw, dh, dw, groups, has_bias,
-                    relu, need_dx, add_dx=False):
-    """Gradients of :func:`conv2d_forward`.  Overwrites ``dwt``, ``db`` (if has_bias) and
-    ``dx`` (if need_dx; adds to it with ``add_dx``, where :func:`conv2d_backward_adds`
-    says so).  With ``relu``, ``dy`` is the gradient w.r.t. the post-ReLU ``y``
-    and is masked by ``y > 0`` (``dy`` itself is left unchanged).  ``y`` is only read when
-    ``relu``; ``dx``/``db`` may be None when not needed.
+def conv2d_backward(x, w, y, dy, dx, dwt, db, ws, geom: ConvGeometry, has_bias, relu, need_dx,
+                    add_dx=False):
+    """Gradients of :func:`conv2d_forward` (``dy: (N, F, H', W')``).  Overwrites ``dwt``,
+    ``db`` (if has_bias) and ``dx`` (if need_dx; adds to it with ``add_dx``, where
+    :func:`conv2d_backward_adds` says so).  With ``relu``, ``dy`` is the gradient w.r.t. the
+    post-ReLU ``y`` and is masked by ``y > 0`` (``dy`` itself is left unchanged).  ``y`` is
+    only read when ``relu``; ``dx``/``db`` may be None when not needed.
     """
     if db is None:
-        db = _dummy(dy.dtype, 1)
+        db = dummy(dy.dtype, 1)
     if dx is None:
-        dx = _dummy(dy.dtype, 4)
+        dx = dummy(dy.dtype, 4)
         need_dx = False
     if y is None:
         y = dy
         relu = False
+    sh, sw, ph, pw, dh, dw, groups = geom.scalars
     N, C, H, W = x.shape
     F, _, KH, KW = w.shape
     OH, OW = dy.shape[2], dy.shape[3]
@@ -1092,36 +346,37 @@ def conv2d_backward(x, w, y, dy, dx, dwt, db, ws, sh, sw, ph, pw, dh, dw, groups
     if add_dx and need_dx and path not in _BWD_ADDS:
         raise ValueError("conv2d_backward: this layer's data gradient cannot be added")
     if path == BWD_POINTWISE_STRIDED:
-        _conv_bwd_pointwise_strided(x, w, y, dy, dx, dwt, db, ws, sh, bool(has_bias),
-                                    bool(relu), bool(need_dx), T, bool(add_dx))
+        pointwise_strided_backward(x, w, y, dy, dx, dwt, db, ws, sh, bool(has_bias), bool(relu),
+                                   bool(need_dx), T, bool(add_dx))
         return
     if path != BWD_OTHER:
         if sh == 1:
-            _direct.direct_backward(x, w, dy, y, bool(relu), dwt, db, bool(has_bias), dx,
-                                    bool(need_dx), ws, ph, pw, T, bool(add_dx))
+            direct.direct_backward(x, w, dy, y, bool(relu), dwt, db, bool(has_bias), dx,
+                                   bool(need_dx), ws, ph, pw, T, bool(add_dx))
         else:
-            _direct.direct_backward_s2(x, w, dy, y, bool(relu), dwt, db, bool(has_bias), ws, ph,
-                                       pw, T)
+            direct.direct_backward_s2(x, w, dy, y, bool(relu), dwt, db, bool(has_bias), ws, ph,
+                                      pw, T)
         if need_dx and path == BWD_DIRECT_PHASE:
-            _conv_dx_phase(w, dy, dx, ws, ph, pw, T, bool(add_dx))
+            dx_phase(w, dy, dx, ws, ph, pw, T, bool(add_dx))
         elif need_dx and path == BWD_DIRECT_IM2COL:
-            _conv_bwd(x, w, y, dy, dx, dwt, db, ws, sh, sw, ph, pw, dh, dw, groups,
-                      bool(has_bias), bool(relu), True, False, T, _FWD_TARGET_COLS,
-                      _BWD_TARGET_COLS, FORCE_PATH)
+            im2col_backward(x, w, y, dy, dx, dwt, db, ws, sh, sw, ph, pw, dh, dw, groups,
+                            bool(has_bias), bool(relu), True, False, T, FWD_TARGET_COLS,
+                            BWD_TARGET_COLS, FORCE_PATH)
         return
     worth = _wino_worth(C, F, OH, OW, FORCE_PATH)
-    wino_dx = (need_dx and worth and _wino_ok(C, F, KH, KW, sh, sw, ph, pw, dh, dw, groups, FORCE_PATH)
+    wino_dx = (need_dx and worth
+               and _wino_ok(C, F, KH, KW, sh, sw, ph, pw, dh, dw, groups, FORCE_PATH)
                and _wino_fits(ws, N, F, C, OH, OW, H, W))
     if ((wino_dx or not need_dx) and worth
             and _wino_dw_ok(C, F, KH, KW, sh, sw, ph, pw, dh, dw, groups, FORCE_PATH)
-            and ws.size >= host(_wino.wino_dw_sizes)(N, C, F, H, W, OH, OW, _WINO_TILES)[0]):
-        _wino.wino_dw(x, dy, y, bool(relu), dwt, db, bool(has_bias), ws, ph, pw,
-                      _chunks(), _WINO_TILES)
+            and ws.size >= host(winograd.wino_dw_sizes)(N, C, F, H, W, OH, OW, WINO_TILES)[0]):
+        winograd.wino_dw(x, dy, y, bool(relu), dwt, db, bool(has_bias), ws, ph, pw,
+                         _chunks(), WINO_TILES)
     else:
-        _conv_bwd(x, w, y, dy, dx, dwt, db, ws, sh, sw, ph, pw, dh, dw, groups,
-                  bool(has_bias), bool(relu), bool(need_dx) and not wino_dx, True,
-                  _chunks(), _FWD_TARGET_COLS, _BWD_TARGET_COLS, FORCE_PATH)
+        im2col_backward(x, w, y, dy, dx, dwt, db, ws, sh, sw, ph, pw, dh, dw, groups,
+                        bool(has_bias), bool(relu), bool(need_dx) and not wino_dx, True,
+                        _chunks(), FWD_TARGET_COLS, BWD_TARGET_COLS, FORCE_PATH)
     if wino_dx:
         # dx = conv(dy * (y > 0), flipped transposed w) with padding K - 1 - p
-        _wino.wino_conv(dy, y, bool(relu), w, True, db, False, False, dx, ws, 2 - ph, 2 - pw,
-                        _chunks(), _WINO_TILES)
+        winograd.wino_conv(dy, y, bool(relu), w, True, db, False, False, dx, ws, 2 - ph, 2 - pw,
+                           _chunks(), WINO_TILES)

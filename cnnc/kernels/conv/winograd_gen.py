@@ -29,7 +29,7 @@ I='    '
 
 def gen_in():
     L=[]
-    L.append('@njit(cache=True, fastmath=_FASTMATH)')
+    L.append('@njit(cache=True, fastmath=FASTMATH)')
     L.append('def _w4_in(ws, boff, C, Hp, Wp, TH, TW, voff, Tb, t0):')
     L.append('    """V[k, c, t0 + th*TW + tw] = (B^T d B)[k], d the 6x6 tile at (4th, 4tw) '
              '(generated)."""')
@@ -64,7 +64,7 @@ def gen_in():
 
 def gen_out():
     L=[]
-    L.append('@njit(cache=True, fastmath=_FASTMATH)')
+    L.append('@njit(cache=True, fastmath=FASTMATH)')
     L.append('def _w4_out(ws, moff, Fo, Tb, t0, TH, TW, b, has_bias, relu, of, ooff, Ho, Wo, th0):')
     L.append('    """out[f, 4(th0+th)+i, 4tw+j] = (A^T M A)[i, j] (+ bias, ReLU), clipped '
              '(generated)."""')
@@ -110,7 +110,7 @@ def gen_out():
 
 def gen_dy():
     L=[]
-    L.append('@njit(cache=True, fastmath=_FASTMATH)')
+    L.append('@njit(cache=True, fastmath=FASTMATH)')
     L.append('def _w4_dy(ws, qoff, F, Hq, Wq, TH, TW, doff, DS, t0, dbp):')
     L.append('    """D[k, t0 + th*TW + tw, f] = (A g A^T)[k] for the 4x4 tile g at (4th, 4tw) '
              'of the')
