@@ -4,7 +4,7 @@
 behind ``np.dot`` in njit code, which calls SciPy's OpenBLAS), adding what ``np.dot`` lacks:
 element offsets into flat arrays, leading dimensions, transposes and ``beta``. It needs
 :func:`cnnc.kernels.threads.configure` to have run (one BLAS thread inside ``prange``).
-Used by the convolution kernels (:mod:`cnnc.kernels.conv.dispatch`, :mod:`cnnc.kernels.conv.winograd`).
+Used by the convolution kernels (:mod:`cnnc.kernels.conv.im2col`, :mod:`cnnc.kernels.conv.winograd`).
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 Call :func:`configure` once before any kernel runs (it is idempotent and cheap afterwards).
 
 Why (docs/performance.md, "Threads and BLAS"): Numba's ``np.dot`` -- and the ``gemm`` intrinsic in
-:mod:`cnnc.kernels.conv.dispatch`, which goes through the same Numba helper -- calls the OpenBLAS that
+:mod:`cnnc.kernels.blas`, which goes through the same Numba helper -- calls the OpenBLAS that
 ships with SciPy (``scipy.linalg.cython_blas``), not NumPy's.  SciPy's BLAS is loaded lazily,
 and threadpoolctl can only limit libraries that are already loaded, so we import it first and
 then limit *all* BLAS libraries to one thread.  Kernels parallelise with ``prange`` over image
