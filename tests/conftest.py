@@ -1,10 +1,11 @@
 """Helpers shared by the test files, by section.
 
-The fast loop: ``python -m pytest -m "not slow" -q`` (about 2 minutes on 2 cores once Numba's
-kernel cache is warm) leaves out the tests marked ``@pytest.mark.slow``: cold Numba compiles,
-subprocess training runs, MPI jobs, whole-model ONNX exports and gradchecks of the full-size
-(ImageNet) models, long Hypothesis runs. ``python -m pytest -m slow -q --co`` lists those;
-``python -m pytest -q`` (what CI runs) runs everything.
+The fast loop: ``python -m pytest -m "not slow" -q`` (about a minute on 2 cores once Numba's
+kernel cache is warm; a run after a kernel edit compiles first) leaves out the tests marked
+``@pytest.mark.slow``: cold Numba compiles, subprocess training runs, MPI jobs, whole-model
+ONNX exports and gradchecks of the full-size (ImageNet) models, long Hypothesis runs.
+``python -m pytest -m slow -q --co`` lists those; ``python -m pytest -q`` (what CI runs) runs
+everything.
 
 Helpers by section. Import plain helpers with
 ``from conftest import ...``; fixtures (``cli``) need no import.
