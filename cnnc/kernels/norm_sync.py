@@ -21,7 +21,7 @@ def batchnorm_forward_sync(world, x4, gamma, beta, y4, mean, invstd, running_mea
     sums[:c] = x4.sum(axis=(0, 2, 3), dtype=np.float64)
     sums[c:2 * c] = np.square(x4, dtype=np.float64).sum(axis=(0, 2, 3))
     sums[2 * c] = x4.shape[0] * x4.shape[2] * x4.shape[3]
-    world_.allreduce_sum(sums)
+    world.allreduce_sum(sums)
     m = sums[2 * c]
     mu = sums[:c] / m
     var = np.maximum(sums[c:2 * c] / m - mu * mu, 0.0)
@@ -51,7 +51,7 @@ def batchnorm_backward_sync(world, x4, gamma, dy4, mean, invstd, dx4, dgamma, db
     sums = np.empty(2 * c + 1, np.float64)
     sums[:c], sums[c:2 * c] = local_db, local_dg
     sums[2 * c] = x4.shape[0] * x4.shape[2] * x4.shape[3]
-    world_.allreduce_sum(sums)
+    world.allreduce_sum(sums)
     m = sums[2 * c]
     k = (gamma * invstd / m).reshape(1, -1, 1, 1)
     dx4[...] = k * (m * dy4 - sums[:c].reshape(1, -1, 1, 1) - xhat * sums[c:2 * c].reshape(1, -1, 1, 1))

@@ -268,14 +268,6 @@ def shape_str(shape: Shape) -> str:
     return "x".join(str(d) for d in shape)
 
 
-def require_image(layer: str, shape: Shape) -> tuple[int, int, int]:
-    if len(shape) != 3:
-        raise LayerError(
-            f"{layer} needs an image input (CxHxW), but its input is a vector of {shape_str(shape)}",
-            "shape", hint="image layers must come before fc/gap/flatten")
-    return shape  # type: ignore[return-value]
-
-
 def require_spatial(layer: str, shape: Shape) -> tuple[int, tuple[int, ...]]:
     """Channels and spatial sizes of an image (C, H, W) or a sequence (C, L)."""
     if len(shape) not in (2, 3):

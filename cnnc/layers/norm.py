@@ -93,8 +93,6 @@ class BatchNormOp(Op):
         self.world = world if world.size > 1 else None
 
     def forward(self, xs, y, training):
-        import numpy as np
-
         p, b = self.p, self.buf
         if training and self.world is not None:
             from ..kernels.norm_sync import batchnorm_forward_sync

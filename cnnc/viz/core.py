@@ -160,12 +160,3 @@ def objective(value: np.ndarray, channel: int | None) -> np.ndarray:
     v = value[:, channel]
     return v.reshape(v.shape[0], -1).mean(axis=1)
 
-
-def check_channel(net, layer: str, channel: int | None) -> int | None:
-    if channel is None:
-        return None
-    n = out_shape(net, layer)[0]
-    if not 0 <= channel < n:
-        raise UsageError(f"{layer} has {n} {'channels' if len(out_shape(net, layer)) == 3 else 'units'}; "
-                         f"--channel {channel} is out of range 0..{n - 1}")
-    return channel

@@ -30,7 +30,6 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-MR_MAX = 4  # rows per call of the table kernels (mk1-mk4); the strided ones go to 6 (mks1-mks6)
 
 _I64 = ir.IntType(64)
 _I32 = ir.IntType(32)
