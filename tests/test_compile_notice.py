@@ -17,7 +17,7 @@ def test_notice_on_compile_and_silence_when_compiled():
         assert _fresh_kernel(np.ones(3)) == 6.0
     assert n.compiled == 1 and n.times[0][0].endswith("_fresh_kernel")
     assert msgs[0].startswith("compiling kernels (first run only")
-    assert msgs[-1].startswith("compiled 1 kernels in")
+    assert msgs[-1].startswith("compiled 1 kernel in")
     again: list[str] = []
     with CompileNotice(write=again.append) as n2:
         _fresh_kernel(np.ones(4))  # same signature: no compilation, no message

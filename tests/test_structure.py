@@ -96,7 +96,7 @@ def cycles(graph: nx.DiGraph) -> list[list[str]]:
 #: below it, never above: `nothing imports cli`, `kernels import nothing above them`. Lazy
 #: imports (inside functions) count; only ``if TYPE_CHECKING:`` imports do not.
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("cnnc.errors", "cnnc.version"),
+    ("cnnc.errors", "cnnc.version", "cnnc.text"),
     ("cnnc.atomic",),
     ("cnnc.kernels",),
     ("cnnc.layers",),  # a layer's op loads its kernels lazily (see MODULE_LEVEL_FORBIDDEN)

@@ -5,6 +5,7 @@ import argparse
 import json
 from pathlib import Path
 
+from ..text import plural
 from ..errors import UsageError
 from ..tools.export_onnx import (DEFAULT_OPSET, MAX_OPSET, MIN_OPSET, ExportError, check_opset, export,
                                  require_onnx)
@@ -60,7 +61,7 @@ def cmd_export(args) -> int:
     metadata["cnnc.model_text"] = model.source
     onnx_model = export(net, out, args.opset, metadata)
     n_nodes = len(onnx_model.graph.node)
-    print(f"wrote {out}: opset {args.opset}, {len(model.layers)} layers -> {n_nodes} ONNX nodes, "
+    print(f"wrote {out}: opset {args.opset}, {plural(len(model.layers), 'layer')} -> {plural(n_nodes, 'ONNX node')}, "
           f"{net.num_params:,} parameters, input {onnx_model.graph.input[0].name} "
           f"N x {'x'.join(map(str, model.input_shape))}, output {onnx_model.graph.output[0].name}")
     return 0

@@ -8,6 +8,7 @@ import argparse
 import json
 from pathlib import Path
 
+from ..text import plural
 from ..errors import UsageError
 from .common import add_model_args, compile_from_args
 
@@ -161,7 +162,7 @@ def cmd_import_weights(args) -> int:
         print(json.dumps({**plan.to_dict(), "written": str(path)}, indent=2))
     else:
         print(plan_text(plan))
-        print(f"\nwrote {path}: {len(plan.rows)} tensors; "
+        print(f"\nwrote {path}: {plural(len(plan.rows), 'tensor')}; "
               f"cnnc eval {model.filename} --weights {path}")
     return 0
 

@@ -7,6 +7,7 @@ import json
 
 from ..errors import UsageError
 from ..lang.settings import TRAINING
+from ..text import plural
 from .common import add_model_args, add_training_flags, compile_from_args, load_weights, set_threads
 
 
@@ -107,8 +108,8 @@ def cmd_train(args) -> int:
     else:
         if result.test:
             print(f"test accuracy {metrics['accuracy']:.4f}  loss {metrics['loss']:.4f} "
-                  f"({metrics['test_images']} images)")
-        print(f"trained {metrics['epochs']} epochs in {metrics['seconds']:.1f}s; run folder "
+                  f"({plural(metrics['test_images'], 'image')})")
+        print(f"trained {plural(metrics['epochs'], 'epoch')} in {metrics['seconds']:.1f}s; run folder "
               f"{result.out_dir}")
     return 130 if result.interrupted else 0
 
@@ -149,7 +150,7 @@ def cmd_eval(args) -> int:
         print(json.dumps(metrics, indent=2))
         return 0
     print(f"{ds.name} {args.split}: accuracy {metrics['accuracy']:.4f}  loss {metrics['loss']:.4f}  "
-          f"({metrics['images']} images)")
+          f"({plural(metrics['images'], 'image')})")
     names = meta.get("class_names") or [str(i) for i in range(net.classes)]
     conf = np.array(metrics["confusion"])
     width = max(max(len(str(v)) for v in conf.ravel()), 3)

@@ -19,6 +19,7 @@ from typing import Any
 from ..compiler import Model
 from ..lang.infer import LayerRow
 from ..lang.report import human_bytes
+from ..text import plural
 
 SAME, CHANGED, ADDED, REMOVED = "=", "~", "+", "-"
 SHIFTED = "rf"  # the layer itself is unchanged; only its receptive field moved (a layer before it changed)
@@ -205,7 +206,7 @@ def diff_text(d: ModelDiff, show_same: bool = False) -> str:
                       _signed(r.params), _signed(r.macs),
                       _both(_rf(r.a), _rf(r.b)) if r.a and r.b else _rf(r.a or r.b),
                       _signed_bytes(r.memory)))
-    lines = [f"A: {sa.filename} ({len(sa.rows)} layers)   B: {sb.filename} ({len(sb.rows)} layers)", ""]
+    lines = [f"A: {sa.filename} ({plural(len(sa.rows), 'layer')})   B: {sb.filename} ({plural(len(sb.rows), 'layer')})", ""]
     if len(table) > 1:
         widths = [max(len(row[i]) for row in table) for i in range(len(header))]
         right = {5, 6, 8}

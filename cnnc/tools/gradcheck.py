@@ -35,6 +35,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
 
+from ..text import plural
 from ..errors import UsageError
 
 if TYPE_CHECKING:
@@ -341,7 +342,7 @@ def report_text(rep: GradcheckReport) -> str:
     worst = max((c.max_rel_error for c in rep.checks), default=0.0)
     lines.append("")
     if bad:
-        lines.append(f"FAILED: {len(bad)} of {len(rep.checks)} layers exceed their tolerance: {', '.join(bad)}")
+        lines.append(f"FAILED: {len(bad)} of {plural(len(rep.checks), 'layer')} exceed their tolerance: {', '.join(bad)}")
     else:
-        lines.append(f"ok: {len(rep.checks)} layers, largest relative error {worst:.2e}")
+        lines.append(f"ok: {plural(len(rep.checks), 'layer')}, largest relative error {worst:.2e}")
     return "\n".join(lines)

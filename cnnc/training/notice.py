@@ -14,6 +14,7 @@ import time
 from typing import Callable, TextIO
 
 from ..kernels.events import listen_top_level, unlisten
+from ..text import plural
 
 
 class CompileNotice:
@@ -77,6 +78,6 @@ class CompileNotice:
             from . import precompile
 
             helped = precompile.started() > self._helpers
-            self.write(f"compiled {self.compiled} kernels in {self.seconds:.1f} s"
+            self.write(f"compiled {plural(self.compiled, 'kernel')} in {self.seconds:.1f} s"
                        + (", a second process compiling others alongside" if helped else "")
                        + " (cached for later runs)")
