@@ -89,3 +89,21 @@ def test_bad_inputs_one_message(capsys, tmp_path):
     rc, _, err = run_main(capsys, "diff", "-e", "conv3 - fc", "-e", "conv3 - bogus", "--input", "1x8x8",
                           "--classes", "2")
     assert rc == 1 and "bogus" in err
+
+
+def test_an_expression_takes_input_and_classes_from_the_file_it_is_compared_with(capsys):
+    """`cnnc diff models/lenet5.cnn -e 'conv5(6)-relu-pool-fc' --json` (the --help example):
+    the expression has no header lines, so it runs on LeNet-5's 1x32x32 input and 10 classes,
+    on whichever side it is given."""
+    for argv in (["models/lenet5.cnn", "-e", "conv5(6)-relu-pool-fc"],
+                 ["-e", "conv5(6)-relu-pool-fc", "models/lenet5.cnn"]):
+        code, out, err = run_main(capsys, "diff", *argv, "--json")
+        assert code == 0, err
+        d = json.loads(out)
+        side = "b" if argv[0] != "-e" else "a"
+        expr = d[side]
+        assert expr["input_shape"] == [1, 32, 32] and expr["classes"] == 10
+        # conv5(6) at 'same' padding on 32x32, pool -> 6x16x16, then fc to 10 classes
+        assert d["totals"]["params"][side] == (5 * 5 * 1 + 1) * 6 + (6 * 16 * 16 + 1) * 10
+    code, _, err = run_main(capsys, "diff", "-e", "conv3", "-e", "conv5")
+    assert code == 1 and "no input shape" in err

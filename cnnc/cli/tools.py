@@ -30,7 +30,8 @@ def register(sub) -> None:
                     "layer and in total, what changed: output shape, parameters, MACs, receptive "
                     "field and activation memory. '+' marks a layer only B has, '-' one only A has, "
                     "'~' a layer both have that changed. Layers are matched by type and "
-                    "configuration, not by name. Static: nothing is compiled.",
+                    "configuration, not by name. An -e expression without its own input and "
+                    "classes takes them from the other model. Static: nothing is compiled.",
         epilog="examples:\n  cnnc diff models/vgg16.cnn vgg19.cnn\n"
                "  cnnc diff -e 'conv3(8)-relu-pool-fc' -e 'conv3(16)-relu-pool-fc' --input 1x28x28 --classes 10\n"
                "  cnnc diff models/lenet5.cnn -e 'conv5(6)-relu-pool-fc' --json")
@@ -45,15 +46,23 @@ def register(sub) -> None:
     _add_import_weights(sub, model_args, fmt)
 
 
-def _compile_one(source: str, is_expr: bool, args):
+def _compile_one(source: str, is_expr: bool, args, other=None):
+    """One side of a diff. An expression without its own ``input``/``classes`` header lines
+    takes them from the other side's model (``other``), unless --input/--classes give them."""
     from ..compiler import compile, compile_file
 
     kwargs = dict(input=args.input, classes=args.classes, width=args.width)
     if args.width is not None and args.width < 1:
         raise UsageError(f"--width must be at least 1, got {args.width}")
-    if is_expr:
-        return compile(source, filename="<expr>", **kwargs)
-    return compile_file(source, **kwargs)
+    if not is_expr:
+        return compile_file(source, **kwargs)
+    if other is not None:
+        headers = {line.split()[0] for line in source.splitlines() if line.strip()}
+        if kwargs["input"] is None and "input" not in headers:
+            kwargs["input"] = "x".join(map(str, other.input_shape))
+        if kwargs["classes"] is None and "classes" not in headers:
+            kwargs["classes"] = other.classes
+    return compile(source, filename="<expr>", **kwargs)
 
 
 def cmd_diff(args) -> int:
@@ -63,8 +72,11 @@ def cmd_diff(args) -> int:
     if len(sources) != 2:
         raise UsageError(f"diff needs exactly two models, got {len(sources)}",
                          hint="usage: cnnc diff A.cnn B.cnn, or -e 'EXPR' for either side")
-    a, b = (_compile_one(s, is_expr, args) for s, is_expr in sources)
-    d = diff_models(a, b)
+    models: list = [None, None]
+    for i in sorted(range(2), key=lambda i: sources[i][1]):  # files first: they lend their headers
+        source, is_expr = sources[i]
+        models[i] = _compile_one(source, is_expr, args, other=models[1 - i])
+    d = diff_models(*models)
     if args.json:
         print(json.dumps(d.to_dict(), indent=2))
     else:
