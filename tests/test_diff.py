@@ -94,13 +94,13 @@ def test_bad_inputs_one_message(capsys, tmp_path):
 def test_an_expression_takes_input_and_classes_from_the_file_it_is_compared_with(capsys):
     """`cnnc diff models/lenet5.cnn -e 'conv5(6)-relu-pool-fc' --json` (the --help example):
     the expression has no header lines, so it runs on LeNet-5's 1x32x32 input and 10 classes,
-    on whichever side it is given."""
+    wherever it stands on the command line (expressions come after the files: it is B)."""
     for argv in (["models/lenet5.cnn", "-e", "conv5(6)-relu-pool-fc"],
                  ["-e", "conv5(6)-relu-pool-fc", "models/lenet5.cnn"]):
         code, out, err = run_main(capsys, "diff", *argv, "--json")
         assert code == 0, err
         d = json.loads(out)
-        side = "b" if argv[0] != "-e" else "a"
+        side = "b"
         expr = d[side]
         assert expr["input_shape"] == [1, 32, 32] and expr["classes"] == 10
         # conv5(6) at 'same' padding on 32x32, pool -> 6x16x16, then fc to 10 classes
