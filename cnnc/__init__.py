@@ -17,7 +17,7 @@ from .version import __version__
 
 __all__ = ["Model", "compile", "compile_file", "parse_shape", "CnncError", "SourceError",
            "UsageError", "DataError", "CheckpointError", "TrainingError", "Span", "__version__",
-           "fit", "evaluate", "TrainConfig", "TrainResult", "export_onnx"]
+           "fit", "evaluate", "TrainConfig", "TrainResult", "export_onnx", "set_compile_notice"]
 
 
 def __getattr__(name: str):
@@ -25,6 +25,8 @@ def __getattr__(name: str):
     # (The function is `fit`, not `train`: `cnnc.training.train` is the training module.)
     import importlib
 
+    if name == "set_compile_notice":  # set_compile_notice(False): no first-run compile notice
+        return importlib.import_module("cnnc.runtime.notice").set_enabled
     if name == "export_onnx":  # export_onnx(net, path, opset=...): the network as an ONNX file
         return importlib.import_module("cnnc.tools.export_onnx").export
     if name in ("fit", "evaluate", "TrainConfig", "TrainResult"):

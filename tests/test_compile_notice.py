@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from cnnc.training.notice import CompileNotice
+from cnnc.runtime.notice import CompileNotice
 
 
 def test_notice_on_compile_and_silence_when_compiled():
@@ -26,3 +26,42 @@ def test_notice_on_compile_and_silence_when_compiled():
     with CompileNotice(write=quiet.append, enabled=False) as n3:
         _fresh_kernel(np.ones(2, np.float32))  # a new signature compiles, but quietly
     assert n3.compiled == 1 and quiet == []
+
+
+def _fresh():
+    @njit(cache=False)
+    def kernel(a):  # a new dispatcher each call of _fresh: compiling it is a cache miss
+        return a.sum() + 1.0
+    return kernel
+
+
+def test_the_python_api_says_once_that_kernels_compile(capsys, monkeypatch):
+    """Building a Network installs a watcher: the first compilation outside any CompileNotice
+    prints the first-run line once; inside a CompileNotice the context speaks instead; off
+    with cnnc.set_compile_notice(False)."""
+    import cnnc
+    from cnnc.runtime import notice
+
+    monkeypatch.setattr(notice._Process, "said", False)
+    monkeypatch.setattr(notice._Process, "enabled", True)
+    cnnc.compile("fc", input="1x4x4", classes=3).network(seed=0)  # installs the watcher
+    assert notice._Process.watcher is not None
+    _fresh()(np.ones(2))
+    _fresh()(np.ones(2))
+    err = capsys.readouterr().err
+    assert err.count("compiling kernels (first run only") == 1
+    monkeypatch.setattr(notice._Process, "said", False)
+    msgs: list[str] = []
+    with CompileNotice(write=msgs.append):
+        _fresh()(np.ones(2))
+    assert capsys.readouterr().err == "" and msgs[0].startswith("compiling kernels")
+    monkeypatch.setattr(notice._Process, "said", False)
+    cnnc.set_compile_notice(False)
+    try:
+        _fresh()(np.ones(2))
+        with CompileNotice(write=msgs.append) as quiet:
+            _fresh()(np.ones(2))
+        assert quiet.compiled == 1 and len(msgs) == 2  # only the earlier context's two lines
+    finally:
+        cnnc.set_compile_notice(True)
+    assert capsys.readouterr().err == ""

@@ -38,7 +38,7 @@ TRAINING_SIDE = """
 import json
 import cnnc
 from cnnc.training import train as T
-from cnnc.training.notice import CompileNotice
+from cnnc.runtime.notice import CompileNotice
 model = cnnc.compile(%(model)r, input="1x8x8", classes=10)
 with CompileNotice(enabled=False) as notice:
     T.train(model, **%(settings)r)

@@ -95,11 +95,9 @@ def cmd_train(args) -> int:
         from ..viz.training import EpochViz
 
         callback = EpochViz.for_model(model)
-    from ..training.notice import CompileNotice
-
-    with CompileNotice(enabled=not args.quiet and world().is_root):  # says why a cold first run waits
-        result = train(model, out=args.out, new_run=args.out is None and args.resume is None,
-                       resume=args.resume, progress=not args.quiet, epoch_callback=callback, **settings)
+    result = train(model, out=args.out, new_run=args.out is None and args.resume is None,
+                   resume=args.resume, progress=not args.quiet, epoch_callback=callback,
+                   notice=not args.quiet, **settings)  # the notice says why a cold first run waits
     metrics = result.metrics()
     if not world().is_root:
         return 130 if result.interrupted else 0

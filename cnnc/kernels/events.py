@@ -1,5 +1,5 @@
 """Numba's compile events, seen as top-level kernel compilations (a kernel's compilation
-includes those of the kernels it calls): the first-run notice (:mod:`cnnc.training.notice`)
+includes those of the kernels it calls): the first-run notice (:mod:`cnnc.runtime.notice`)
 and the compile helper (:mod:`cnnc.training.precompile`) both listen this way."""
 from __future__ import annotations
 

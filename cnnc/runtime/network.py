@@ -23,10 +23,12 @@ class Network:
 
     def __init__(self, plan: Plan, seed: int = 0, dtype: str = "float32"):
         from ..kernels.threads import configure
+        from .notice import watch
 
         if dtype not in ("float32", "float64"):
             raise UsageError(f"dtype must be float32 or float64, got {dtype!r}")
         configure()
+        watch()  # a line on stderr when the first kernel compiles (cold cache)
         self.plan = plan
         self.dtype = np.dtype(dtype)
         self.classes = plan.classes

@@ -536,7 +536,7 @@ class Trainer:
 
 def train(model: "Model", *, x=None, y=None, x_test=None, y_test=None, out: str | Path | None = None,
           resume: str | Path | None = None, progress: bool = False, new_run: bool = False,
-          epoch_callback=None, **settings: Any) -> TrainResult:
+          epoch_callback=None, notice: bool = True, **settings: Any) -> TrainResult:
     """Train a compiled model.
 
     Data: the file's/``data=`` data set (name or path), or NumPy arrays ``x``, ``y`` (and
@@ -545,7 +545,8 @@ def train(model: "Model", *, x=None, y=None, x_test=None, y_test=None, out: str 
     the model file's. ``out``: a folder for checkpoints and history (None: keep nothing on
     disk; ``new_run=True``: a new numbered ``runs/<model>`` folder, made once the data is
     ready). ``resume``: a run folder or checkpoint to continue. ``epoch_callback(net, data,
-    out_dir, epoch)`` runs after each epoch's checkpoint (``cnnc train --viz``).
+    out_dir, epoch)`` runs after each epoch's checkpoint (``cnnc train --viz``). ``notice``:
+    say on stderr when kernels compile on a cold cache (:mod:`cnnc.runtime.notice`).
     """
     unknown = set(settings) - {f.name for f in fields(TrainConfig)}
     if unknown:
@@ -582,8 +583,12 @@ def train(model: "Model", *, x=None, y=None, x_test=None, y_test=None, out: str 
             out_dir = new_run_dir(model.filename, str(out_dir) if out_dir is not None else None)
         name = the_world.broadcast_text(str(out_dir) if the_world.is_root else None)
         out_dir = Path(name) if name else None
-    trainer = Trainer(model, cfg, data, out_dir, progress=progress, world=the_world,
-                      epoch_callback=epoch_callback)
-    if arrays is not None:
-        trainer.restore(arrays, meta)
-    return trainer.run()
+    from ..runtime.notice import CompileNotice
+    from . import precompile
+
+    with CompileNotice(enabled=notice and the_world.is_root, helpers=precompile.started):
+        trainer = Trainer(model, cfg, data, out_dir, progress=progress, world=the_world,
+                          epoch_callback=epoch_callback)
+        if arrays is not None:
+            trainer.restore(arrays, meta)
+        return trainer.run()
