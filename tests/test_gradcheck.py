@@ -95,3 +95,17 @@ def test_layer_option_and_bad_layer(capsys):
     rc, _, err = run_main(capsys, "gradcheck", str(ROOT / "models" / "lenet5.cnn"), "--tol", "0")
     assert rc == 1
     one_error_message(err)
+
+
+def test_progress_names_every_check_in_order(capsys):
+    """gradcheck reports each layer before checking it (the first run compiles for seconds per
+    layer), and the command line prints those lines on stderr, the table on stdout."""
+    m = cnnc.compile("conv3(4) - relu - pool - fc(8) - relu - fc", input="1x8x8", classes=3)
+    seen: list[tuple[str, int, int]] = []
+    rep = gradcheck(m, batch=2, progress=lambda name, i, n: seen.append((name, i, n)))
+    assert [name for name, _, _ in seen] == [c.layer for c in rep.checks]
+    assert [i for _, i, _ in seen] == list(range(1, len(rep.checks) + 1))
+    assert {n for _, _, n in seen} == {len(rep.checks)}
+    code, out, err = run_main(capsys, "gradcheck", "-e", "conv3(4) - relu - pool - fc", "--input",
+                              "1x8x8", "--classes", "3")
+    assert code == 0 and "checking conv_1 (1/" in err and "checking" not in out

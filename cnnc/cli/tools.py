@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 from ..text import plural
@@ -116,7 +117,14 @@ def cmd_gradcheck(args) -> int:
     batch = args.batch
     args.batch = 1
     model = compile_from_args(args)
-    rep = gradcheck(model, layer=args.layer, batch=batch, seed=args.seed, tol=args.tol)
+    from ..runtime.notice import CompileNotice
+
+    def progress(layer: str, i: int, n: int) -> None:  # a line per layer: compiles take seconds
+        print(f"checking {layer} ({i}/{n}) ...", file=sys.stderr, flush=True)
+
+    with CompileNotice():
+        rep = gradcheck(model, layer=args.layer, batch=batch, seed=args.seed, tol=args.tol,
+                        progress=progress)
     if args.json:
         print(json.dumps(rep.to_dict(), indent=2))
     else:

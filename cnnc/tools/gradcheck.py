@@ -271,8 +271,11 @@ def check_loss(classes: int, *, batch: int, rng, tol: float, name: str = "loss")
 
 def gradcheck(model, *, layer: str | None = None, batch: int = 4, seed: int = 0,
               tol: float | None = None, directions: int = 2, elements: int = 3,
-              op_hook: Callable[[str, Any], Any] | None = None) -> GradcheckReport:
+              op_hook: Callable[[str, Any], Any] | None = None,
+              progress: Callable[[str, int, int], None] | None = None) -> GradcheckReport:
     """Check every layer of ``model`` (or only ``layer``), plus the loss; see the module docstring.
+
+    ``progress(layer, i, n)`` is called before the i-th (from 1) of the n checks.
 
     ``op_hook`` is a test hook: when given, it is called as ``op_hook(layer_name, op)`` on each
     op before the check and must return the op to check (a test can wrap or break it)."""
@@ -298,22 +301,26 @@ def gradcheck(model, *, layer: str | None = None, batch: int = 4, seed: int = 0,
     fused, elided, adds = _schedule(model)
     rng = np.random.default_rng(seed)
     checks = []
-    for name, node, info, in_shapes in nodes:
-        if layer is not None and name != layer and elided.get(layer) != name:
-            continue
-        if name in elided:
-            continue  # runs inside the layer before it, checked there
-        if node.type.fused_into_loss:
-            continue  # checked with the loss, which it is fused into
+    todo = [(name, node, info, in_shapes) for name, node, info, in_shapes in nodes
+            if (layer is None or name == layer or elided.get(layer) == name)
+            and name not in elided  # runs inside the layer before it, checked there
+            and not node.type.fused_into_loss]  # checked with the loss, which it is fused into
+    out_shape = model.summary.output_shape
+    wants_loss = layer is None or layer == "loss" or (softmax and layer == softmax[0])
+    wants_loss = bool(wants_loss and len(out_shape) == 1)
+    total = len(todo) + wants_loss
+    for i, (name, node, info, in_shapes) in enumerate(todo, 1):
+        if progress is not None:
+            progress(name, i, total)
         if name in adds:
             in_shapes = list(adds[name].in_shapes)  # its input, then the shortcut it adds
         layer_tol = tol if tol is not None else tolerance_for(node.type, name in fused)
         checks.append(check_layer(name, node, info, in_shapes, name in fused, batch=batch, rng=rng,
                                   tol=layer_tol, directions=directions, elements=elements,
                                   op_hook=op_hook, fused_add=name in adds))
-    out_shape = model.summary.output_shape
-    wants_loss = layer is None or layer == "loss" or (softmax and layer == softmax[0])
-    if wants_loss and len(out_shape) == 1:
+    if wants_loss:
+        if progress is not None:
+            progress(softmax[0] if softmax else "loss", total, total)
         checks.append(check_loss(out_shape[0], batch=batch, rng=rng, tol=tol or DEFAULT_TOL,
                                  name=softmax[0] if softmax else "loss"))
     return GradcheckReport(model.filename, tuple(checks), batch, seed)
