@@ -277,10 +277,15 @@ def main() -> None:
         fw, layout, path, batch, steps = args.worker
         print(json.dumps(worker(fw, layout, path, int(batch), int(steps))))
         return
+    import importlib.util
+
+    if importlib.util.find_spec("torch") is None:
+        sys.exit("compare_torch.py compares cnnc with PyTorch, which is not installed here:\n"
+                 "  pip install torch==2.13.0   (the CPU build this project measures against)")
     env = dict(os.environ, OMP_NUM_THREADS="2", NUMBA_NUM_THREADS="2", CNNC_THREADS="2")
     if not args.keep_blas_env:
         # some machines set these to pin OpenBLAS to older kernels; without them cnnc picks
-        # the AVX-512 ones where the CPU has them (cnnc/__init__.py)
+        # the AVX-512 ones where the CPU has them (cnnc/kernels/environment.py)
         env.pop("OPENBLAS_CORETYPE", None)
         env.pop("OPENBLAS_L2_SIZE", None)
     load_before = " ".join(f"{v:.2f}" for v in os.getloadavg())
