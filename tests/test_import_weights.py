@@ -63,7 +63,8 @@ def test_state_dict_by_order_matches_torch(fmt, tmp_path, capsys):
         from safetensors.numpy import save_file
         save_file(state_arrays(tm), str(src))
     run = tmp_path / "run"
-    rc, out, err = run_main(capsys, "import-weights", str(LENET), "--from", str(src), "-o", str(run))
+    rc, out, err = run_main(capsys, "import-weights", str(LENET), "--from", str(src), "-o", str(run),
+                            "--no-normalize")
     assert rc == 0, err
     assert "mapping by order" in out and "0.weight" in out and "conv_1.w" in out
     x = np.random.default_rng(0).standard_normal((4, 1, 32, 32), dtype=np.float32)
@@ -103,7 +104,8 @@ def test_checkpoint_works_with_eval_and_predict(tmp_path, capsys):
     src = tmp_path / "d.npz"
     np.savez(src, **net.state())  # cnnc's own names
     run = tmp_path / "imported"
-    rc, _, err = run_main(capsys, "import-weights", str(digits), "--from", str(src), "-o", str(run))
+    rc, _, err = run_main(capsys, "import-weights", str(digits), "--from", str(src), "-o", str(run),
+                          "--no-normalize")
     assert rc == 0, err
     rc, out, err = run_main(capsys, "eval", str(digits), "--weights", str(run), "--json")
     assert rc == 0, err
@@ -133,7 +135,8 @@ def test_bad_inputs_write_nothing(tmp_path, capsys):
              "truncated.safetensors": "safetensors", "missing.npz": "no such", "x.pt": "format"}
     (tmp_path / "x.pt").write_bytes(b"PK")
     for name, words in cases.items():
-        rc, _, err = run_main(capsys, "import-weights", str(LENET), "--from", str(tmp_path / name), "-o", str(out))
+        rc, _, err = run_main(capsys, "import-weights", str(LENET), "--from", str(tmp_path / name), "-o", str(out),
+                              "--no-normalize")
         assert rc == 1, name
         one_error_message(err)
         assert words in err, (name, err)
@@ -156,7 +159,7 @@ def test_torch_to_cnnc_to_onnx_by_order_from_safetensors(tmp_path, capsys):
     assert rc == 0 and "mapping by order" in out and "1.running_var" in out, err
     assert not list(tmp_path.glob("*.npz"))
     rc, _, err = run_main(capsys, "import-weights", *model_args, "--from", str(tmp_path / "s.safetensors"),
-                          "-o", str(tmp_path / "run"))
+                          "-o", str(tmp_path / "run"), "--no-normalize")
     assert rc == 0, err
     rc, _, err = run_main(capsys, "export", *model_args, "--weights", str(tmp_path / "run"),
                           "-o", str(tmp_path / "s.onnx"))
@@ -165,3 +168,26 @@ def test_torch_to_cnnc_to_onnx_by_order_from_safetensors(tmp_path, capsys):
     theirs = tm(torch.from_numpy(x)).detach().numpy()
     for o in ort_outputs(tmp_path / "s.onnx", x):
         np.testing.assert_allclose(o, theirs, rtol=1e-4, atol=1e-5)
+
+
+def test_normalization_is_never_silent(tmp_path, capsys):
+    """import-weights needs --mean/--std (on the pixels / 255 scale) or an explicit
+    --no-normalize; either flag missing, or both forms at once, is one message and nothing
+    is written."""
+    digits = ROOT / "models" / "digits.cnn"
+    src = tmp_path / "d.npz"
+    np.savez(src, **cnnc.compile_file(digits).network(seed=1).state())
+    out = tmp_path / "w.npz"
+    for extra, words in (([], "--mean and --std missing"), (["--mean", "0.5"], "--std missing"),
+                         (["--no-normalize", "--std", "0.2"], "contradict")):
+        rc, _, err = run_main(capsys, "import-weights", str(digits), "--from", str(src), "-o", str(out), *extra)
+        assert rc == 1 and words in err, (extra, err)
+        one_error_message(err)
+        assert not out.exists()
+    _, _, err = run_main(capsys, "import-weights", str(digits), "--from", str(src), "-o", str(out))
+    assert "pixels / 255" in err
+    rc, _, err = run_main(capsys, "import-weights", str(digits), "--from", str(src), "-o", str(out),
+                          "--mean", "0.3", "--std", "0.2")
+    assert rc == 0, err
+    arrays, _ = load_checkpoint(out)
+    assert arrays["data.mean"].tolist() == pytest.approx([0.3]) and arrays["data.std"].tolist() == pytest.approx([0.2])

@@ -133,6 +133,8 @@ def cmd_gradcheck(args) -> int:
 
 
 def _add_import_weights(sub, model_args, fmt) -> None:
+    from ..tools.weights_import import NORMALIZATION_SCALE
+
     p = sub.add_parser(
         "import-weights", help="load PyTorch-layout weights (safetensors or npz) into a cnnc checkpoint",
         formatter_class=fmt,
@@ -143,7 +145,8 @@ def _add_import_weights(sub, model_args, fmt) -> None:
                     "write a checkpoint that `cnnc eval`, `predict` and `export` accept. Layouts are "
                     "PyTorch's: conv (F, C/groups, KH, KW), fc (out, in) on the C-order flattening. "
                     "Nothing is written when any tensor is missing, left over or misshapen.",
-        epilog="examples:\n  cnnc import-weights models/lenet5.cnn --from lenet.safetensors -o runs/lenet-imported\n"
+        epilog="examples:\n  cnnc import-weights models/lenet5.cnn --from lenet.safetensors --mean 0.1307 "
+               "--std 0.3081 -o runs/lenet-imported\n"
                "  cnnc import-weights models/vgg_cifar.cnn --from sd.npz --map order --mean 0.49,0.48,0.45 "
                "--std 0.25,0.24,0.26 -o vgg.npz")
     model_args(p, file_required=False)
@@ -155,8 +158,11 @@ def _add_import_weights(sub, model_args, fmt) -> None:
     p.add_argument("--map", default="auto", choices=["auto", "name", "order"],
                    help="how tensors are paired with layers (default auto: by name if every name is a "
                         "cnnc name, else by order)")
-    p.add_argument("--mean", metavar="M[,M...]", help="input normalization mean per channel (default 0)")
-    p.add_argument("--std", metavar="S[,S...]", help="input normalization std per channel (default 1)")
+    p.add_argument("--mean", metavar="M[,M...]",
+                   help="input normalization mean the weights were trained with, " + NORMALIZATION_SCALE)
+    p.add_argument("--std", metavar="S[,S...]", help="input normalization standard deviation, likewise")
+    p.add_argument("--no-normalize", action="store_true",
+                   help="the network takes pixels / 255 unchanged (instead of --mean/--std)")
     p.add_argument("--data", metavar="NAME|PATH", help="the data set `cnnc eval` uses by default")
     p.add_argument("--dry-run", action="store_true", help="print the table, write nothing")
     p.add_argument("--json", action="store_true", help="print the table as JSON")
@@ -177,7 +183,7 @@ def cmd_import_weights(args) -> int:
         print(json.dumps(plan.to_dict(), indent=2) if args.json else plan_text(plan))
         return 0 if plan.ok else 1
     plan, path = import_weights(model, args.source, args.out, mode=args.map, mean=args.mean, std=args.std,
-                                data=args.data)
+                                normalize=not args.no_normalize, data=args.data)
     if args.json:
         print(json.dumps({**plan.to_dict(), "written": str(path)}, indent=2))
     else:

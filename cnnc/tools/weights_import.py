@@ -261,12 +261,30 @@ def _norm_values(text: str | None, channels: int, what: str, default: float):
     return arr
 
 
+#: what the input normalization of imported weights means, for messages and --help
+NORMALIZATION_SCALE = ("per input channel, on the 0..1 scale of pixels / 255 (the values "
+                       "torchvision's Normalize takes, e.g. --mean 0.485,0.456,0.406 "
+                       "--std 0.229,0.224,0.225 for ImageNet models)")
+
+
 def import_weights(model, source: str | Path, out: str | Path, *, mode: str = "auto",
-                   mean: str | None = None, std: str | None = None, data: str | None = None):
+                   mean: str | None = None, std: str | None = None, normalize: bool = True,
+                   data: str | None = None):
     """Map ``source`` onto ``model``'s tensors and write a checkpoint at ``out``.
 
-    Returns (plan, path written). Raises CheckpointError (nothing written) when the mapping
-    is incomplete or a shape differs."""
+    ``mean``/``std`` ("0.485,0.456,0.406" or one value for every channel) are the input
+    normalization the weights were trained with (:data:`NORMALIZATION_SCALE`); both are
+    required unless ``normalize=False`` declares that the network takes pixels / 255 as they
+    are. Returns (plan, path written). Raises CheckpointError (nothing written) when the
+    mapping is incomplete or a shape differs."""
+    if normalize and (mean is None or std is None):
+        missing = " and ".join(f"--{n}" for n, v in (("mean", mean), ("std", std)) if v is None)
+        raise UsageError(f"say how the inputs were normalized when these weights were trained: "
+                         f"{missing} missing",
+                         hint=f"--mean and --std are {NORMALIZATION_SCALE}; --no-normalize if the "
+                              "network takes pixels / 255 unchanged")
+    if not normalize and (mean is not None or std is not None):
+        raise UsageError("--no-normalize and --mean/--std contradict each other")
     from ..training.runs import BEST, save_checkpoint
     from ..training.train import TrainConfig
 
