@@ -139,3 +139,39 @@ def test_a_layer_without_mapping_is_named(tmp_path, monkeypatch):
     assert not (tmp_path / "t.onnx").exists()
     with pytest.raises(ExportError, match="tanh_1"):
         build_model(net)
+
+
+def test_the_input_is_documented_and_preprocessing_can_ride_along(tmp_path, capsys):
+    """The exported model says what its input is (doc string and metadata `cnnc.input`, with the
+    checkpoint's mean and std); with --with-preprocessing it takes raw pixels 0..255 and gives
+    what cnnc gives for the same uint8 images normalized its own way."""
+    onnx = pytest.importorskip("onnx")
+    digits = Path(__file__).resolve().parents[1] / "models" / "digits.cnn"
+    model = cnnc.compile_file(digits)
+    src = tmp_path / "w.npz"
+    np.savez(src, **model.network(seed=3).state())
+    run = tmp_path / "run"
+    rc, _, err = run_main(capsys, "import-weights", str(digits), "--from", str(src), "-o", str(run),
+                          "--mean", "0.3", "--std", "0.25")
+    assert rc == 0, err
+    plain, raw = tmp_path / "plain.onnx", tmp_path / "raw.onnx"
+    rc, out, err = run_main(capsys, "export", str(digits), "--weights", str(run), "-o", str(plain))
+    assert rc == 0, err
+    assert "pixels / 255, minus mean (0.3), divided by std (0.25)" in out
+    proto = onnx.load(str(plain))
+    meta = {p.key: p.value for p in proto.metadata_props}
+    assert meta["cnnc.input"] in proto.doc_string and "mean (0.3)" in meta["cnnc.input"]
+    rc, out, err = run_main(capsys, "export", str(digits), "--weights", str(run), "-o", str(raw),
+                            "--with-preprocessing")
+    assert rc == 0, err
+    assert onnx.load(str(raw)).graph.input[0].name == "pixels" and "raw pixel values" in out
+    pixels = np.random.default_rng(5).integers(0, 256, (3, *model.input_shape)).astype(np.uint8)
+    normalized = ((pixels / 255.0 - 0.3) / 0.25).astype(np.float32)  # written out, not cnnc's code
+    want = ort_outputs(plain, normalized)[0]
+    for o in ort_outputs(raw, pixels.astype(np.float32)):
+        assert rel_error(o, want) < 1e-5
+    seq = tmp_path / "seq.onnx"
+    rc, _, err = run_main(capsys, "export", "-e", "conv3(4)-gap-fc", "--input", "1x16", "--classes", "3",
+                          "-o", str(seq), "--with-preprocessing")
+    assert rc == 1 and "sequences" in err and not seq.exists()
+    one_error_message(err)

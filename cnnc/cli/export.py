@@ -21,7 +21,8 @@ def register(sub) -> None:
                     "TensorRT, ...). Weights come from a checkpoint (--weights) or are initialized "
                     "from --seed. Dropout is exported as the identity, batch norm with its running "
                     "statistics; the input is the normalized image, as `cnnc predict` feeds it "
-                    "(the checkpoint's mean and std are stored in the model's metadata). Values "
+                    "(the checkpoint's mean and std are stored in the model's metadata and its input "
+                    "is described in its doc string), or raw pixels with --with-preprocessing. Values "
                     "and initializers are named after cnnc's layers (conv_1, conv_1.w).",
         epilog="examples:\n  cnnc export models/lenet5.cnn --weights runs/lenet5 -o lenet5.onnx\n"
                "  cnnc export models/resnet18.cnn -o resnet18.onnx --opset 18 --seed 1")
@@ -32,6 +33,9 @@ def register(sub) -> None:
     p.add_argument("--seed", type=int, default=0, metavar="N", help="seed of the initial weights (default 0)")
     p.add_argument("--opset", type=int, default=DEFAULT_OPSET, metavar="N",
                    help=f"ONNX opset, {MIN_OPSET} to {MAX_OPSET} (default {DEFAULT_OPSET})")
+    p.add_argument("--with-preprocessing", action="store_true",
+                   help="put the input normalization into the model (its first nodes: / 255, - mean, "
+                        "/ std per channel) so that a client feeds raw pixel values 0..255")
 
 
 def cmd_export(args) -> int:
@@ -40,9 +44,12 @@ def cmd_export(args) -> int:
     out = Path(args.output)
     if out.is_dir():
         raise UsageError(f"{out} is a directory; give the .onnx file to write")
+    normalization = None
     if args.weights:
         model, net, arrays, meta, path = load_weights(args)
         metadata = {"cnnc.weights": str(path)}
+        if "data.mean" in arrays and "data.std" in arrays:
+            normalization = (arrays["data.mean"].ravel(), arrays["data.std"].ravel())
         for key in ("data.mean", "data.std"):
             if key in arrays:
                 metadata[f"cnnc.{key}"] = json.dumps([float(v) for v in arrays[key].ravel()])
@@ -59,11 +66,12 @@ def cmd_export(args) -> int:
         metadata = {"cnnc.weights": f"initialized from seed {args.seed}"}
     metadata["cnnc.input_shape"] = "x".join(map(str, model.input_shape))
     metadata["cnnc.model_text"] = model.source
-    onnx_model = export(net, out, args.opset, metadata)
+    onnx_model = export(net, out, args.opset, metadata, normalization, args.with_preprocessing)
     n_nodes = len(onnx_model.graph.node)
     print(f"wrote {out}: opset {args.opset}, {plural(len(model.layers), 'layer')} -> {plural(n_nodes, 'ONNX node')}, "
           f"{net.num_params:,} parameters, input {onnx_model.graph.input[0].name} "
           f"N x {'x'.join(map(str, model.input_shape))}, output {onnx_model.graph.output[0].name}")
+    print(onnx_model.doc_string.split("\n", 1)[0])  # what the input is
     return 0
 
 

@@ -132,15 +132,60 @@ def check_opset(opset: int) -> int:
     return opset
 
 
-def build_model(net, opset: int = DEFAULT_OPSET, metadata: dict[str, str] | None = None):
-    """The checked ``onnx.ModelProto`` of a compiled network (nothing written)."""
+PIXELS = "pixels"  # the graph input of a model exported with its preprocessing
+
+
+def input_description(net, mean, std, preprocessing: bool) -> str:
+    """What the exported model's input is, in words (its doc string and ``cnnc.input``)."""
+    shape = "N x " + " x ".join(map(str, net.input_shape))
+    fmt = lambda v: ",".join(f"{float(x):.6g}" for x in v)  # noqa: E731
+    if preprocessing:
+        return (f"input '{PIXELS}': float32 {shape}, raw pixel values 0..255 (channels first); the "
+                f"model divides by 255, subtracts mean ({fmt(mean)}) and divides by std "
+                f"({fmt(std)}) per channel itself")
+    return (f"input 'input': float32 {shape}, normalized as cnnc trained it: pixels / 255, minus "
+            f"mean ({fmt(mean)}), divided by std ({fmt(std)}), per channel (metadata cnnc.data.mean "
+            f"and cnnc.data.std); export with --with-preprocessing to feed raw pixels instead")
+
+
+def _preprocessing_nodes(oh, nh, mean, std, input_name: str, channels: int):
+    """Nodes computing ``input = pixels * scale - shift`` (the arithmetic of cnnc's own
+    normalization, :func:`cnnc.training.data.transforms.affine`) and their constants."""
+    import numpy as np
+
+    from ..training.data.transforms import affine
+
+    scale, shift = affine(np.dtype(np.uint8), mean, std, channels)
+    inits = [nh.from_array(scale, f"{PIXELS}/scale"), nh.from_array(shift, f"{PIXELS}/shift")]
+    nodes = [oh.make_node("Mul", [PIXELS, f"{PIXELS}/scale"], [f"{PIXELS}/scaled"], name=f"{PIXELS}/scale"),
+             oh.make_node("Sub", [f"{PIXELS}/scaled", f"{PIXELS}/shift"], [input_name],
+                          name=f"{PIXELS}/normalize")]
+    return nodes, inits
+
+
+def build_model(net, opset: int = DEFAULT_OPSET, metadata: dict[str, str] | None = None,
+                normalization: tuple | None = None, preprocessing: bool = False):
+    """The checked ``onnx.ModelProto`` of a compiled network (nothing written).
+
+    ``normalization``: the (mean, std) per channel its inputs were normalized with (default
+    0 and 1), described in the model's doc string; ``preprocessing=True`` puts that
+    normalization into the model as its first nodes, so that it takes raw pixels (0..255)."""
+    import numpy as np
+
     from ..layers import LayerError
 
     onnx = require_onnx()
     oh = onnx.helper
     check_opset(opset)
+    c = net.input_shape[0]
+    mean, std = normalization if normalization is not None else (np.zeros(c), np.ones(c))
+    if preprocessing and len(net.input_shape) != 3:
+        raise ExportError("--with-preprocessing puts image normalization (pixels / 255, mean, std) "
+                          "into the model; this network takes sequences, not images")
     layers, output, input_name = _layers(net)
     nodes, inits = [], []
+    if preprocessing:
+        nodes, inits = _preprocessing_nodes(oh, onnx.numpy_helper, mean, std, input_name, c)
     for name, node, info, srcs, in_shapes in layers:
         ctx = OnnxContext(name, srcs, in_shapes, name, opset, _weights(net, name))
         try:
@@ -154,7 +199,7 @@ def build_model(net, opset: int = DEFAULT_OPSET, metadata: dict[str, str] | None
     out_shape = ["N", *net.plan.analysis.shapes[output]]
     graph = oh.make_graph(
         nodes, "cnnc",
-        [oh.make_tensor_value_info(input_name, onnx.TensorProto.FLOAT, in_shape)],
+        [oh.make_tensor_value_info(PIXELS if preprocessing else input_name, onnx.TensorProto.FLOAT, in_shape)],
         [oh.make_tensor_value_info(output, onnx.TensorProto.FLOAT, out_shape)],
         initializer=inits)
     opsets = [oh.make_opsetid("", opset)]
@@ -163,9 +208,11 @@ def build_model(net, opset: int = DEFAULT_OPSET, metadata: dict[str, str] | None
     from ..version import __version__
 
     model.producer_version = __version__
-    if metadata and "cnnc.model_text" in metadata:
-        model.doc_string = metadata["cnnc.model_text"]
-    for k, v in (metadata or {}).items():
+    described = input_description(net, mean, std, preprocessing)
+    model.doc_string = described + ("\n\n" + metadata["cnnc.model_text"]
+                                    if metadata and "cnnc.model_text" in metadata else "")
+    metadata = {**(metadata or {}), "cnnc.input": described}
+    for k, v in metadata.items():
         entry = model.metadata_props.add()
         entry.key, entry.value = k, v
     try:
@@ -175,11 +222,13 @@ def build_model(net, opset: int = DEFAULT_OPSET, metadata: dict[str, str] | None
     return model
 
 
-def export(net, path: str | Path, opset: int = DEFAULT_OPSET, metadata: dict[str, str] | None = None):
-    """Write ``net`` to ``path`` as ONNX (atomically); returns the ModelProto."""
+def export(net, path: str | Path, opset: int = DEFAULT_OPSET, metadata: dict[str, str] | None = None,
+           normalization: tuple | None = None, preprocessing: bool = False):
+    """Write ``net`` to ``path`` as ONNX (atomically); returns the ModelProto. See
+    :func:`build_model` for ``normalization`` and ``preprocessing``."""
     from ..atomic import atomic_write_bytes
 
-    model = build_model(net, opset, metadata)
+    model = build_model(net, opset, metadata, normalization, preprocessing)
     data = model.SerializeToString()
     if len(data) >= 2**31:
         raise ExportError(f"the model is {len(data) / 2**30:.1f} GiB, over protobuf's 2 GiB limit")
