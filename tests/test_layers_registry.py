@@ -116,6 +116,11 @@ CASES: dict[str, list[Case]] = {
         Case("fc(7) - relu", "2x3x3"),
         Case("relu", "3x6"),
     ],
+    "relu6": [
+        Case("relu6", "3x4x4"),
+        Case("fc(7) - relu6", "2x3x3"),
+        Case("relu6", "3x6"),
+    ],
     "leaky": [
         Case("leaky", "3x4x4"),
         Case("leaky(0.2)", "2x3x3"),

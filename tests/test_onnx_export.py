@@ -72,6 +72,7 @@ def test_corner_cases_every_opset(opset, tmp_path):
          "( conv3(4) | avgpool3(stride=1, pad=1) ) - maxout(2) - gap - fc(6) - lrn(3) - fc", "2x23"),
         ("conv3(4, groups=2, dilation=2) - relu - avgpool2(round=ceil) - flatten - fc", "2x9"),
         ("conv3(8) - lrn(5, alpha=1e-3, beta=0.75, k=2) - relu - pool - fc", "3x8x8"),
+        ("conv3(8) - relu6 - conv3(8, groups=8) - bn - relu6 - fc", "3x6x6"),  # MobileNet's ReLU6 (Clip)
     ]
     for i, (text, shape) in enumerate(cases):
         model = cnnc.compile(text, input=shape, classes=3)

@@ -58,6 +58,10 @@ def resolve(written: str, layers: list[dict]) -> str | None:
     if m is None:
         return None
     name, suffix = m.group(1), m.group(2)
+    whole = written.split("(", 1)[0]
+    for layer in layers:  # a name that ends in a digit (relu6) before a size suffix (conv3)
+        if whole in (layer["name"], *layer["aliases"]):
+            return layer["name"]
     for layer in layers:
         if name in (layer["name"], *layer["aliases"]) and (suffix is None or layer["size_suffix"]):
             return layer["name"]

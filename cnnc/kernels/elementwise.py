@@ -20,6 +20,8 @@ from numba import njit, prange
 __all__ = [
     "relu_forward",
     "relu_backward",
+    "relu6_forward",
+    "relu6_backward",
     "leaky_relu_forward",
     "leaky_relu_backward",
     "elu_forward",
@@ -57,6 +59,26 @@ def relu_backward(dy, y, dx):
     for i in prange(n):
         g = dy[i]  # loaded either way: a select the loop vectorizes, not a branch
         dx[i] = g if y[i] > 0 else 0
+
+
+@njit(cache=True, parallel=True, error_model="numpy")
+def relu6_forward(x, y):
+    """y = min(max(x, 0), 6) (MobileNet's ReLU6). x, y: (n,). (NaN maps to 0.)"""
+    n = x.shape[0]
+    for i in prange(n):
+        v = x[i]
+        v = v if v > 0 else 0
+        y[i] = v if v < 6 else 6
+
+
+@njit(cache=True, parallel=True, error_model="numpy")
+def relu6_backward(dy, y, dx):
+    """dx = dy * (0 < y < 6), from the forward output y. dy, y, dx: (n,)."""
+    n = dy.shape[0]
+    for i in prange(n):
+        g = dy[i]
+        v = y[i]
+        dx[i] = g if (v > 0) & (v < 6) else 0
 
 
 @njit(cache=True, parallel=True, error_model="numpy")

@@ -1,4 +1,4 @@
-"""Elementwise nonlinearities: ``relu``, ``leaky(0.1)``, ``elu(1.0)``, ``tanh``, ``sigmoid``,
+"""Elementwise nonlinearities: ``relu``, ``relu6``, ``leaky(0.1)``, ``elu(1.0)``, ``tanh``, ``sigmoid``,
 and ``softmax`` (fused into the loss).
 
 An activation is one :class:`Activation` subclass: its name, its ONNX operator, its kernel pair in
@@ -108,6 +108,25 @@ class Relu(Activation):
         import numpy as np
 
         return np.maximum(x, 0)
+
+
+@register
+class Relu6(Activation):
+    name = "relu6"
+    summary = "min(max(x, 0), 6) (MobileNet)"
+    kernel = "relu6"
+    onnx_op = "Clip"
+    init_gain = "he"
+    piecewise_linear = True
+
+    def formula(self, x, cfg):
+        import numpy as np
+
+        return np.clip(x, 0, 6)
+
+    def to_onnx(self, cfg, info: LayerInfo, ctx) -> None:
+        """Clip with min 0 and max 6 (inputs, not attributes, from opset 11)."""
+        ctx.node("Clip", [ctx.inputs[0], ctx.const("min", 0.0, "float32"), ctx.const("max", 6.0, "float32")])
 
 
 @register
