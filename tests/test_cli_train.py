@@ -264,6 +264,39 @@ def test_predict_wrong_size_and_resize(cli, digits_run, tmp_path):
     assert_clean_failure(cli("predict", model, "--weights", out, big, "--top", 0), "--top")
 
 
+def test_predict_fits_a_28x28_digit_to_lenet5_as_training_did(cli, tmp_path):
+    """LeNet-5 is trained with `fit true` (MNIST's 28x28 zero-padded to 32x32): a plain 28x28
+    digit goes through predict the same way, with a note; --no-fit refuses it; a 3-channel
+    image is converted to grey. The probabilities equal the network's on the image padded
+    here with np.pad."""
+    import cnnc
+
+    lenet = MODELS_DIR / "lenet5.cnn"
+    model = cnnc.compile_file(lenet)
+    src = tmp_path / "w.npz"
+    np.savez(src, **model.network(seed=2).state())
+    run = tmp_path / "run"
+    assert cli("import-weights", lenet, "--from", src, "-o", run, "--mean", "0.13", "--std", "0.31").code == 0
+    pixels = np.random.default_rng(0).integers(0, 256, (28, 28)).astype(np.uint8)
+    png = save_png(tmp_path / "seven.png", pixels)
+    r = cli("predict", lenet, "--weights", run, png, "--top", 10, "--json")
+    assert r.code == 0, r
+    assert "28x28 zero-padded to 32x32" in r.err
+    net = model.network(seed=2)
+    padded = np.pad(pixels, 2)[None, None].astype(np.float64)
+    want = net.predict_proba(((padded / 255 - 0.13) / 0.31).astype(np.float32))[0]
+    got = {t["index"]: t["probability"] for t in r.json()[0]["top"]}
+    np.testing.assert_allclose([got[i] for i in range(10)], want, rtol=1e-5, atol=1e-6)
+    assert_clean_failure(cli("predict", lenet, "--weights", run, png, "--no-fit"), "28x28", "32x32", "--fit")
+    from PIL import Image
+
+    Image.fromarray(np.stack([pixels] * 3, axis=-1), mode="RGB").save(tmp_path / "rgb.png")
+    r = cli("predict", lenet, "--weights", run, tmp_path / "rgb.png", "--top", 10, "--json")
+    assert r.code == 0, r
+    got = {t["index"]: t["probability"] for t in r.json()[0]["top"]}
+    np.testing.assert_allclose([got[i] for i in range(10)], want, rtol=1e-5, atol=1e-6)  # grey == R == G == B
+
+
 # ---------------------------------------------------------------------------- Ctrl-C, kill, resume
 
 

@@ -68,7 +68,13 @@ def register(sub) -> None:
     p.add_argument("--weights", required=True, metavar="CKPT", help="a checkpoint file or run folder")
     p.add_argument("images", nargs="+", metavar="IMAGE", help="image files (PNG, JPEG, ...)")
     p.add_argument("--top", type=int, default=3, metavar="K", help="how many classes to show (default 3)")
-    p.add_argument("--resize", action="store_true", help="resize images to the model's input size")
+    size = p.add_mutually_exclusive_group()
+    size.add_argument("--fit", action="store_true", default=None,
+                      help="zero-pad or centre-crop images of another size, and convert grey/RGB, as "
+                           "training's `fit` does (default: what the run was trained with)")
+    size.add_argument("--no-fit", dest="fit", action="store_false",
+                      help="refuse images of another size even if the run was trained with fit")
+    size.add_argument("--resize", action="store_true", help="stretch images to the model's input size")
     p.add_argument("--json", action="store_true", help="print the predictions as JSON")
 
 
@@ -174,7 +180,9 @@ def cmd_predict(args) -> int:
                          hint="use cnnc eval --data FILE.npz with an array x of shape (N, C, L), "
                               "or Network.predict_proba in Python")
     names = meta.get("class_names") or [str(i) for i in range(net.classes)]
-    images = np.stack([D.load_image_file(f, model.input_shape, resize=args.resize) for f in args.images])
+    fit = bool(meta.get("config", {}).get("fit")) if args.fit is None else args.fit
+    images = np.stack([_prepared_image(f, model.input_shape, fit=fit and not args.resize,
+                                       resize=args.resize) for f in args.images])
     probs = net.predict_proba(D.to_float(images, arrays["data.mean"], arrays["data.std"]))
     results = []
     for f, p in zip(args.images, probs):
@@ -188,6 +196,26 @@ def cmd_predict(args) -> int:
             print(r["image"] + ": " + ", ".join(f"{t['class']} {t['probability']:.3f}" for t in r["top"]))
     return 0
 
+
+def _prepared_image(path: str, shape, *, fit: bool, resize: bool):
+    """One image file as training prepared its data: read with the model's channel count
+    (grey/RGB converted), then, with ``fit``, zero-padded or centre-cropped to the model's
+    size (a note on stderr says so)."""
+    import sys
+
+    import numpy as np
+
+    from ..training import data as D
+
+    img = D.load_image_file(path, shape, resize=resize, any_size=fit)
+    if img.shape[1:] == tuple(shape[1:]):
+        return img
+    ds = D.dataset_from_arrays(img[None], np.zeros(1, np.int64), path)
+    fitted = D.fit_to_shape(ds, shape).x[0]
+    how = "zero-padded" if img.shape[1] < shape[1] else "centre-cropped"
+    print(f"{path}: {img.shape[1]}x{img.shape[2]} {how} to {shape[1]}x{shape[2]}, as in training (fit)",
+          file=sys.stderr)
+    return fitted
 
 
 COMMANDS = {"train": cmd_train, "eval": cmd_eval, "predict": cmd_predict}

@@ -128,12 +128,13 @@ def load_image_folder(path: str | os.PathLike[str], *, name: str | None = None,
 
 
 def load_image_file(path: str | os.PathLike[str], shape: tuple[int, int, int], *,
-                    resize: bool = False) -> np.ndarray:
+                    resize: bool = False, any_size: bool = False) -> np.ndarray:
     """Read one image for ``cnnc predict`` as ``uint8 (C, H, W)`` for a model of ``shape``.
 
     The mode becomes ``L`` for C=1 (luma, ITU-R 601: 0.299 R + 0.587 G + 0.114 B),
     ``RGB`` for C=3, ``RGBA`` for C=4. A size other than ``H x W`` is a DataError naming
-    the file, its size and the expected size, unless ``resize`` (bilinear).
+    the file, its size and the expected size, unless ``resize`` (bilinear) or ``any_size``
+    (the image keeps its own size: the caller fits it, as training's ``fit`` does).
     """
     from PIL import Image
 
@@ -150,11 +151,12 @@ def load_image_file(path: str | os.PathLike[str], shape: tuple[int, int, int], *
     try:
         with Image.open(p) as img:
             img.load()
-            if img.size != (w, h):
+            if img.size != (w, h) and not any_size:
                 if not resize:
                     raise DataError(f"{p} is {img.size[1]}x{img.size[0]} pixels (height x width) "
                                     f"but the model expects {h}x{w}",
-                                    hint="resize the image (or pass --resize to let cnnc do it)")
+                                    hint="resize the image, or pass --fit (zero-pad or crop, as "
+                                         "training's fit does) or --resize (stretch)")
                 work = img if img.mode in ("L", "RGB", "RGBA", "LA") else img.convert(
                     "RGBA" if c == 4 else "RGB" if c == 3 else "L")
                 img = work.resize((w, h), Image.Resampling.BILINEAR)
