@@ -1,0 +1,285 @@
+"""A layer sequence written the way lectures write it: ``cnnc import``'s text.
+
+Input: the series-parallel structure of :func:`cnnc.tools.onnx_import.structure`, a list
+of layers (objects with ``kind``, ``suffix``, ``args``) and branch groups (``kind``
+"add"/"concat", ``branches``). Output: model text in three moves.
+
+1. **Blocks.** A branch group with the activations right after it is a *block*
+   (ResNet's ``( ... + id ) - relu``, an Inception module). Blocks whose text is the same
+   up to the integers in it (filters, strides, paddings, groups) become one definition;
+   an integer that differs between the calls becomes a parameter, one that is a whole
+   multiple of another parameter in every call is written as that multiple (``4*c``), and
+   one that is the same in every call stays a number. A block that occurs once stays
+   inline.
+2. **Repetition.** In every sequence the longest run of equal consecutive groups is
+   folded into ``x*N`` or ``[a - b]*N``, again and again, inner runs first, so
+   ``conv3-relu-conv3-relu-pool`` three times is ``[[conv3(64) - relu]*2 - pool]*3``
+   (with equal arguments).
+3. **Layout.** Defaults are never written (``conv3(64)``, not ``conv3(64, stride=1,
+   pad=1)``): the importer leaves them out of each layer's arguments. Lines are wrapped
+   after `` - `` at about 96 characters; a long definition puts one branch per line.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+WRAP = 96
+ACTIVATIONS = ("relu", "relu6", "leaky", "elu", "sigmoid", "tanh")
+PARAM_BASE = {"": "c", "stride": "s", "pad": "p", "groups": "g", "dilation": "d"}
+
+
+def _value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, float):
+        return f"{v:g}"
+    return str(v)
+
+
+def layer_text(node, slot: Callable[[str, int], str] | None = None, last_fc: bool = False) -> str:
+    """``conv3(64, stride=2, bias=false)``; ``slot(arg, value)`` may replace an integer
+    argument by a parameter expression (definitions)."""
+    kind = node.kind
+    suffix = getattr(node, "suffix", ())
+    if kind == "maxpool" and tuple(suffix) == (2,):
+        name = "pool"
+    elif suffix:
+        name = kind + "x".join(str(s) for s in suffix)
+    else:
+        name = kind
+    parts = []
+    for i, (key, v) in enumerate(node.args):
+        if last_fc and kind == "fc" and key == "" and i == 0:
+            continue
+        text = slot(key, v) if slot is not None and isinstance(v, int) and not isinstance(v, bool) else _value(v)
+        parts.append(text if key == "" else f"{key}={text}")
+    return name + (f"({', '.join(parts)})" if parts else "")
+
+
+# ---------------------------------------------------------------------------
+
+
+def _is_branches(item) -> bool:
+    return hasattr(item, "branches")
+
+
+def _render(items: list, slot=None, last_fc=None) -> list[str]:
+    """Tokens of a sequence: one per layer or branch group (no folding)."""
+    out = []
+    for it in items:
+        if _is_branches(it):
+            sep = " | " if it.kind == "concat" else " + "
+            parts = [" - ".join(fold(_render(b, slot, last_fc))) if b else "id" for b in it.branches]
+            out.append("( " + sep.join(parts) + " )")
+        else:
+            out.append(layer_text(it, slot, last_fc is it))
+    return out
+
+
+def _units(items: list) -> list[tuple[int, int]]:
+    """(start, end) of every block: a branch group and the activations after it."""
+    units, i = [], 0
+    while i < len(items):
+        if _is_branches(items[i]):
+            j = i + 1
+            while j < len(items) and not _is_branches(items[j]) and items[j].kind in ACTIVATIONS:
+                j += 1
+            units.append((i, j))
+            i = j
+        else:
+            i += 1
+    return units
+
+
+def _skeleton(items: list) -> tuple[str, list[tuple[str, int]]]:
+    found: list[tuple[str, int]] = []
+
+    def slot(key, v):
+        found.append((key, v))
+        return "{}"
+
+    return " - ".join(_render(items, slot)), found
+
+
+def _block_name(items: list, taken: set[str]) -> str:
+    b = items[0]
+    has_id = any(not br for br in b.branches)
+    if b.kind == "add":
+        base = "res" if has_id else "down"
+    else:
+        base = "dense" if has_id else "inception" if len(b.branches) >= 3 else "split"
+    name, k = base, 2
+    while name in taken:
+        name, k = f"{base}{k}", k + 1
+    taken.add(name)
+    return name
+
+
+def _parameters(columns: list[tuple[str, tuple[int, ...]]]):
+    """For each integer slot: a literal, or a parameter expression; and the parameters
+    (name, slot whose values it takes)."""
+    exprs: list[str | None] = [None] * len(columns)
+    distinct: dict[tuple[int, ...], list[int]] = {}
+    for j, (key, vals) in enumerate(columns):
+        if len(set(vals)) == 1:
+            exprs[j] = str(vals[0])
+        else:
+            distinct.setdefault(vals, []).append(j)
+    bases: list[tuple[tuple[int, ...], str]] = []
+    named: dict[tuple[int, ...], str] = {}
+    used: set[str] = set()
+    for vals in sorted(distinct, key=lambda v: (sum(v), distinct[v][0])):
+        expr = None
+        for bvals, bname in bases:
+            if all(b > 0 for b in bvals) and all(v % b == 0 for v, b in zip(vals, bvals)):
+                ks = {v // b for v, b in zip(vals, bvals)}
+                if len(ks) == 1 and ks.pop() >= 2:
+                    expr = f"{vals[0] // bvals[0]}*{bname}"
+                    break
+        if expr is None:
+            base = PARAM_BASE.get(columns[distinct[vals][0]][0], "a")
+            name, k = base, 2
+            while name in used:
+                name, k = f"{base}{k}", k + 1
+            used.add(name)
+            bases.append((vals, name))
+            expr = name
+        named[vals] = expr
+        for j in distinct[vals]:
+            exprs[j] = expr
+    # parameters in the order they first appear in the text
+    params, seen = [], set()
+    for j, e in enumerate(exprs):
+        for vals, name in bases:
+            if e == name and name not in seen:
+                seen.add(name)
+                params.append((name, j))
+    return exprs, params
+
+
+def _definitions(items: list) -> tuple[list[Any], list[str]]:
+    """Replace repeated blocks of the top-level sequence by calls; return the new item
+    list (calls are strings) and the definition lines."""
+    units = _units(items)
+    groups: dict[str, list[tuple[int, int, list]]] = {}
+    for s, e in units:
+        skel, found = _skeleton(items[s:e])
+        groups.setdefault(skel, []).append((s, e, found))
+    replace: dict[int, tuple[int, str]] = {}
+    defs: list[str] = []
+    taken: set[str] = set()
+    for skel, occ in groups.items():
+        if len(occ) < 2:
+            continue
+        first = items[occ[0][0]:occ[0][1]]
+        name = _block_name(first, taken)
+        columns = [(occ[0][2][j][0], tuple(o[2][j][1] for o in occ)) for j in range(len(occ[0][2]))]
+        exprs, params = _parameters(columns)
+        it = iter(exprs)
+        body = " - ".join(_render(first, lambda key, v: next(it)))
+        head = f"{name}({', '.join(p for p, _ in params)})" if params else name
+        defs.append(_definition_text(head, body))
+        for s, e, found in occ:
+            call = f"{name}({', '.join(str(found[j][1]) for _, j in params)})" if params else name
+            replace[s] = (e, call)
+    out, i = [], 0
+    while i < len(items):
+        if i in replace:
+            e, call = replace[i]
+            out.append(call)
+            i = e
+        else:
+            out.append(items[i])
+            i += 1
+    return out, defs
+
+
+def _definition_text(head: str, body: str) -> str:
+    line = f"{head} = {body}"
+    if len(line) <= WRAP + 8:
+        return line
+    # one branch per line: split the outermost group at its top-level separators
+    depth, cuts = 0, []
+    for k, ch in enumerate(body):
+        if ch in "([":
+            depth += 1
+        elif ch in ")]":
+            depth -= 1
+        elif ch in "|+" and depth == 1 and body[k - 1] == " " and body[k + 1] == " ":
+            cuts.append(k)
+    if not body.startswith("(") or not cuts:
+        return head + " =\n    " + _wrap_tokens(body.split(" - "), "    ")
+    pieces, prev = [], 0
+    for k in cuts:
+        pieces.append(body[prev:k].rstrip())
+        prev = k
+    pieces.append(body[prev:])
+    return head + " =\n    " + "\n    ".join(pieces)
+
+
+def fold(tokens: list[str]) -> list[str]:
+    """Fold runs of equal consecutive groups: the largest saving first, until none is left."""
+    tokens = list(tokens)
+    while True:
+        best = None
+        n = len(tokens)
+        for p in range(1, n // 2 + 1):
+            for i in range(0, n - 2 * p + 1):
+                pat = tokens[i:i + p]
+                k = 1
+                while tokens[i + k * p:i + (k + 1) * p] == pat:
+                    k += 1
+                if k >= 2:
+                    saving = (k - 1) * p
+                    if best is None or saving > best[0]:
+                        best = (saving, i, p, k)
+        if best is None:
+            return tokens
+        _, i, p, k = best
+        pat = tokens[i:i + p]
+        if p == 1:
+            group = f"{pat[0]}*{k}"
+        else:
+            group = f"[{' - '.join(fold(pat))}]*{k}"
+        tokens[i:i + k * p] = [group]
+
+
+def _wrap_tokens(tokens: list[str], indent: str) -> str:
+    lines, cur = [], ""
+    for t in tokens:
+        piece = t if not cur else cur + " - " + t
+        if cur and len(indent + piece) > WRAP:
+            lines.append(cur + " -")
+            cur = t
+        else:
+            cur = piece
+    lines.append(cur)
+    return ("\n" + indent).join(lines)
+
+
+def render(items: list, input_shape: tuple[int, ...], classes: int | None, header: dict[str, Any]) -> str:
+    """The model text of ``items`` (see the module notes)."""
+    last_fc = None
+    if classes is not None:
+        tail = [it for it in items if not _is_branches(it)]
+        for it in reversed(tail):
+            if it.kind == "fc":
+                last_fc = it if it.args and it.args[0][1] == classes else None
+                break
+    top, defs = _definitions(items)
+    tokens = []
+    for it in top:
+        tokens += [it] if isinstance(it, str) else _render([it], last_fc=last_fc)
+    body = _wrap_tokens(fold(tokens), "    ")
+    lines = [f"# imported by cnnc from {header['source']}: {header['params']:,} parameters",
+             f"input {'x'.join(map(str, input_shape))}"]
+    if classes is not None:
+        lines.append(f"classes {classes}")
+    lines.append("")
+    if defs:
+        lines += defs + [""]
+    lines.append(body)
+    return "\n".join(lines) + "\n"
+
+
+__all__ = ["render", "fold", "layer_text"]
