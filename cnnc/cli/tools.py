@@ -33,7 +33,7 @@ def register(sub) -> None:
                     "'~' a layer both have that changed. Layers are matched by type and "
                     "configuration, not by name. An -e expression without its own input and "
                     "classes takes them from the other model. Static: nothing is compiled.",
-        epilog="examples:\n  cnnc diff models/vgg16.cnn vgg19.cnn\n"
+        epilog="examples:\n  cnnc diff models/vgg16.cnn models/vgg19.cnn\n"
                "  cnnc diff -e 'conv3(8)-relu-pool-fc' -e 'conv3(16)-relu-pool-fc' --input 1x28x28 --classes 10\n"
                "  cnnc diff models/lenet5.cnn -e 'conv5(6)-relu-pool-fc' --json")
     p.add_argument("files", nargs="*", metavar="FILE", help="model files; A first, then B")

@@ -30,6 +30,15 @@ def _output_flags(p: argparse.ArgumentParser) -> None:
     r.add_argument("--viz", action="store_true",
                    help="after each epoch write the first conv's filters and a few activation maps "
                         "to <run>/viz/ (see `cnnc viz` for more views)")
+    w = p.add_argument_group("live page (docs/live.md)")
+    w.add_argument("--live", action="store_true",
+                   help="serve a page that shows the run as it trains (curves, activations, filters, "
+                        "test images, confusion matrix) with pause/save/stop/learning-rate controls; "
+                        "prints its address")
+    w.add_argument("--port", type=int, default=0, metavar="N", help="the page's port (default: a free one)")
+    w.add_argument("--host", default="127.0.0.1", metavar="ADDR",
+                   help="the address to listen on (default 127.0.0.1, this machine only; "
+                        "another address warns: anyone reaching it with the token controls the run)")
 
 
 def register(sub) -> None:
@@ -42,7 +51,7 @@ def register(sub) -> None:
                     "Each epoch saves a checkpoint (atomically), the best one by validation accuracy, "
                     "history.csv/json and curves.png; Ctrl-C saves and stops, --resume continues.",
         epilog="examples:\n  cnnc train models/digits.cnn\n"
-               "  cnnc train models/lenet5.cnn --data mnist --data-dir ../shared/data --fit\n"
+               "  cnnc train models/lenet5.cnn --data fashion-mnist --epochs 2\n"
                "  cnnc train models/lenet5.cnn --resume runs/lenet5\n"
                "  cnnc train models/lenet5.cnn --workers 2          # 2 MPI ranks, 1 thread each")
     model_args(p)
@@ -101,9 +110,22 @@ def cmd_train(args) -> int:
         from ..viz.training import EpochViz
 
         callback = EpochViz.for_model(model)
-    result = train(model, out=args.out, new_run=args.out is None and args.resume is None,
-                   resume=args.resume, progress=not args.quiet, epoch_callback=callback,
-                   notice=not args.quiet, **settings)  # the notice says why a cold first run waits
+    live = None
+    if getattr(args, "live", False) and world().is_root:
+        from ..live import LiveSession
+
+        live = LiveSession(model, host=args.host, port=args.port).start()
+    try:
+        result = train(model, out=args.out, new_run=args.out is None and args.resume is None,
+                       resume=args.resume, progress=not args.quiet, epoch_callback=callback,
+                       notice=not args.quiet, hooks=live.hooks if live else (),
+                       **settings)  # the notice says why a cold first run waits
+    except BaseException as err:
+        if live is not None:
+            live.close(error=type(err).__name__)
+        raise
+    if live is not None:
+        live.close(result)
     metrics = result.metrics()
     if not world().is_root:
         return 130 if result.interrupted else 0
