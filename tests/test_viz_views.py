@@ -126,3 +126,30 @@ def test_occlusion_peaks_over_the_region_the_class_depends_on(region_net):
     # the patch positions: the score map's minimum is where the patch covers A
     i = np.unravel_index(occ.scores[0].argmin(), occ.scores[0].shape)
     assert 0 <= i[0] <= 3 and 5 <= i[1] <= 9
+
+
+def test_every_heat_map_has_a_colour_bar(monkeypatch):
+    """The figures of `cnnc viz` give each heat map a colour bar (saliency, SmoothGrad, guided
+    backprop, occlusion scores, the overlays) and the activation maps one shared bar."""
+    from matplotlib.figure import Figure
+
+    from cnnc.viz import plot
+    from cnnc.viz.occlude import Occlusion
+
+    bars: list = []
+    real = Figure.colorbar
+    monkeypatch.setattr(Figure, "colorbar", lambda self, *a, **k: bars.append(1) or real(self, *a, **k))
+    rng = np.random.default_rng(0)
+    img, heat = rng.random((2, 8, 8)), rng.random((2, 8, 8))
+    plot.saliency_png(img, heat, heat, ["a", "b"], samples=4, noise=0.1)
+    assert len(bars) == 2 * 3  # per image: saliency, SmoothGrad, the overlay
+    bars.clear()
+    plot.guided_png(img, rng.standard_normal((2, 1, 8, 8)), ["a", "b"])
+    assert len(bars) == 2 * 2
+    bars.clear()
+    occ = Occlusion(rng.random((2, 4, 4)), rng.random((2, 8, 8)), np.ones(2), np.zeros(2, int), 2, 2)
+    plot.occlusion_png(img, occ, ["a", "b"])
+    assert len(bars) == 2 * 2
+    bars.clear()
+    plot.activations_png(img[0], rng.random((6, 8, 8)), "relu_1", "test")
+    assert len(bars) == 1

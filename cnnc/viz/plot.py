@@ -62,6 +62,18 @@ def _show(ax, img, cmap=None, title=None, fontsize=8):
         ax.set_title(title, fontsize=fontsize)
 
 
+def _heat(fig, ax, img, cmap: str, title: str, label: str, vmin=None, vmax=None, fontsize=8):
+    """A heat map with its colour bar (``label`` says what the colours measure)."""
+    im = ax.imshow(img, cmap=cmap, vmin=vmin, vmax=vmax, interpolation="nearest")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.set_title(title, fontsize=fontsize)
+    bar = fig.colorbar(im, ax=ax, fraction=0.046, pad=0.03)
+    bar.ax.tick_params(labelsize=6)
+    bar.set_label(label, fontsize=6)
+    return im
+
+
 def _grid(n: int, cols: int | None = None) -> tuple[int, int]:
     cols = cols or min(n, max(1, math.ceil(math.sqrt(n * 1.5))))
     return math.ceil(n / cols), cols
@@ -102,40 +114,50 @@ def activations_png(image: np.ndarray, acts: np.ndarray, layer: str, caption: st
     rows, cols = _grid(c + 1)
     fig, axes = plt.subplots(rows, cols, figsize=(cols * 1.1 + 0.3, rows * 1.1 + 0.8), squeeze=False, layout="constrained")
     lo, hi = float(acts[:c].min()), float(acts[:c].max())
+    im = None
     for i, ax in enumerate(axes.ravel()):
         if i == 0:
             _show(ax, image, title="input", fontsize=7)
         elif i <= c:
-            ax.imshow(acts[i - 1], cmap="viridis", vmin=lo, vmax=hi, interpolation="nearest")
+            im = ax.imshow(acts[i - 1], cmap="viridis", vmin=lo, vmax=hi, interpolation="nearest")
             ax.set_xticks([])
             ax.set_yticks([])
             ax.set_title(f"ch {i - 1}", fontsize=6)
         else:
             ax.axis("off")
+    if im is not None:  # one scale for every map: one colour bar
+        bar = fig.colorbar(im, ax=axes, fraction=0.02, pad=0.01)
+        bar.ax.tick_params(labelsize=6)
+        bar.set_label("activation", fontsize=7)
     more = f" (first {c} of {acts.shape[0]})" if acts.shape[0] > c else ""
     _suptitle(fig, f"{layer} activations, {acts.shape[0]} channels of {acts.shape[1]}x{acts.shape[2]}{more}, "
                  f"one colour scale [{lo:.2g}, {hi:.2g}]; {caption}", fontsize=8)
     return _png(fig)
 
 
-def _overlay(ax, image, heat, title):
+def _overlay(fig, ax, image, heat, title):
+    """``heat`` (scaled to its own range) over the image in grey, with a colour bar."""
     base = image if image.ndim == 2 else _scaled(image).mean(axis=2)
     ax.imshow(_scaled(base), cmap="gray", interpolation="nearest")
-    ax.imshow(_scaled(heat), cmap="hot", alpha=0.6, interpolation="nearest")
+    im = ax.imshow(_scaled(heat), cmap="hot", alpha=0.6, vmin=0, vmax=1, interpolation="nearest")
     ax.set_xticks([])
     ax.set_yticks([])
     ax.set_title(title, fontsize=8)
+    bar = fig.colorbar(im, ax=ax, fraction=0.046, pad=0.03)
+    bar.ax.tick_params(labelsize=6)
+    bar.set_label("share of the largest", fontsize=6)
 
 
 def saliency_png(images, sal, smooth, captions, samples: int, noise: float) -> bytes:
     plt = _plt()
     n = len(images)
-    fig, axes = plt.subplots(n, 4, figsize=(8.4, 2.6 * n + 0.8), squeeze=False, layout="constrained")
+    fig, axes = plt.subplots(n, 4, figsize=(10.4, 2.6 * n + 0.8), squeeze=False, layout="constrained")
     for i in range(n):
         _show(axes[i, 0], images[i], title=captions[i])
-        _show(axes[i, 1], sal[i], cmap="hot", title="saliency |d score/d x|")
-        _show(axes[i, 2], smooth[i], cmap="hot", title=f"SmoothGrad ({samples} x, noise {noise:g})")
-        _overlay(axes[i, 3], images[i], smooth[i], "SmoothGrad on the image")
+        _heat(fig, axes[i, 1], sal[i], "hot", "saliency |d score/d x|", "|d score / d pixel|")
+        _heat(fig, axes[i, 2], smooth[i], "hot", f"SmoothGrad ({samples} x, noise {noise:g})",
+              "mean |d score / d pixel|")
+        _overlay(fig, axes[i, 3], images[i], smooth[i], "SmoothGrad on the image")
     _suptitle(fig, "Saliency: gradient of the class score (pre-softmax) w.r.t. the pixels, max over channels",
                  fontsize=9)
     return _png(fig)
@@ -144,20 +166,18 @@ def saliency_png(images, sal, smooth, captions, samples: int, noise: float) -> b
 def guided_png(images, guided, captions) -> bytes:
     plt = _plt()
     n = len(images)
-    fig, axes = plt.subplots(n, 3, figsize=(6.6, 2.6 * n + 0.8), squeeze=False, layout="constrained")
+    fig, axes = plt.subplots(n, 3, figsize=(8.2, 2.6 * n + 0.8), squeeze=False, layout="constrained")
     for i in range(n):
         _show(axes[i, 0], images[i], title=captions[i])
         g = guided[i]
         signed = g[0] if g.shape[0] == 1 else g.transpose(1, 2, 0)
         if signed.ndim == 2:
             m = float(np.abs(signed).max()) or 1.0
-            axes[i, 1].imshow(signed, cmap="RdBu_r", vmin=-m, vmax=m, interpolation="nearest")
-            axes[i, 1].set_xticks([])
-            axes[i, 1].set_yticks([])
-            axes[i, 1].set_title("guided backprop (red +, blue -)", fontsize=8)
+            _heat(fig, axes[i, 1], signed, "RdBu_r", "guided backprop (red +, blue -)", "gradient",
+                  vmin=-m, vmax=m)
         else:
             _show(axes[i, 1], signed, title="guided backprop (RGB)")
-        _overlay(axes[i, 2], images[i], np.abs(g).max(axis=0), "|guided| on the image")
+        _overlay(fig, axes[i, 2], images[i], np.abs(g).max(axis=0), "|guided| on the image")
     _suptitle(fig, "Guided backpropagation: score gradient with only positive signals passed back through ReLUs",
                  fontsize=9)
     return _png(fig)
@@ -166,15 +186,12 @@ def guided_png(images, guided, captions) -> bytes:
 def occlusion_png(images, occ, captions) -> bytes:
     plt = _plt()
     n = len(images)
-    fig, axes = plt.subplots(n, 3, figsize=(7.4, 2.7 * n + 0.8), squeeze=False, layout="constrained")
+    fig, axes = plt.subplots(n, 3, figsize=(8.2, 2.7 * n + 0.8), squeeze=False, layout="constrained")
     for i in range(n):
         _show(axes[i, 0], images[i], title=captions[i])
-        im = axes[i, 1].imshow(occ.scores[i], cmap="viridis", interpolation="nearest")
-        axes[i, 1].set_xticks([])
-        axes[i, 1].set_yticks([])
-        axes[i, 1].set_title(f"score with patch at each position\n(unoccluded {occ.base[i]:.2f})", fontsize=8)
-        fig.colorbar(im, ax=axes[i, 1], fraction=0.046)
-        _overlay(axes[i, 2], images[i], np.maximum(occ.drop[i], 0), "score drop per pixel")
+        _heat(fig, axes[i, 1], occ.scores[i], "viridis",
+              f"score with patch at each position\n(unoccluded {occ.base[i]:.2f})", "class score")
+        _overlay(fig, axes[i, 2], images[i], np.maximum(occ.drop[i], 0), "score drop per pixel")
     _suptitle(fig, f"Occlusion: a {occ.patch}x{occ.patch} gray patch slid with stride {occ.stride}; "
                  "where the class score falls, the network looks", fontsize=9)
     return _png(fig)
