@@ -27,3 +27,18 @@ def test_layer_profile_covers_every_step_of_a_residual_network(tmp_path, capsys)
                  "--no-compile-times", "--layers"])
     text = capsys.readouterr().out
     assert code == 0 and "bn+add+relu" in text and "per layer" in text
+
+
+def test_bench_says_what_it_is_measuring(capsys, tmp_path):
+    """Each phase of `cnnc bench` is announced on stderr (the cold compile measurement alone
+    takes tens of seconds); the report stays on stdout."""
+    from conftest import run_captured, write_model
+
+    model = write_model(tmp_path, "input 1x8x8\nclasses 3\nconv3(4) - relu - pool - fc\n")
+    code, out, err = run_captured(capsys, "bench", str(model), "--batch", "2", "--steps", "1",
+                                  "--repeats", "1", "--no-compile-times")
+    assert code == 0, err
+    phases = [line for line in err.splitlines() if line.endswith("...") and "compiling" not in line]
+    assert phases == ["first step in this process ...", "timing training: 1 run of 1 step ...",
+                      "timing inference: 1 run of 1 batch ..."]
+    assert "images/s" in out and "timing" not in out

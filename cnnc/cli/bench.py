@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 from ..errors import UsageError
 from .common import add_model_args, compile_from_args, model_argv, set_threads
@@ -40,10 +41,18 @@ def cmd_bench(args) -> int:
     set_threads(args.threads)  # the compile-time subprocesses too
     batch = args.batch
     model = compile_from_args(args)
-    result = bench(model, batch=batch, steps=args.steps, repeats=args.repeats,
-                   compile_times=not args.no_compile_times, model_args=model_argv(args))
-    if args.layers:
-        result["layers"] = layer_profile(model, batch=batch, steps=args.steps)
+    from ..runtime.notice import CompileNotice
+
+    def progress(text: str) -> None:  # on stderr: stdout holds the report (or its JSON)
+        print(text, file=sys.stderr, flush=True)
+
+    with CompileNotice():
+        result = bench(model, batch=batch, steps=args.steps, repeats=args.repeats,
+                       compile_times=not args.no_compile_times, model_args=model_argv(args),
+                       progress=progress)
+        if args.layers:
+            progress("profiling each layer ...")
+            result["layers"] = layer_profile(model, batch=batch, steps=args.steps)
     if args.json:
         print(json.dumps(result, indent=2))
     else:

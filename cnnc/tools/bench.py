@@ -15,6 +15,8 @@ import time
 
 import numpy as np
 
+from ..text import plural
+
 FIRST_STEP_SCRIPT = """
 import sys, time
 t0 = time.perf_counter()
@@ -66,13 +68,21 @@ def first_step(model, batch: int, t0: float) -> float:
     return time.perf_counter() - t0
 
 
-def _compile_times(model_args: list[str], batch: int) -> dict:
+def _say(progress, text: str) -> None:
+    if progress is not None:
+        progress(text)
+
+
+def _compile_times(model_args: list[str], batch: int, progress=None) -> dict:
     """Cold (empty kernel cache) and warm (cache filled by the cold run) time to first step,
     each in a fresh process, including Python start-up and imports."""
     out = {}
     with tempfile.TemporaryDirectory(prefix="cnnc-numba-cache-") as cache:
         env = dict(os.environ, NUMBA_CACHE_DIR=cache)
         for label in ("cold", "warm"):
+            _say(progress, {"cold": "first step in a fresh process with an empty kernel cache "
+                                    "(compiles every kernel) ...",
+                            "warm": "first step in a fresh process with the cache it filled ..."}[label])
             t = time.perf_counter()
             proc = subprocess.run([sys.executable, "-c", FIRST_STEP_SCRIPT, str(batch), *model_args],
                                   env=env, capture_output=True, text=True)
@@ -88,14 +98,17 @@ def _compile_times(model_args: list[str], batch: int) -> dict:
 
 
 def bench(model, batch: int = 64, steps: int = 20, repeats: int = 5, compile_times: bool = True,
-          model_args: list[str] | None = None) -> dict:
+          model_args: list[str] | None = None, progress=None) -> dict:
+    """Training and inference speed on random data (see ``cnnc bench --help``); ``progress``
+    receives a line as each phase starts."""
     from ..kernels.threads import blas_info
 
     result: dict = {"model": model.filename, "batch": batch,
                     "input_shape": list(model.input_shape), "params": model.summary.total_params,
                     "macs_per_image": model.summary.total_macs}
     if compile_times and model_args is not None:
-        result.update(_compile_times(model_args, batch))
+        result.update(_compile_times(model_args, batch, progress))
+    _say(progress, "first step in this process ...")
     t0 = time.perf_counter()
     net, prog, train_step = training_setup(model, batch)
     train_step()
@@ -103,6 +116,7 @@ def bench(model, batch: int = 64, steps: int = 20, repeats: int = 5, compile_tim
     for _ in range(3):
         train_step()
     train_times = []
+    _say(progress, f"timing training: {plural(repeats, 'run')} of {plural(steps, 'step')} ...")
     for _ in range(repeats):
         t = time.perf_counter()
         for _ in range(steps):
@@ -113,6 +127,7 @@ def bench(model, batch: int = 64, steps: int = 20, repeats: int = 5, compile_tim
     for _ in range(3):
         infer.forward(False)
     infer_times = []
+    _say(progress, f"timing inference: {plural(repeats, 'run')} of {plural(steps, 'batch', 'batches')} ...")
     for _ in range(repeats):
         t = time.perf_counter()
         for _ in range(steps):
@@ -130,7 +145,7 @@ def bench(model, batch: int = 64, steps: int = 20, repeats: int = 5, compile_tim
         "infer_gflops": round(2 * macs / infer_s / 1e9, 2),
         "flop_convention": "train step = 6 x MACs (forward, input and weight gradients); inference = 2 x MACs",
         "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-        "timing": f"median of {repeats} runs of {steps} steps",
+        "timing": f"median of {plural(repeats, 'run')} of {plural(steps, 'step')}",
         "threads": blas_info().get("numba_threads"),
         "blas": blas_note(),
     })
