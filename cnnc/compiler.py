@@ -18,7 +18,7 @@ from .errors import SourceError, UsageError
 from .lang.design import check_design, resolve_design
 from .lang.infer import Analysis
 from .layers import resolve_name
-from .lang.report import Summary, summarize, summary_text
+from .lang.report import Summary, summarize, summary_html, summary_text
 from .lang.settings import Header, override, read_header
 from .lang.syntax import ModelAst, parse
 
@@ -108,6 +108,30 @@ class Model:
             d["design"] = self.design.as_dict()
             d["dropped_optional"] = [x.describe() for x in self.dropped]
         return d
+
+    # ---- notebooks: the summary table and the drawing (the layout is cnnc.lang.layout's)
+    def __repr__(self) -> str:
+        return f"<cnnc.Model {self.filename}: input {'x'.join(map(str, self.input_shape))}, " \
+               f"{self.summary.total_params:,} parameters, {len(self.analysis.order)} layers>"
+
+    def _repr_html_(self) -> str:
+        from html import escape
+
+        from .lang.layout import svg
+
+        text = self.summary_text()
+        lines = text.splitlines()
+        footer = "\n".join(lines[len(self.summary.rows) + 4:]).strip("\n")
+        try:
+            drawing = svg(self.analysis)
+        except Exception as err:  # noqa: BLE001  (a drawing problem still shows the table)
+            drawing = f"<p>(no drawing: {escape(str(err))})</p>"
+        return (f'<div class="cnnc-model"><p><b>{escape(lines[0])}</b></p>'
+                f"{summary_html(self.summary, footer)}"
+                f'<details open><summary>drawing</summary>{drawing}</details></div>')
+
+    def _repr_mimebundle_(self, include=None, exclude=None) -> dict:
+        return {"text/plain": self.summary_text(), "text/html": self._repr_html_()}
 
     def to_json(self, indent: int | None = 2, batch: int = 1) -> str:
         return json.dumps(self.summary_dict(batch), indent=indent)

@@ -104,7 +104,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("cnnc.runtime",),
     ("cnnc.compiler",),
     ("cnnc.training",),
-    ("cnnc.tools", "cnnc.viz"),  # side by side: neither imports the other
+    ("cnnc.tools", "cnnc.viz", "cnnc.live"),  # side by side: none imports another
     ("cnnc",),  # the package's public API (__init__)
     ("cnnc.cli",),
     ("cnnc.__main__",),

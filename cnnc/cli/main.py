@@ -1,6 +1,6 @@
 """The ``cnnc`` command line: a thin layer over the Python API. One module per command
 family registers its subcommands and handlers (``register(sub)``, ``COMMANDS``): :mod:`.check`
-(check, layers), :mod:`.train` (train, eval, predict), :mod:`.bench`, :mod:`.viz` (draw, viz),
+(check, layers), :mod:`.train` (train, eval, predict), :mod:`.serve`, :mod:`.bench`, :mod:`.viz` (draw, viz),
 :mod:`.tools` (diff, gradcheck, import-weights), :mod:`.export` and :mod:`.imports` (import).
 
 Every user mistake is a :class:`cnnc.CnncError`: printed as one message, exit status 1.
@@ -43,7 +43,7 @@ class _Parser(argparse.ArgumentParser):
 
 #: the command families, in the order of ``cnnc --help``; ``check`` first: its module
 #: imports nothing heavy, and ``cnnc check`` / ``cnnc layers`` load no other family
-FAMILIES = ("check", "train", "bench", "viz", "tools", "export", "imports")
+FAMILIES = ("check", "train", "serve", "bench", "viz", "tools", "export", "imports")
 STATIC_COMMANDS = ("check", "layers")
 
 

@@ -85,17 +85,40 @@ def _rf(row) -> str:
     return f"{size} /{jump}"
 
 
-def summary_text(s: Summary) -> str:
-    shape = "x".join(map(str, s.input_shape))
-    head = f"{s.filename}: input {shape}" + (" (1-D: channels x length)" if len(s.input_shape) == 2 else "")
-    head += f", {s.classes} classes" if s.classes else ""
-    header = ("layer", "configuration", "output", "parameters", "MACs", "RF /jump", "memory/img")
-    rows = [header]
+def table_rows(s: Summary) -> list[tuple[str, ...]]:
+    """The summary table's header and rows, as the cells' text."""
+    rows = [("layer", "configuration", "output", "parameters", "MACs", "RF /jump", "memory/img")]
     for r in s.rows:
         config = r.detail or r.text
         rows.append((r.name, config, "x".join(map(str, r.output_shape)),
                      r.formula or "0", f"{r.macs:,}" if r.macs else "-", _rf(r),
                      human_bytes(r.activation_bytes)))
+    return rows
+
+
+def summary_html(s: Summary, footer: str = "") -> str:
+    """The summary table as an HTML table (a notebook's display of a Model), then the
+    totals' lines (``footer``: the text after the table) as preformatted text."""
+    from html import escape
+
+    header, *body = table_rows(s)
+    right = {2, 3, 4, 5, 6}
+
+    def cells(row, tag):
+        return "".join(f'<{tag} style="text-align:{"right" if i in right else "left"}">{escape(c)}</{tag}>'
+                       for i, c in enumerate(row))
+
+    return ('<table class="cnnc-summary"><thead><tr>' + cells(header, "th") + "</tr></thead><tbody>"
+            + "".join(f"<tr>{cells(r, 'td')}</tr>" for r in body) + "</tbody></table>"
+            + (f"<pre>{escape(footer)}</pre>" if footer else ""))
+
+
+def summary_text(s: Summary) -> str:
+    shape = "x".join(map(str, s.input_shape))
+    head = f"{s.filename}: input {shape}" + (" (1-D: channels x length)" if len(s.input_shape) == 2 else "")
+    head += f", {s.classes} classes" if s.classes else ""
+    header, *body = table_rows(s)
+    rows = [header, *body]
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     right = {2, 3, 4, 5, 6}
     lines = [head, ""]

@@ -243,14 +243,69 @@ class _Position:
     seconds: float = 0.0
 
 
+class Controls:
+    """Requests to a running Trainer from other threads (a live page's buttons): ``request``
+    queues ``("pause"|"resume"|"save"|"stop", None)`` or ``("lr", value)``; the loop carries
+    them out between two steps (one attribute read per step when there are none). Pause and
+    learning rate act in a single-process run only (the ranks of an MPI run would diverge)."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self._queue: list[tuple[str, Any]] = []
+        self._lock = threading.Lock()
+        self._event = threading.Event()
+        self.pending = False  # read by the loop without the lock
+        self.paused = False
+        self.lr_scale = 1.0  # the learning rate asked for / the schedule's, from the last "lr"
+
+    def request(self, action: str, value: Any = None) -> None:
+        if action not in ("pause", "resume", "save", "stop", "lr"):
+            raise UsageError(f"unknown control {action!r}")
+        if action == "lr" and not (isinstance(value, (int, float)) and 0 < value < math.inf):
+            raise UsageError(f"the learning rate must be a positive number, got {value!r}")
+        with self._lock:
+            self._queue.append((action, value))
+            self.pending = True
+        self._event.set()
+
+    def take(self) -> list[tuple[str, Any]]:
+        with self._lock:
+            out, self._queue, self.pending = self._queue, [], False
+            self._event.clear()
+        return out
+
+    def wait(self, seconds: float) -> None:
+        self._event.wait(seconds)
+
+
+class Hook:
+    """What watches a run from the training thread (``train(..., hooks=[...])``, rank 0 only):
+    subclass and override what you need. Each call runs between steps, so it must be quick;
+    anything slow belongs on a thread of its own."""
+
+    def on_step(self, trainer: "Trainer", loss: float, correct: int) -> None:
+        """After each optimizer step (``trainer.pos`` says where; ``loss`` is the batch's mean)."""
+
+    def on_epoch(self, trainer: "Trainer", row: dict, val: dict | None) -> None:
+        """After each epoch's checkpoint: its history ``row`` and the validation metrics
+        (with the confusion matrix) or None."""
+
+    def on_control(self, trainer: "Trainer", action: str, value: Any) -> None:
+        """After a control request was carried out."""
+
+
 class Trainer:
     """One training run: network, optimizer, data, generators, outputs."""
 
     def __init__(self, model: "Model", cfg: TrainConfig, data: Prepared, out_dir: Path | None,
-                 progress: bool = True, log=None, world: World | None = None, epoch_callback=None):
+                 progress: bool = True, log=None, world: World | None = None, epoch_callback=None,
+                 hooks=()):
         self.model, self.cfg, self.data = model, cfg, data
         self.world = world or World()
         self.epoch_callback = epoch_callback  # (net, data, out_dir, epoch) after each epoch (cnnc train --viz)
+        self.hooks = list(hooks)  # see Hook: what watches the run (cnnc train --live) on rank 0
+        self.controls = Controls()
         self.out_dir = out_dir
         self.progress = progress and self.world.is_root
         self.log = log or (lambda msg: print(msg, file=sys.stderr))
@@ -422,6 +477,9 @@ class Trainer:
                 images_epoch = 0
                 with bar:
                     for it in range(self.pos.iteration, self.steps_per_epoch):
+                        if self.controls.pending:  # pause, save, stop, lr from a hook's thread
+                            paused = self._apply_controls(stop, epoch, it)
+                            t_epoch, start = t_epoch + paused, start + paused
                         if world.any(stop.requested):  # every rank stops at the same step
                             stop.requested = True
                             break
@@ -436,7 +494,7 @@ class Trainer:
                                 hint="lower the learning rate (--lr) or add batch norm; the last "
                                      "good checkpoint is kept" if self.out_dir else
                                      "lower the learning rate (--lr) or add batch norm")
-                        self.optimizer.step(self.schedule.lr(epoch, it))
+                        self.optimizer.step(self.schedule.lr(epoch, it) * self.controls.lr_scale)
                         if time.perf_counter() > next_adapt:  # follow the machine's idle cores
                             adapt_threads()
                             next_adapt = time.perf_counter() + 2.0
@@ -451,6 +509,8 @@ class Trainer:
                                             acc=f"{self.pos.correct / self.pos.seen:.4f}",
                                             img_s=f"{rate:,.0f}", refresh=False)
                         bar.update(1)
+                        for hook in self.hooks:
+                            hook.on_step(self, loss, correct)
                 self.pos.seconds = time.perf_counter() - start
                 if stop.requested:
                     interrupted = True
@@ -468,6 +528,29 @@ class Trainer:
             world.any(False)  # (a rank that exits with 130 first gets the others killed)
         return TrainResult(net, self.history, test, self.out_dir, interrupted, self.best_val, self.pos.seconds,
                            data.mean, data.std, world.size, self.comm_seconds)
+
+    def _apply_controls(self, stop: "_Interrupt", epoch: int, it: int) -> float:
+        """Carry out the control requests (:class:`Controls`) between two steps; while paused,
+        wait here (Ctrl-C and a stop request still end the pause). The seconds paused."""
+        t0 = time.perf_counter()
+        while True:
+            for action, value in self.controls.take():
+                if action == "lr" and self.world.size == 1:
+                    base = self.schedule.lr(epoch, it)
+                    self.controls.lr_scale = float(value) / base if base > 0 else 1.0
+                    self.log(f"learning rate set to {float(value):g} at epoch {epoch + 1}, step {it + 1}")
+                elif action == "save":
+                    self.save()
+                elif action == "stop":
+                    stop.requested = True
+                elif action in ("pause", "resume") and self.world.size == 1:
+                    self.controls.paused = action == "pause"
+                for hook in self.hooks:
+                    hook.on_control(self, action, value)
+            if not self.controls.paused or stop.requested:
+                self.controls.paused = False
+                return time.perf_counter() - t0
+            self.controls.wait(0.1)
 
     def _shard(self, perm: np.ndarray) -> np.ndarray:
         """The order this rank visits: of each global batch, the images rank, rank + N, ..."""
@@ -492,7 +575,7 @@ class Trainer:
         val = evaluate(self.net, data.x_val, data.y_val) if len(data.y_val) else None
         row = {
             "epoch": epoch + 1,
-            "lr": self.schedule.lr(epoch, max(self.steps_per_epoch - 1, 0)),
+            "lr": self.schedule.lr(epoch, max(self.steps_per_epoch - 1, 0)) * self.controls.lr_scale,
             "train_loss": self.pos.loss_sum / max(self.pos.seen, 1),
             "train_accuracy": self.pos.correct / max(self.pos.seen, 1),
             "val_loss": val["loss"] if val else None,
@@ -521,6 +604,8 @@ class Trainer:
         self.write_history()
         if self.epoch_callback is not None and self.world.is_root:
             self.epoch_callback(self.net, data, self.out_dir, epoch + 1)
+        for hook in self.hooks:
+            hook.on_epoch(self, row, val)
         msg = (f"epoch {epoch + 1}/{cfg.epochs}  loss {row['train_loss']:.4f}  acc {row['train_accuracy']:.4f}")
         if val:
             msg += f"  val_loss {val['loss']:.4f}  val_acc {val['accuracy']:.4f}"
@@ -536,7 +621,7 @@ class Trainer:
 
 def train(model: "Model", *, x=None, y=None, x_test=None, y_test=None, out: str | Path | None = None,
           resume: str | Path | None = None, progress: bool = False, new_run: bool = False,
-          epoch_callback=None, notice: bool = True, **settings: Any) -> TrainResult:
+          epoch_callback=None, notice: bool = True, hooks=(), **settings: Any) -> TrainResult:
     """Train a compiled model.
 
     Data: the file's/``data=`` data set (name or path), or NumPy arrays ``x``, ``y`` (and
@@ -545,7 +630,8 @@ def train(model: "Model", *, x=None, y=None, x_test=None, y_test=None, out: str 
     the model file's. ``out``: a folder for checkpoints and history (None: keep nothing on
     disk; ``new_run=True``: a new numbered ``runs/<model>`` folder, made once the data is
     ready). ``resume``: a run folder or checkpoint to continue. ``epoch_callback(net, data,
-    out_dir, epoch)`` runs after each epoch's checkpoint (``cnnc train --viz``). ``notice``:
+    out_dir, epoch)`` runs after each epoch's checkpoint (``cnnc train --viz``); ``hooks``
+    (:class:`Hook` objects, rank 0 only) watch every step and epoch (``cnnc train --live``). ``notice``:
     say on stderr when kernels compile on a cold cache (:mod:`cnnc.runtime.notice`).
     """
     unknown = set(settings) - {f.name for f in fields(TrainConfig)}
@@ -588,7 +674,7 @@ def train(model: "Model", *, x=None, y=None, x_test=None, y_test=None, out: str 
 
     with CompileNotice(enabled=notice and the_world.is_root, helpers=precompile.started):
         trainer = Trainer(model, cfg, data, out_dir, progress=progress, world=the_world,
-                          epoch_callback=epoch_callback)
+                          epoch_callback=epoch_callback, hooks=hooks if the_world.is_root else ())
         if arrays is not None:
             trainer.restore(arrays, meta)
         return trainer.run()
