@@ -64,6 +64,7 @@ CASES: dict[str, list[Case]] = {
         Case("conv3(2, stride=3, pad=1)", "1x7x7"),
         Case("conv3(4, groups=2, stride=2, dilation=2, pad=2)", "4x8x8"),
         Case("conv4(3, pad=1)", "2x5x5"),
+        Case("conv3(4, stride=2, pad=valid, edge=drop)", "3x6x6"),  # row/column 6 dropped, as PyTorch
         # 1-D: sequences (C, L)
         Case("conv2(1, pad=valid, bias=false)", "1x5"),
         Case("conv3(4)", "3x9"),
@@ -78,6 +79,7 @@ CASES: dict[str, list[Case]] = {
         Case("maxpool3(stride=2, pad=1)", "2x8x8"),
         Case("maxpool3(stride=1, pad=1)", "2x5x5"),
         Case("maxpool3(stride=2, round=ceil)", "2x8x8"),
+        Case("maxpool3(stride=2, edge=drop)", "2x8x8"),
         Case("maxpool2(round=ceil)", "2x5x5"),
         Case("maxpool3(stride=2, pad=1, round=ceil)", "1x6x6"),
         Case("maxpool2x3(stride=1)", "2x5x6"),

@@ -31,16 +31,15 @@ def register(sub) -> None:
 
 def cmd_import(args) -> int:
     from ..atomic import atomic_write_text
-    from ..tools.onnx_import import import_onnx, write_checkpoint
-    from ..tools.weights_import import _norm_values
+    from ..tools.onnx_import import import_onnx, norm_values, write_checkpoint
 
     out = Path(args.output) if args.output else None
     if out is not None and out.is_dir():
         raise UsageError(f"{out} is a directory; give the .cnn file to write")
     result = import_onnx(args.file, name=str(out) if out else None)
     c = result.model.input_shape[0]
-    _norm_values(args.mean, c, "mean", 0.0)  # bad --mean/--std: an error before anything is written
-    _norm_values(args.std, c, "std", 1.0)
+    norm_values(args.mean, c, "mean", 0.0)  # bad --mean/--std: an error before anything is written
+    norm_values(args.std, c, "std", 1.0)
     layers = len(result.model.layers)
     if out is None:
         sys.stdout.write(result.text)

@@ -62,6 +62,7 @@ class Activation(LayerType):
     """Base of the elementwise activations: shape unchanged, no parameters."""
 
     config_class = NoConfig
+    is_activation = True
     kernel: ClassVar[str] = ""
     onnx_op: ClassVar[str] = ""  # the ONNX operator that computes it
     backward_reads_input: ClassVar[bool] = False

@@ -156,6 +156,7 @@ class LayerType:
     piecewise_linear: ClassVar[bool] = False  # kinks (relu, maxpool): gradcheck's looser tolerance
     rectifier: ClassVar[bool] = False  # max(x, 0): output and gradient 0 where the input is negative (relu)
     has_filters: ClassVar[bool] = False  # its weights are spatial filters, shown as images (conv)
+    is_activation: ClassVar[bool] = False  # an elementwise nonlinearity (cnnc import: a block's tail)
     is_dense: ClassVar[bool] = False  # every output reads the whole flattened input (fc)
     # cnnc import-weights: PyTorch's parameter names -> cnnc's, in PyTorch's order
     torch_param_names: ClassVar[Mapping[str, str]] = MappingProxyType({})

@@ -18,6 +18,7 @@ class ConvConfig:
     dilation: int = 1
     groups: int = 1
     bias: bool = True
+    edge: str = "check"  # "drop": real input no window covers is dropped silently (as PyTorch)
     size_dims: int = 1  # sizes written: 1 (conv3: also a window on sequences) or 2 (conv3x3)
 
     def padding(self) -> tuple[int, int]:
@@ -39,10 +40,10 @@ def _shape_text(sizes: tuple[int, ...], what: str = "") -> str:
 
 def window_fit_error(layer: str, in_hw: tuple[int, ...], window: tuple[int, ...],
                      stride: int, pad: tuple[int, ...], dilation: int, is_pool: bool,
-                     ceil: bool = False) -> tuple[int, ...]:
+                     ceil: bool = False, drop: bool = False) -> tuple[int, ...]:
     """Output sizes of a sliding window, one per spatial axis ((H', W') for images, (L',)
-    for sequences); raise LayerError when it leaves nothing or does not fit (real input
-    rows/columns/positions never covered)."""
+    for sequences); raise LayerError when it leaves nothing or, unless ``drop``
+    (``edge=drop``), does not fit (real input rows/columns/positions never covered)."""
     rank = len(in_hw)
     outs, lost = [], []
     for axis in range(rank):
@@ -55,7 +56,7 @@ def window_fit_error(layer: str, in_hw: tuple[int, ...], window: tuple[int, ...]
                 f"{layer} leaves nothing: its {_shape_text(window, 'position')} window is larger than "
                 f"its padded {_shape_text(in_hw)} input ({formula})",
                 "empty", hint="use a smaller window, more padding, or fewer down-samplings before it")
-        if fit.lost_first:
+        if fit.lost_first and not drop:
             n = fit.lost_last - fit.lost_first + 1
             where = str(fit.lost_first) if n == 1 else f"{fit.lost_first}-{fit.lost_last}"
             tip = fit_suggestions(size, win, stride, p, dilation, is_pool)
@@ -68,7 +69,7 @@ def window_fit_error(layer: str, in_hw: tuple[int, ...], window: tuple[int, ...]
         raise LayerError(
             f"{layer} does not fit its {_shape_text(in_hw)} input: {lost[-1][3]}", "fit",
             hint=f"{words} of the input {'are' if plural else 'is'} never covered"
-                 + (f"; {tip}" if tip else ""))
+                 + (f"; {tip}" if tip else "") + " (or edge=drop to drop them, as PyTorch does)")
     return tuple(outs)
 
 
@@ -98,6 +99,9 @@ class Conv(LayerType):
         ArgSpec("dilation", "int", 1, minimum=1),
         ArgSpec("groups", "int", 1, minimum=1),
         ArgSpec("bias", "bool", True),
+        ArgSpec("edge", "choice", "check", choices=("check", "drop"),
+                help="drop: real input at the far edge that no window covers is dropped silently "
+                     "(PyTorch's floor), instead of the 'does not fit' error"),
     )
     config_class = ConvConfig
     absorbs_relu = True
@@ -139,6 +143,8 @@ class Conv(LayerType):
             parts.append(f"groups {cfg.groups}")
         if not cfg.bias:
             parts.append("no bias")
+        if cfg.edge == "drop":
+            parts.append("edge drop")
         return ", ".join(parts)
 
     def infer(self, cfg: ConvConfig, inputs: list[Shape], ctx: InferContext) -> LayerInfo:
@@ -153,7 +159,8 @@ class Conv(LayerType):
         pad = cfg.padding()
         label = f"conv{kh}" if kh == kw else f"conv{kh}x{kw}"
         label += f"(stride={cfg.stride})" if cfg.stride != 1 else ""
-        oh, ow = window_fit_error(label, (h, w), eff, cfg.stride, pad, d, is_pool=False)
+        oh, ow = window_fit_error(label, (h, w), eff, cfg.stride, pad, d, is_pool=False,
+                                  drop=cfg.edge == "drop")
         cin = c // g
         fan_in = cin * kh * kw
         params = [ParamSpec("w", (f, cin, kh, kw), "fan", fan_in, (f // g) * kh * kw)]
@@ -180,7 +187,8 @@ class Conv(LayerType):
         eff = d * (k - 1) + 1
         pad = cfg.padding()[1]
         label = f"conv{k}" + (f"(stride={cfg.stride})" if cfg.stride != 1 else "")
-        (out,) = window_fit_error(label, (length,), (eff,), cfg.stride, (pad,), d, is_pool=False)
+        (out,) = window_fit_error(label, (length,), (eff,), cfg.stride, (pad,), d, is_pool=False,
+                                  drop=cfg.edge == "drop")
         cin = c // g
         fan_in = cin * k
         params = [ParamSpec("w", (f, cin, k), "fan", fan_in, (f // g) * k)]
@@ -198,6 +206,8 @@ class Conv(LayerType):
             parts.append(f"groups {g}")
         if not cfg.bias:
             parts.append("no bias")
+        if cfg.edge == "drop":
+            parts.append("edge drop")
         return LayerInfo(out_shape=(f, out), params=tuple(params), formula=formula,
                          macs=f * out * fan_in, window=Window((eff,), (cfg.stride,), (pad,)),
                          detail=", ".join(parts))

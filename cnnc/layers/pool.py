@@ -14,6 +14,7 @@ class PoolConfig:
     stride: int | None = None  # None: the window size
     pad: int = 0
     round: str = "floor"
+    edge: str = "check"  # "drop": real input no window covers is dropped silently (as PyTorch)
     size_dims: int = 1  # sizes written: 1 (pool, maxpool3: also on sequences) or 2 (maxpool2x2)
 
     @property
@@ -30,6 +31,9 @@ class _Pool(LayerType):
         ArgSpec("pad", "int", 0, minimum=0),
         ArgSpec("round", "choice", "floor", choices=("floor", "ceil"),
                 help="how a window that does not fit is rounded"),
+        ArgSpec("edge", "choice", "check", choices=("check", "drop"),
+                help="drop: real input at the far edge that no window covers is dropped silently "
+                     "(PyTorch's floor), instead of the 'does not fit' error"),
     )
     config_class = PoolConfig
     draw_colour = "#f9efc8"
@@ -51,15 +55,15 @@ class _Pool(LayerType):
                 raise one_d_window_error(f"{self.name}{kh}x{kw}", f"{self.name}{kw}", inputs[0])
             label = f"{self.name}{kw}" + (f"(stride={s})" if s != kw else "")
             (out,) = window_fit_error(label, spatial, (kw,), s, (cfg.pad,), 1, is_pool=True,
-                                      ceil=cfg.round == "ceil")
-            detail = f"{kw}, stride {s}, pad {cfg.pad}" + (", ceil" if cfg.round == "ceil" else "")
+                                      ceil=cfg.round == "ceil", drop=cfg.edge == "drop")
+            detail = f"{kw}, stride {s}, pad {cfg.pad}" + (", ceil" if cfg.round == "ceil" else "") + (", edge drop" if cfg.edge == "drop" else "")
             return LayerInfo(out_shape=(c, out), window=Window((kw,), (s,), (cfg.pad,)), detail=detail)
         h, w = spatial
         label = f"{self.name}{kh}" if kh == kw else f"{self.name}{kh}x{kw}"
         label += f"(stride={s})" if s != max(kh, kw) else ""
         oh, ow = window_fit_error(label, (h, w), (kh, kw), s, (cfg.pad, cfg.pad), 1,
-                                  is_pool=True, ceil=cfg.round == "ceil")
-        detail = f"{kh}x{kw}, stride {s}, pad {cfg.pad}" + (", ceil" if cfg.round == "ceil" else "")
+                                  is_pool=True, ceil=cfg.round == "ceil", drop=cfg.edge == "drop")
+        detail = f"{kh}x{kw}, stride {s}, pad {cfg.pad}" + (", ceil" if cfg.round == "ceil" else "") + (", edge drop" if cfg.edge == "drop" else "")
         return LayerInfo(out_shape=(c, oh, ow), window=Window((kh, kw), (s, s), (cfg.pad, cfg.pad)),
                          detail=detail)
 

@@ -1,8 +1,8 @@
 """A layer sequence written the way lectures write it: ``cnnc import``'s text.
 
 Input: the series-parallel structure of :func:`cnnc.tools.onnx_import.structure`, a list
-of layers (objects with ``kind``, ``suffix``, ``args``) and branch groups (``kind``
-"add"/"concat", ``branches``). Output: model text in three moves.
+of layers (objects with ``kind``, the name as written, ``suffix``, ``args`` and ``type``, the
+:class:`cnnc.layers.LayerType`) and branch groups (``sums``, ``branches``). Output: model text in three moves.
 
 1. **Blocks.** A branch group with the activations right after it is a *block*
    (ResNet's ``( ... + id ) - relu``, an Inception module). Blocks whose text is the same
@@ -24,7 +24,6 @@ from __future__ import annotations
 from typing import Any, Callable
 
 WRAP = 96
-ACTIVATIONS = ("relu", "relu6", "leaky", "elu", "sigmoid", "tanh")
 PARAM_BASE = {"": "c", "stride": "s", "pad": "p", "groups": "g", "dilation": "d"}
 
 
@@ -39,17 +38,11 @@ def _value(v: Any) -> str:
 def layer_text(node, slot: Callable[[str, int], str] | None = None, last_fc: bool = False) -> str:
     """``conv3(64, stride=2, bias=false)``; ``slot(arg, value)`` may replace an integer
     argument by a parameter expression (definitions)."""
-    kind = node.kind
     suffix = getattr(node, "suffix", ())
-    if kind == "maxpool" and tuple(suffix) == (2,):
-        name = "pool"
-    elif suffix:
-        name = kind + "x".join(str(s) for s in suffix)
-    else:
-        name = kind
+    name = node.kind + "x".join(str(s) for s in suffix)
     parts = []
     for i, (key, v) in enumerate(node.args):
-        if last_fc and kind == "fc" and key == "" and i == 0:
+        if last_fc and key == "" and i == 0:  # the last fc: `classes` outputs
             continue
         text = slot(key, v) if slot is not None and isinstance(v, int) and not isinstance(v, bool) else _value(v)
         parts.append(text if key == "" else f"{key}={text}")
@@ -68,7 +61,7 @@ def _render(items: list, slot=None, last_fc=None) -> list[str]:
     out = []
     for it in items:
         if _is_branches(it):
-            sep = " | " if it.kind == "concat" else " + "
+            sep = " + " if it.sums else " | "
             parts = [" - ".join(fold(_render(b, slot, last_fc))) if b else "id" for b in it.branches]
             out.append("( " + sep.join(parts) + " )")
         else:
@@ -82,7 +75,7 @@ def _units(items: list) -> list[tuple[int, int]]:
     while i < len(items):
         if _is_branches(items[i]):
             j = i + 1
-            while j < len(items) and not _is_branches(items[j]) and items[j].kind in ACTIVATIONS:
+            while j < len(items) and not _is_branches(items[j]) and items[j].type.is_activation:
                 j += 1
             units.append((i, j))
             i = j
@@ -104,7 +97,7 @@ def _skeleton(items: list) -> tuple[str, list[tuple[str, int]]]:
 def _block_name(items: list, taken: set[str]) -> str:
     b = items[0]
     has_id = any(not br for br in b.branches)
-    if b.kind == "add":
+    if b.sums:
         base = "res" if has_id else "down"
     else:
         base = "dense" if has_id else "inception" if len(b.branches) >= 3 else "split"
@@ -263,7 +256,7 @@ def render(items: list, input_shape: tuple[int, ...], classes: int | None, heade
     if classes is not None:
         tail = [it for it in items if not _is_branches(it)]
         for it in reversed(tail):
-            if it.kind == "fc":
+            if it.type.takes_classes:
                 last_fc = it if it.args and it.args[0][1] == classes else None
                 break
     top, defs = _definitions(items)

@@ -48,17 +48,25 @@ class Node:
     in order (positional first, under the name ``""``); ``params``: float32 arrays by
     cnnc's parameter and buffer names."""
 
-    kind: str
+    kind: str  # the layer's name as written (``pool`` for a 2x2 max pooling)
     inputs: list[str]
     output: str
     onnx: str  # "Conv 'name'": where it came from, for messages
     suffix: tuple[int, ...] = ()
     args: list[tuple[str, Any]] = field(default_factory=list)
     params: dict[str, Any] = field(default_factory=dict)
+    flattens: bool = False  # a flatten the following fc makes unnecessary
+
+    @property
+    def type(self):
+        """The layer type (:class:`cnnc.layers.LayerType`): what decisions ask."""
+        from ..layers import registry
+
+        return registry()[self.kind]
 
     @property
     def is_merge(self) -> bool:
-        return self.kind in ("add", "concat")
+        return self.type.branch_form is not None
 
 
 @dataclass
@@ -402,6 +410,8 @@ class _Mapper:
             args.append(("dilation", d))
         if group != 1:
             args.append(("groups", group))
+        if _drops(sizes, [d * (k - 1) + 1 for k in kernel], s, sym, False):
+            args.append(("edge", "drop"))
         params = {"w": w}
         if b is None:
             args.append(("bias", False))
@@ -443,7 +453,7 @@ class _Mapper:
         else:
             args.append(("bias", False))
         src = self.nodes.get(x)
-        if src is not None and src.kind == "flatten" and self.consumers.get(x) == 1:
+        if src is not None and src.flattens and self.consumers.get(x) == 1:
             x = src.inputs[0]  # fc flattens by itself
             del self.nodes[src.output]
             self.consumers[x] = self.consumers.get(x, 1) - 1
@@ -464,7 +474,7 @@ class _Mapper:
 
         src = self.nodes.get(x)
         what = "Mul" if scale is not None else "Add"
-        if src is None or src.kind not in ("conv", "fc", "bn") or self.consumers.get(x, 0) != 1:
+        if src is None or not (src.type.folds_bn or src.type.folds_into_weights) or self.consumers.get(x, 0) != 1:
             raise self.err(node, i, f"a {what} with a constant is read only right after a conv, fc or "
                                     "bn whose output nothing else reads (it is then folded into its weights)")
         ch = self.shape[x][0]
@@ -486,7 +496,7 @@ class _Mapper:
         p = src.params
         if scale is not None:
             s = per_channel(scale)
-            if src.kind == "bn":
+            if src.type.folds_into_weights:  # bn: its scale and shift
                 p["gamma"] = p["gamma"] * s
                 p["beta"] = p["beta"] * s
             else:
@@ -495,7 +505,7 @@ class _Mapper:
                     p["b"] = p["b"] * s
         if shift is not None:
             t = per_channel(shift)
-            if src.kind == "bn":
+            if src.type.folds_into_weights:  # bn: its scale and shift
                 p["beta"] = p["beta"] + t
             else:
                 if "b" not in p:
@@ -550,7 +560,9 @@ class _Mapper:
 
     def _merge(self, node, i, kind, xs):
         shapes = [self.shape[x] for x in xs]
-        if kind == "add":
+        from ..layers import registry
+
+        if registry()[kind].sums_inputs:
             if len(set(shapes)) != 1:
                 raise self.err(node, i, "its inputs have the shapes "
                                         + ", ".join("x".join(map(str, s)) for s in shapes)
@@ -581,7 +593,7 @@ class _Mapper:
         # DenseNet's torch.cat(features): Concat(a, b, c) after Concat(a, b) is Concat(Concat(a, b), c)
         best = None
         for v, n in self.nodes.items():
-            if n.kind == "concat" and len(n.inputs) < len(xs) and n.inputs == xs[:len(n.inputs)]:
+            if n.is_merge and not n.type.sums_inputs and len(n.inputs) < len(xs) and n.inputs == xs[:len(n.inputs)]:
                 if best is None or len(n.inputs) > len(self.nodes[best].inputs):
                     best = v
         if best is not None:
@@ -729,6 +741,8 @@ class _Mapper:
                                hint="export with count_include_pad=False, or without padding")
         name = "maxpool" if mode == "max" else "avgpool"
         suffix = (kernel[0],) if len(set(kernel)) == 1 else tuple(kernel)
+        if mode == "max" and suffix == (2,):
+            name, suffix = "pool", ()  # the lecture's pool: max, 2x2
         args: list[tuple[str, Any]] = []
         if s != max(kernel):
             args.append(("stride", s))
@@ -736,6 +750,8 @@ class _Mapper:
             args.append(("pad", p))
         if chosen == "ceil":
             args.append(("round", "ceil"))
+        elif _drops(sizes, kernel, s, [p] * rank, False):
+            args.append(("edge", "drop"))
         self.layer(node, i, name, x, (c, *outs), suffix=suffix, args=args)
 
     def op_MaxPool(self, node, i, a):
@@ -769,7 +785,7 @@ class _Mapper:
         if len(self.shape[x]) == 1:
             self.alias[node.output[0]] = x
             return
-        self.layer(node, i, "flatten", x, (_size(self.shape[x]),))
+        self.layer(node, i, "flatten", x, (_size(self.shape[x]),), flattens=True)
 
     def op_Flatten(self, node, i, a):
         x = self.tensor_in(node, i, 0)
@@ -787,6 +803,14 @@ class _Mapper:
         raise self.err(node, i, f"a reshape to {t}; cnnc reads only a reshape to (N, {n}), a flattening")
 
 
+def _drops(sizes, windows, stride, pads, ceil) -> bool:
+    """Does the window leave real input uncovered at the far edge (cnnc's "does not fit",
+    which the file's framework accepted silently)? Then the layer needs ``edge=drop``."""
+    from ..layers.base import window_output
+
+    return any(window_output(n, w, stride, p, ceil).lost_first for n, w, p in zip(sizes, windows, pads))
+
+
 def read_graph(path: str | Path) -> ImportedGraph:
     """Read ``path`` and map it onto cnnc layers (see the module notes)."""
     model = load_model(path)
@@ -799,9 +823,9 @@ def read_graph(path: str | Path) -> ImportedGraph:
     classes = None
     if len(out_shape) == 1:
         end = last
-        if end is not None and end.kind == "softmax":
+        if end is not None and end.type.fused_into_loss:
             end = nodes.get(end.inputs[0])
-        if end is not None and end.kind == "fc":
+        if end is not None and end.type.takes_classes:
             classes = out_shape[0]
     params = sum(int(p.size) for n in nodes.values() for k, p in n.params.items()
                  if k not in ("running_mean", "running_var"))
@@ -828,10 +852,10 @@ def _live(nodes: dict[str, Node], output: str, input_: str) -> set[str]:
 
 @dataclass
 class Branches:
-    """``( a | b )`` (kind "concat") or ``( a + b )`` (kind "add"): each branch a list of
+    """``( a | b )`` (``sums`` false) or ``( a + b )`` (``sums``): each branch a list of
     items (:class:`Node` layers and nested :class:`Branches`); an empty branch is ``id``."""
 
-    kind: str
+    sums: bool
     branches: list[list[Any]]
     merge: Node
 
@@ -916,9 +940,9 @@ def structure(g: ImportedGraph) -> list[Any]:
             for c in region_consumers(v, sub):
                 if c not in inner:
                     raise _not_sp(g, nodes[c])
-            if merge.kind == "add":  # the shortcut last, as lectures write ( f + id )
+            if merge.type.sums_inputs:  # the shortcut last, as lectures write ( f + id )
                 branches.sort(key=lambda b: len(b) == 0)
-            items.append(Branches(merge.kind, branches, merge))
+            items.append(Branches(merge.type.sums_inputs, branches, merge))
             v = w
         return items
 
@@ -1002,11 +1026,31 @@ def _assign(model, layers: list[Node], path) -> dict:
     return state
 
 
+def norm_values(text: str | None, channels: int, what: str, default: float):
+    """``--mean``/``--std``: one value per input channel, or one for all ("0.5" or
+    "0.485,0.456,0.406"); ``default`` for every channel when not given."""
+    import numpy as np
+
+    if text is None:
+        return np.full(channels, default, np.float32)
+    try:
+        values = [float(v) for v in str(text).split(",")]
+    except ValueError:
+        raise UsageError(f"--{what} must be numbers separated by commas, got {text!r}") from None
+    if len(values) == 1:
+        values *= channels
+    if len(values) != channels:
+        raise UsageError(f"--{what} needs 1 or {channels} values (one per input channel), got {len(values)}")
+    arr = np.asarray(values, np.float32)
+    if what == "std" and (arr <= 0).any():
+        raise UsageError("--std values must be positive")
+    return arr
+
+
 def write_checkpoint(result: ImportResult, out: str | Path, source: str | Path, *,
                      mean: str | None = None, std: str | None = None):
     """A training checkpoint holding the imported weights (``eval``, ``predict``, ``viz``,
     ``export``). Returns its path."""
-    from .weights_import import _norm_values
     from ..training.runs import BEST, save_checkpoint
     from ..training.train import TrainConfig
     from dataclasses import asdict
@@ -1017,8 +1061,8 @@ def write_checkpoint(result: ImportResult, out: str | Path, source: str | Path, 
     path = out / BEST if out.suffix != ".npz" else out
     cfg = TrainConfig.from_header(model.header)
     arrays = {f"param.{k}": v for k, v in result.state.items()}
-    arrays["data.mean"] = _norm_values(mean, c, "mean", 0.0)
-    arrays["data.std"] = _norm_values(std, c, "std", 1.0)
+    arrays["data.mean"] = norm_values(mean, c, "mean", 0.0)
+    arrays["data.std"] = norm_values(std, c, "std", 1.0)
     meta = {"kind": "cnnc-training", "model_text": model.source, "model_file": model.filename,
             "input_shape": list(model.input_shape), "classes": model.classes, "class_names": [],
             "data_name": cfg.data, "config": asdict(cfg), "imported_from": str(source),
