@@ -607,3 +607,20 @@ def test_bad_flags(cli, tmp_path, flags, message):
     assert r.code == 1, r
     assert "Traceback" not in r.err and message in r.err, r
     assert not (tmp_path / "run" / "checkpoint.npz").exists()
+
+
+def test_eval_and_predict_say_which_weights_they_read(cli, digits_run, tmp_path):
+    """A run folder means best.npz: eval and predict name it with its epoch, which is the epoch of
+    the best validation accuracy in the run's history (ties: the lower loss, then the earlier)."""
+    model, out = digits_run
+    history = json.loads((out / "history.json").read_text())
+    rows = history["epochs"] if isinstance(history, dict) else history
+    best = max(range(len(rows)), key=lambda i: (rows[i]["val_accuracy"], -rows[i]["val_loss"], -i)) + 1
+    r = cli("eval", model, "--weights", out)
+    assert r.code == 0, r
+    assert f"weights: {out / 'best.npz'} (epoch {best} of {len(rows)}, the best validation accuracy" in r.out
+    r = cli("eval", model, "--weights", out / "checkpoint.npz")
+    assert f"(epoch {len(rows)} of {len(rows)}, the end of training)" in r.out
+    png = save_png(tmp_path / "d.png", D.load_digits("test").x[0, 0])
+    r = cli("predict", model, "--weights", out, png)
+    assert r.code == 0 and f"weights: {out / 'best.npz'} (epoch {best} of" in r.err

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
+from pathlib import Path
 
 from ..errors import UsageError
 from ..lang.settings import TRAINING
@@ -134,9 +136,13 @@ def cmd_train(args) -> int:
     else:
         if result.test:
             print(f"test accuracy {metrics['accuracy']:.4f}  loss {metrics['loss']:.4f} "
-                  f"({plural(metrics['test_images'], 'image')})")
+                  f"({plural(metrics['test_images'], 'image')}), with the weights of the last epoch")
         print(f"trained {plural(metrics['epochs'], 'epoch')} in {metrics['seconds']:.1f}s; run folder "
               f"{result.out_dir}")
+        best = _best_epoch(result.history)
+        if result.out_dir is not None and best is not None:
+            print(f"  checkpoint.npz: the last epoch; best.npz: epoch {best} (the best validation "
+                  "accuracy), which eval, predict, viz and export read from the run folder")
     return 130 if result.interrupted else 0
 
 
@@ -177,6 +183,7 @@ def cmd_eval(args) -> int:
         return 0
     print(f"{ds.name} {args.split}: accuracy {metrics['accuracy']:.4f}  loss {metrics['loss']:.4f}  "
           f"({plural(metrics['images'], 'image')})")
+    print(f"weights: {describe_weights(path, meta)}")
     names = meta.get("class_names") or [str(i) for i in range(net.classes)]
     conf = np.array(metrics["confusion"])
     width = max(max(len(str(v)) for v in conf.ravel()), 3)
@@ -195,7 +202,8 @@ def cmd_predict(args) -> int:
 
     if args.top < 1:
         raise UsageError(f"--top must be at least 1, got {args.top}")
-    model, net, arrays, meta, _ = load_weights(args)
+    model, net, arrays, meta, path = load_weights(args)
+    print(f"weights: {describe_weights(path, meta)}", file=sys.stderr)
     if len(model.input_shape) == 2:  # issue 11: a 1-D network takes sequences, not images
         raise UsageError("predict reads image files, but this is a 1-D network (its input is a sequence "
                          f"{'x'.join(map(str, model.input_shape))})",
@@ -217,6 +225,29 @@ def cmd_predict(args) -> int:
         for r in results:
             print(r["image"] + ": " + ", ".join(f"{t['class']} {t['probability']:.3f}" for t in r["top"]))
     return 0
+
+
+def _best_epoch(history: list[dict]) -> int | None:
+    """The epoch (from 1) training keeps in best.npz: the highest validation accuracy, ties to the
+    lower validation loss, then to the earlier epoch; None without validation."""
+    scored = [((h["val_accuracy"], -h["val_loss"]), -i) for i, h in enumerate(history)
+              if h.get("val_accuracy") is not None and h.get("val_loss") is not None]
+    return -max(scored)[1] + 1 if scored else None
+
+
+def describe_weights(path, meta: dict) -> str:
+    """Which weights a checkpoint holds: ``runs/x/best.npz (epoch 12 of 20, the best validation
+    accuracy 0.9931)``."""
+    done = int(meta.get("position", {}).get("epoch", 0))
+    total = meta.get("config", {}).get("epochs")
+    what = f"epoch {done}" + (f" of {total}" if total else "")
+    if Path(path).name == "best.npz" and meta.get("best_val_accuracy") is not None:
+        what += f", the best validation accuracy {meta['best_val_accuracy']:.4f}"
+    elif meta.get("imported_from"):
+        what = f"imported from {meta['imported_from']}"
+    elif meta.get("finished"):
+        what += ", the end of training"
+    return f"{path} ({what})"
 
 
 def _prepared_image(path: str, shape, *, fit: bool, resize: bool):
