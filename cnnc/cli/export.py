@@ -47,6 +47,9 @@ def cmd_export(args) -> int:
     normalization = None
     if args.weights:
         model, net, arrays, meta, path = load_weights(args)
+        from .train import describe_weights
+
+        print(f"weights: {describe_weights(path, meta)}")
         metadata = {"cnnc.weights": str(path)}
         if "data.mean" in arrays and "data.std" in arrays:
             normalization = (arrays["data.mean"].ravel(), arrays["data.std"].ravel())

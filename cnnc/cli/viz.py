@@ -310,9 +310,13 @@ def cmd_viz(args) -> int:
         info.update(layer=layer, method=args.method, images=int(len(labels)))
     written = _write(Path(args.out), files)
     info["files"] = written
+    from .train import describe_weights
+
+    info["weights"] = describe_weights(ctx.path, ctx.meta)
     if args.json:
         print(json.dumps(info, indent=2))
     else:
+        print(f"weights: {info['weights']}")
         for f in written:
             print(f"wrote {f}")
     return 0
