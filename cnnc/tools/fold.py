@@ -100,9 +100,11 @@ def _block_name(items: list, taken: set[str]) -> str:
     if b.sums:
         base = "res" if has_id else "down"
     else:
-        base = "dense" if has_id else "inception" if len(b.branches) >= 3 else "split"
+        base = "denselayer" if has_id else "inception" if len(b.branches) >= 3 else "split"
+    from ..layers import registry
+
     name, k = base, 2
-    while name in taken:
+    while name in taken or name in registry():  # `dense` is an alias of fc
         name, k = f"{base}{k}", k + 1
     taken.add(name)
     return name
@@ -118,35 +120,42 @@ def _parameters(columns: list[tuple[str, tuple[int, ...]]]):
             exprs[j] = str(vals[0])
         else:
             distinct.setdefault(vals, []).append(j)
-    bases: list[tuple[tuple[int, ...], str]] = []
-    named: dict[tuple[int, ...], str] = {}
-    used: set[str] = set()
+    # the smallest values first: a column that is a whole multiple of one of them is
+    # written as that multiple (4*c); parameters are named in the order the text uses them
+    bases: list[tuple[tuple[int, ...], int]] = []  # (values, first slot)
+    derived: dict[tuple[int, ...], tuple[int, int]] = {}  # values -> (factor, base index)
     for vals in sorted(distinct, key=lambda v: (sum(v), distinct[v][0])):
-        expr = None
-        for bvals, bname in bases:
-            if all(b > 0 for b in bvals) and all(v % b == 0 for v, b in zip(vals, bvals)):
-                ks = {v // b for v, b in zip(vals, bvals)}
-                if len(ks) == 1 and ks.pop() >= 2:
-                    expr = f"{vals[0] // bvals[0]}*{bname}"
+        for b, (bvals, _) in enumerate(bases):
+            if all(x > 0 for x in bvals) and all(v % x == 0 for v, x in zip(vals, bvals)):
+                ks = {v // x for v, x in zip(vals, bvals)}
+                if len(ks) == 1 and min(ks) >= 2:
+                    derived[vals] = (ks.pop(), b)
                     break
-        if expr is None:
-            base = PARAM_BASE.get(columns[distinct[vals][0]][0], "a")
-            name, k = base, 2
-            while name in used:
-                name, k = f"{base}{k}", k + 1
-            used.add(name)
-            bases.append((vals, name))
-            expr = name
-        named[vals] = expr
+        else:
+            bases.append((vals, distinct[vals][0]))
+    first_use = {b: min(min(distinct[bvals]), *(min(distinct[v]) for v, (_, bb) in derived.items() if bb == b))
+                 if any(bb == b for _, bb in derived.values()) else min(distinct[bvals])
+                 for b, (bvals, _) in enumerate(bases)}
+    names: dict[int, str] = {}
+    used: set[str] = set()
+    for b in sorted(first_use, key=first_use.get):
+        base = PARAM_BASE.get(columns[bases[b][1]][0], "a")
+        name, k = base, 2
+        while name in used:
+            name, k = f"{base}{k}", k + 1
+        used.add(name)
+        names[b] = name
+    for b, (bvals, _) in enumerate(bases):
+        for j in distinct[bvals]:
+            exprs[j] = names[b]
+    for vals, (factor, b) in derived.items():
         for j in distinct[vals]:
-            exprs[j] = expr
+            exprs[j] = f"{factor}*{names[b]}"
     # parameters in the order they first appear in the text
-    params, seen = [], set()
-    for j, e in enumerate(exprs):
-        for vals, name in bases:
-            if e == name and name not in seen:
-                seen.add(name)
-                params.append((name, j))
+    params = sorted(((names[b], bslot) for b, (_, bslot) in enumerate(bases)), key=lambda p: first_use[
+        next(b for b in names if names[b] == p[0])])
+    params = [(name, next(j for j, e in enumerate(exprs) if e == name) if name in exprs else slot)
+              for name, slot in params]
     return exprs, params
 
 

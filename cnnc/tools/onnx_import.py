@@ -56,6 +56,7 @@ class Node:
     args: list[tuple[str, Any]] = field(default_factory=list)
     params: dict[str, Any] = field(default_factory=dict)
     flattens: bool = False  # a flatten the following fc makes unnecessary
+    parts: tuple[str, ...] = ()  # a concat: the values it joins, nested concats expanded
 
     @property
     def type(self):
@@ -260,6 +261,10 @@ class _Mapper:
         self.alias: dict[str, str] = {}
         self.nodes: dict[str, Node] = {}
         self.consumers: dict[str, int] = {}
+        self.reads: dict[str, int] = {self.output: 1}  # readers of each value in the file
+        for n in g.node:
+            for x in n.input:
+                self.reads[x] = self.reads.get(x, 0) + 1
 
     # -- helpers
     def err(self, node, i, message: str, hint: str | None = None) -> OnnxImportError:
@@ -285,6 +290,16 @@ class _Mapper:
             raise self.err(node, i, f"its {what} ({node.input[k]!r}) is computed by the network; "
                                     "cnnc needs it as a constant (an initializer)")
         return self.const[name]
+
+    def sole_reader(self, raw: str) -> bool:
+        """Is the node reading ``raw`` the only reader of the value behind it (through
+        dropped Identity/Dropout nodes)? Then folding into its producer is exact."""
+        while True:
+            if self.reads.get(raw, 0) != 1:
+                return False
+            if raw not in self.alias:
+                return True
+            raw = self.alias[raw]
 
     def add(self, node: Node) -> None:
         self.nodes[node.output] = node
@@ -453,7 +468,7 @@ class _Mapper:
         else:
             args.append(("bias", False))
         src = self.nodes.get(x)
-        if src is not None and src.flattens and self.consumers.get(x) == 1:
+        if src is not None and src.flattens and self.sole_reader(node.input[0]):
             x = src.inputs[0]  # fc flattens by itself
             del self.nodes[src.output]
             self.consumers[x] = self.consumers.get(x, 1) - 1
@@ -467,14 +482,15 @@ class _Mapper:
         self._fc(node, i, x, w.T, None)
 
     # -- elementwise with constants, merges
-    def _fold(self, node, i, x: str, scale, shift) -> None:
+    def _fold(self, node, i, raw: str, scale, shift) -> None:
         """y = x * scale + shift with per-channel (or scalar) constants, folded into the
         conv, fc or bn that produced x when exact (x has no other reader)."""
         import numpy as np
 
+        x = self.val(raw)
         src = self.nodes.get(x)
         what = "Mul" if scale is not None else "Add"
-        if src is None or not (src.type.folds_bn or src.type.folds_into_weights) or self.consumers.get(x, 0) != 1:
+        if src is None or not (src.type.folds_bn or src.type.folds_into_weights) or not self.sole_reader(raw):
             raise self.err(node, i, f"a {what} with a constant is read only right after a conv, fc or "
                                     "bn whose output nothing else reads (it is then folded into its weights)")
         ch = self.shape[x][0]
@@ -526,20 +542,20 @@ class _Mapper:
         x, y, cx, cy = self._binary(node, i)
         if cx is None and cy is None:
             return self._merge(node, i, "add", [x, y])
-        self._fold(node, i, y if cx is not None else x, None, cx if cx is not None else cy)
+        self._fold(node, i, node.input[1] if cx is not None else node.input[0], None, cx if cx is not None else cy)
 
     def op_Sub(self, node, i, a):
         x, y, cx, cy = self._binary(node, i)
         if cy is None:
             raise self.err(node, i, "only subtracting a constant is read")
-        self._fold(node, i, x, None, -cy)
+        self._fold(node, i, node.input[0], None, -cy)
 
     def op_Mul(self, node, i, a):
         x, y, cx, cy = self._binary(node, i)
         if cx is None and cy is None:
             raise self.err(node, i, "a product of two values of the network has no cnnc equivalent "
                                     "(attention or squeeze-excitation gates)")
-        self._fold(node, i, y if cx is not None else x, cx if cx is not None else cy, None)
+        self._fold(node, i, node.input[1] if cx is not None else node.input[0], cx if cx is not None else cy, None)
 
     def op_Div(self, node, i, a):
         import numpy as np
@@ -547,7 +563,7 @@ class _Mapper:
         x, y, cx, cy = self._binary(node, i)
         if cy is None:
             raise self.err(node, i, "only dividing by a constant is read")
-        self._fold(node, i, x, 1.0 / np.asarray(cy, dtype=np.float64), None)
+        self._fold(node, i, node.input[0], 1.0 / np.asarray(cy, dtype=np.float64), None)
 
     def op_Sum(self, node, i, a):
         xs = [self.val(n) for n in node.input]
@@ -591,14 +607,15 @@ class _Mapper:
             self.alias[node.output[0]] = xs[0]
             return
         # DenseNet's torch.cat(features): Concat(a, b, c) after Concat(a, b) is Concat(Concat(a, b), c)
-        best = None
+        parts, best = tuple(xs), None
         for v, n in self.nodes.items():
-            if n.is_merge and not n.type.sums_inputs and len(n.inputs) < len(xs) and n.inputs == xs[:len(n.inputs)]:
-                if best is None or len(n.inputs) > len(self.nodes[best].inputs):
+            if n.parts and len(n.parts) < len(xs) and n.parts == parts[:len(n.parts)]:
+                if best is None or len(n.parts) > len(self.nodes[best].parts):
                     best = v
         if best is not None:
-            xs = [best] + xs[len(self.nodes[best].inputs):]
+            xs = [best] + xs[len(self.nodes[best].parts):]
         self._merge(node, i, "concat", xs)
+        self.nodes[node.output[0]].parts = parts
 
     # -- normalization and activations
     def op_BatchNormalization(self, node, i, a):
