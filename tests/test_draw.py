@@ -108,3 +108,60 @@ def test_titles_come_from_the_layers():
     assert [b["kind"] for b in data["boxes"]][1:3] == ["conv", "elu"]
     a = m.analysis
     assert {a.layer(n).type.draw_colour for n in a.order if a.layer(n).type.has_filters} == {"#cfe3f7"}
+
+
+def _segment_hits_box(p, q, box) -> bool:
+    """Whether the segment p-q passes through the open rectangle ``box`` (x0, y0, x1, y1):
+    Liang-Barsky clipping, written here independently of the layout code."""
+    (x0, y0, x1, y1), (px, py), (qx, qy) = box, p, q
+    t0, t1 = 0.0, 1.0
+    dx, dy = qx - px, qy - py
+    for edge_p, edge_q in ((-dx, px - x0), (dx, x1 - px), (-dy, py - y0), (dy, y1 - py)):
+        if edge_p == 0:
+            if edge_q <= 0:
+                return False
+            continue
+        t = edge_q / edge_p
+        if edge_p < 0:
+            t0 = max(t0, t)
+        else:
+            t1 = min(t1, t)
+        if t0 >= t1:
+            return False
+    return True
+
+
+MODEL_FILES = sorted(MODELS.glob("*.cnn"))
+
+
+@pytest.mark.parametrize("path", MODEL_FILES, ids=[p.stem for p in MODEL_FILES])
+@pytest.mark.parametrize("expand", [False, True], ids=["collapsed", "expanded"])
+@pytest.mark.parametrize("direction", ["TB", "LR"])
+def test_edges_never_pass_behind_a_box(path, expand, direction):
+    """No edge of any reference model's drawing runs through a box other than its own two ends
+    (expanded Inception had branch edges behind boxes, which then seemed to have two outputs)."""
+    from cnnc.lang.layout import place
+
+    p = place(cnnc.compile_file(path).analysis, expand, direction)
+    inset = 0.02  # touching a box's border at an end is fine
+    rects = {b.id: (p.place(b.id)[0] - p.bw / 2 + inset, p.place(b.id)[1] - p.bh / 2 + inset,
+                    p.place(b.id)[0] + p.bw / 2 - inset, p.place(b.id)[1] + p.bh / 2 - inset) for b in p.boxes}
+    for (a, b), chain in p.layout.paths.items():
+        pts = p.edge_points(chain)
+        for q0, q1 in zip(pts, pts[1:]):
+            hits = [n for n, r in rects.items() if n not in (a, b) and _segment_hits_box(q0, q1, r)]
+            assert not hits, f"{path.stem}: edge {a} -> {b} passes behind {hits}"
+        # and the ends: the edge leaves its source and reaches its target on their borders
+        assert not _segment_hits_box(pts[0], pts[1], rects[a]) and not _segment_hits_box(pts[-2], pts[-1], rects[b])
+
+
+def test_long_left_to_right_layouts_wrap():
+    """LeNet-5 drawn left to right is no longer a 31-inch strip: it wraps into rows and stays
+    at most about three times as wide as tall; a short chain stays on one row."""
+    from cnnc.lang.layout import place
+
+    p = place(cnnc.compile_file(MODELS / "lenet5.cnn").analysis, False, "LR")
+    x0, x1, y0, y1 = p.bounds
+    assert (x1 - x0) / (y1 - y0) <= 3.0 and len({p.row_of(b.id) for b in p.boxes}) > 1
+    short = place(cnnc.compile("conv3 - relu - fc", input="1x8x8", classes=3).analysis, False, "LR")
+    assert {short.row_of(b.id) for b in short.boxes} == {0}

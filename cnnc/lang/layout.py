@@ -241,7 +241,14 @@ COLOURS = {"input": "#e8e8e8", "call": "#d9ecf2"}  # boxes that are not one laye
 
 @dataclass
 class Placed:
-    """A laid-out graph in inches (y grows downwards): boxes, the layout, box size, bounds."""
+    """A laid-out graph in inches (y grows downwards): boxes, the layout, box size, bounds.
+
+    Edges never pass behind a box: between two ranks an edge runs in the free band between
+    their rows (columns, left to right), and through a rank it does not stop at (a dummy
+    node) it runs straight along the rank's direction, at a position the layout keeps a gap
+    away from every box. A left-to-right layout too long for its height wraps into rows
+    (``row_of``): an edge from the end of one row to the next leaves the last column on the
+    right, runs back in the gap below the row and enters the next row from the left."""
 
     boxes: list[Box]
     edges: list[tuple[str, str]]
@@ -253,17 +260,34 @@ class Placed:
     bh: float
     bounds: tuple[float, float, float, float]  # x0, x1, y0, y1
     direction: str
+    row_of: Callable[[str], int] = lambda n: 0  # noqa: E731  (wrapped LR rows; 0 otherwise)
+    row_bottom: Callable[[int], float] = lambda r: 0.0  # noqa: E731  (y below row r's boxes)
+    margin: float = 0.3  # how far a wrapping edge runs beside the boxes
+
+    def _ends(self, n: str, dummy: bool) -> tuple[tuple[float, float], tuple[float, float]]:
+        """Where an edge enters and leaves node ``n`` (a dummy: straight through its rank)."""
+        x, y = self.place(n)
+        if self.direction == "TB":
+            return (x, y - self.bh / 2), (x, y + self.bh / 2)
+        return (x - self.bw / 2, y), (x + self.bw / 2, y)
 
     def edge_points(self, chain: list[str]) -> list[tuple[float, float]]:
         """The polyline of an edge, from the bottom (right) of its source box to the top
         (left) of its target box."""
-        pts = [self.place(n) for n in chain]
-        if self.direction == "TB":
-            pts[0] = (pts[0][0], pts[0][1] + self.bh / 2)
-            pts[-1] = (pts[-1][0], pts[-1][1] - self.bh / 2)
-        else:
-            pts[0] = (pts[0][0] + self.bw / 2, pts[0][1])
-            pts[-1] = (pts[-1][0] - self.bw / 2, pts[-1][1])
+        pts: list[tuple[float, float]] = []
+        for i, n in enumerate(chain):
+            into, out = self._ends(n, n.startswith("\0"))
+            if i > 0:
+                prev = chain[i - 1]
+                if self.row_of(prev) != self.row_of(n):  # wrap to the next row
+                    px, py = pts[-1]
+                    gap_y = self.row_bottom(self.row_of(prev)) + self.margin
+                    pts += [(px + self.margin, py), (px + self.margin, gap_y),
+                            (into[0] - self.margin, gap_y), (into[0] - self.margin, into[1])]
+                pts.append(into)
+            if 0 < i < len(chain) - 1 or i == 0:
+                if i == 0 or out != into:
+                    pts.append(out)
         return pts
 
 
@@ -276,18 +300,49 @@ def place(analysis, expand: bool = False, direction: str = "TB") -> Placed:
     kinds = {b.id: (b.kind if b.kind != "layer" else analysis.layer(b.id).type.name) for b in boxes}
     colour = {b.id: COLOURS[b.kind] if b.kind in COLOURS else analysis.layer(b.id).type.draw_colour
               for b in boxes}
-    bw, bh, step_x, step_r = 2.6, 0.78, 3.0, 1.25  # box size and spacing, in inches
+    if direction == "TB":
+        bw, bh, step_x, step_r = 2.6, 0.78, 3.0, 1.25  # box size and spacing, in inches
 
-    def at(n):  # node -> (x, y) in inches, y growing downwards for TB
-        a, r = lay.x[n] * step_x, lay.rank[n] * step_r
-        return (a, r) if direction == "TB" else (r * 2.6, a * 0.42)
+        def at(n):  # node -> (x, y) in inches, y growing downwards
+            return lay.x[n] * step_x, lay.rank[n] * step_r
 
-    if direction == "LR":
-        bw, bh = 2.3, 0.78
-    pts = [at(n) for n in lay.rank]
-    xs, ys = [p[0] for p in pts], [p[1] for p in pts]
-    bounds = (min(xs) - bw, max(xs) + bw, min(ys) - bh, max(ys) + bh)
-    return Placed(boxes, edges, lay, at, colour, kinds, bw, bh, bounds, direction)
+        pts = [at(n) for n in lay.rank]
+        xs, ys = [q[0] for q in pts], [q[1] for q in pts]
+        bounds = (min(xs) - bw, max(xs) + bw, min(ys) - bh, max(ys) + bh)
+        return Placed(boxes, edges, lay, at, colour, kinds, bw, bh, bounds, direction)
+    bw, bh, step_r, step_a, row_gap = 2.3, 0.78, 2.9, 1.26, 0.9
+    lo = min(lay.x.values())
+    span = (max(lay.x.values()) - lo) * step_a + bh  # one row's height
+    depth = len(lay.order)
+    per_row = _ranks_per_row(depth, step_r, span + row_gap)
+    rows = -(-depth // per_row)
+
+    def row_of(n: str) -> int:
+        return lay.rank[n] // per_row
+
+    def row_top(r: int) -> float:
+        return r * (span + row_gap)
+
+    def at(n):  # node -> (x, y): ranks left to right, wrapped into rows
+        return (lay.rank[n] % per_row) * step_r, row_top(row_of(n)) + (lay.x[n] - lo) * step_a + bh / 2
+
+    margin = 0.3
+    bounds = (-bw / 2 - margin - 0.2, (min(per_row, depth) - 1) * step_r + bw / 2 + margin + 0.2,
+              -0.1, row_top(rows - 1) + span + 0.1)
+    return Placed(boxes, edges, lay, at, colour, kinds, bw, bh, bounds, direction,
+                  row_of, lambda r: row_top(r) + span, margin)
+
+
+def _ranks_per_row(depth: int, step: float, row_height: float, widest: float = 2.0) -> int:
+    """How many ranks a left-to-right row holds: all of them unless the picture would be more
+    than ``widest`` times as wide as tall; then the count whose wrapped picture comes closest
+    to that ratio."""
+    def ratio(k: int) -> float:
+        return (k * step) / (-(-depth // k) * row_height)
+
+    if ratio(depth) <= widest:
+        return depth
+    return min(range(2, depth + 1), key=lambda k: abs(ratio(k) - widest))
 
 
 def svg(analysis, expand: bool = False, direction: str = "TB", scale: float = 72.0,
