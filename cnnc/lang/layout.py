@@ -333,14 +333,15 @@ def place(analysis, expand: bool = False, direction: str = "TB") -> Placed:
                   row_of, lambda r: row_top(r) + span, margin)
 
 
-def _ranks_per_row(depth: int, step: float, row_height: float, widest: float = 2.0) -> int:
-    """How many ranks a left-to-right row holds: all of them unless the picture would be more
-    than ``widest`` times as wide as tall; then the count whose wrapped picture comes closest
-    to that ratio."""
+def _ranks_per_row(depth: int, step: float, row_height: float, widest: float = 2.0,
+                   max_width: float = 16.0) -> int:
+    """How many ranks a left-to-right row holds: all of them unless the picture would be wider
+    than ``max_width`` inches and more than ``widest`` times as wide as tall; then the count
+    whose wrapped picture comes closest to that ratio."""
     def ratio(k: int) -> float:
         return (k * step) / (-(-depth // k) * row_height)
 
-    if ratio(depth) <= widest:
+    if depth * step <= max_width or ratio(depth) <= widest:
         return depth
     return min(range(2, depth + 1), key=lambda k: abs(ratio(k) - widest))
 
