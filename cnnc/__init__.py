@@ -29,7 +29,9 @@ def __getattr__(name: str):
         return importlib.import_module("cnnc.runtime.notice").set_enabled
     if name == "export_onnx":  # export_onnx(net, path, opset=...): the network as an ONNX file
         return importlib.import_module("cnnc.tools.export_onnx").export
-    if name in ("fit", "evaluate", "TrainConfig", "TrainResult"):
+    if name == "fit":  # training.train.train, plus live=True: curves in one notebook output
+        return importlib.import_module("cnnc.live.notebook").fit
+    if name in ("evaluate", "TrainConfig", "TrainResult"):
         module = importlib.import_module("cnnc.training.train")
-        return getattr(module, "train" if name == "fit" else name)
+        return getattr(module, name)
     raise AttributeError(f"module 'cnnc' has no attribute {name!r}")

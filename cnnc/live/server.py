@@ -21,6 +21,7 @@ import hmac
 import ipaddress
 import json
 import secrets
+import select
 import socket
 import sys
 import threading
@@ -319,6 +320,16 @@ class Handler(BaseHTTPRequestHandler):
                 last_write = now
             self.wfile.flush()
             server.closing.wait(POLL_SECONDS)
+            if self._client_gone():
+                return
+
+    def _client_gone(self) -> bool:
+        """The client closed its end (a page closed or a program that vanished)."""
+        try:
+            readable, _, _ = select.select([self.connection], [], [], 0)
+            return bool(readable) and self.connection.recv(1, socket.MSG_PEEK) == b""
+        except (OSError, ValueError):
+            return True
 
 
 def warn_host(host: str) -> None:

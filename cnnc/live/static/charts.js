@@ -18,6 +18,17 @@ function ticks(lo, hi, count) {
   return out;
 }
 
+// Ticks of a log axis (y0, y1 are log10 values): 1, 2, 5 times the powers of 10 in range,
+// only the powers where that gives too many.
+function logTicks(y0, y1) {
+  let out = [];
+  for (let e = Math.floor(y0); e <= Math.ceil(y1); e++)
+    for (const m of [1, 2, 5]) { const t = e + Math.log10(m); if (t >= y0 && t <= y1) out.push(t); }
+  if (out.length > 8) out = out.filter(t => Math.abs(t - Math.round(t)) < 1e-9);
+  if (out.length < 2) out = ticks(y0, y1, 4);
+  return out;
+}
+
 function fmt(v) {
   const a = Math.abs(v);
   if (a !== 0 && (a < 1e-3 || a >= 1e5)) return v.toExponential(1);
@@ -60,7 +71,7 @@ class LineChart {
     const Y = y => T + (1 - (y - y0) / (y1 - y0)) * (H - T - B);
     g.strokeStyle = "#e6e6e6"; g.lineWidth = 1; g.fillStyle = "#555"; g.font = "11px sans-serif";
     g.textAlign = "right"; g.textBaseline = "middle";
-    for (const v of ticks(y0, y1, 5)) {
+    for (const v of (o.log ? logTicks(y0, y1) : ticks(y0, y1, 5))) {
       g.beginPath(); g.moveTo(L, Y(v) + 0.5); g.lineTo(W - R, Y(v) + 0.5); g.stroke();
       g.fillText(o.log ? fmt(Math.pow(10, v)) : fmt(v), L - 5, Y(v));
     }

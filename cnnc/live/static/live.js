@@ -187,7 +187,11 @@ function connect() {
     $("summary").textContent = m.summary;
     $("drawing").innerHTML = m.svg;  // our own SVG (cnnc.lang.layout), names escaped there
   });
-  es.addEventListener("events", ev => { for (const e of JSON.parse(ev.data)) onEvent(e); });
+  es.addEventListener("events", ev => {
+    for (const e of JSON.parse(ev.data)) onEvent(e);
+    document.body.dataset.points = trainLoss.points.length + valLoss.points.length;
+    $("steps").textContent = run.step;
+  });
   es.addEventListener("views", ev => drawViews(JSON.parse(ev.data)));
   es.addEventListener("panel", ev => drawPanel(JSON.parse(ev.data)));
   es.addEventListener("end", ev => {
