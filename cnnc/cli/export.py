@@ -1,4 +1,5 @@
-"""``cnnc export``: the command line of :mod:`cnnc.tools.export_onnx`."""
+"""``cnnc export``: the command line of :mod:`cnnc.tools.export_onnx` and (``--format torch``)
+:mod:`cnnc.tools.export_torch`."""
 from __future__ import annotations
 
 import argparse
@@ -25,9 +26,15 @@ def register(sub) -> None:
                     "is described in its doc string), or raw pixels with --with-preprocessing. Values "
                     "and initializers are named after cnnc's layers (conv_1, conv_1.w).",
         epilog="examples:\n  cnnc export models/lenet5.cnn --weights runs/lenet5 -o lenet5.onnx\n"
-               "  cnnc export models/resnet18.cnn -o resnet18.onnx --opset 18 --seed 1")
+               "  cnnc export models/resnet18.cnn -o resnet18.onnx --opset 18 --seed 1\n"
+               "  cnnc export models/lenet5.cnn --format torch -o lenet5.py --weights runs/lenet5\n"
+               "      (PyTorch source, and the weights as lenet5.safetensors)")
     model_args(p, file_required=False)
-    p.add_argument("-o", "--output", required=True, metavar="FILE", help="the .onnx file to write")
+    p.add_argument("-o", "--output", required=True, metavar="FILE",
+                   help="the file to write: .onnx, or the .py of --format torch")
+    p.add_argument("--format", choices=("onnx", "torch"), default="onnx",
+                   help="onnx (default), or torch: a self-contained PyTorch nn.Module source; with "
+                        "--weights also the weights as a .safetensors file beside it")
     p.add_argument("--weights", metavar="CKPT", help="a checkpoint file or run folder (default: "
                                                      "weights initialized from --seed)")
     p.add_argument("--seed", type=int, default=0, metavar="N", help="seed of the initial weights (default 0)")
@@ -38,7 +45,27 @@ def register(sub) -> None:
                         "/ std per channel) so that a client feeds raw pixel values 0..255")
 
 
+def cmd_export_torch(args) -> int:
+    from ..tools.export_torch import write
+
+    out = Path(args.output)
+    if out.is_dir():
+        raise UsageError(f"{out} is a directory; give the .py file to write")
+    weights_out = None
+    if args.weights:
+        model, net, _, _, _ = load_weights(args)
+        weights_out = out.with_suffix(".safetensors")
+    else:
+        model, net = compile_from_args(args), None
+    _, w = write(model, net, out, weights_out)
+    print(f"wrote {out}: {plural(len(model.layers), 'layer')}, {model.summary.total_params:,} parameters"
+          + (f"; weights {w}" if w else ""))
+    return 0
+
+
 def cmd_export(args) -> int:
+    if args.format == "torch":
+        return cmd_export_torch(args)
     check_opset(args.opset)
     require_onnx()
     out = Path(args.output)

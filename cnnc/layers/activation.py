@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from .base import ArgSpec, LayerInfo, LayerType, NoConfig, Op, register
+from .base import ArgSpec, LayerInfo, LayerType, NoConfig, Op, TorchCode, register
 
 
 @dataclass(frozen=True)
@@ -65,6 +65,7 @@ class Activation(LayerType):
     is_activation = True
     kernel: ClassVar[str] = ""
     onnx_op: ClassVar[str] = ""  # the ONNX operator that computes it
+    torch_function: ClassVar[str] = ""  # the PyTorch function that computes it (alpha as 2nd argument)
     backward_reads_input: ClassVar[bool] = False
 
     def infer(self, cfg, inputs, ctx):
@@ -85,6 +86,11 @@ class Activation(LayerType):
     def reference(self, cfg, xs, params, buffers, training):
         return self.formula(xs[0], cfg)
 
+    def to_torch(self, cfg, info: LayerInfo, in_shapes) -> TorchCode:
+        """``torch_function(x)``, with the config's alpha as its second argument."""
+        alpha = f", {cfg.alpha!r}" if isinstance(cfg, AlphaConfig) else ""
+        return TorchCode(None, f"{self.torch_function}({{x}}{alpha})")
+
     def to_onnx(self, cfg, info: LayerInfo, ctx) -> None:
         """The ONNX operator ``onnx_op``, with the config's alpha as its attribute."""
         attrs = {"alpha": float(cfg.alpha)} if isinstance(cfg, AlphaConfig) else {}
@@ -97,6 +103,7 @@ class Relu(Activation):
     summary = "max(x, 0)"
     kernel = "relu"
     onnx_op = "Relu"
+    torch_function = "F.relu"
     fuses_into_producer = True
     init_gain = "he"
     piecewise_linear = True
@@ -117,6 +124,7 @@ class Relu6(Activation):
     summary = "min(max(x, 0), 6) (MobileNet)"
     kernel = "relu6"
     onnx_op = "Clip"
+    torch_function = "F.relu6"
     init_gain = "he"
     piecewise_linear = True
 
@@ -139,6 +147,7 @@ class LeakyRelu(Activation):
     config_class = AlphaConfig
     kernel = "leaky_relu"
     onnx_op = "LeakyRelu"
+    torch_function = "F.leaky_relu"
     backward_reads_input = True
     init_gain = "he"
     piecewise_linear = True
@@ -157,6 +166,7 @@ class Elu(Activation):
     config_class = AlphaConfig
     kernel = "elu"
     onnx_op = "Elu"
+    torch_function = "F.elu"
 
     def formula(self, x, cfg):
         import numpy as np
@@ -170,6 +180,7 @@ class Tanh(Activation):
     summary = "hyperbolic tangent"
     kernel = "tanh"
     onnx_op = "Tanh"
+    torch_function = "torch.tanh"
 
     def formula(self, x, cfg):
         import numpy as np
@@ -183,6 +194,7 @@ class Sigmoid(Activation):
     summary = "1/(1+exp(-x))"
     kernel = "sigmoid"
     onnx_op = "Sigmoid"
+    torch_function = "torch.sigmoid"
 
     def formula(self, x, cfg):
         import numpy as np
@@ -196,6 +208,10 @@ class Softmax(Activation):
     summary = "class probabilities; only as the last layer (fused with the cross-entropy loss)"
     only_last = "the loss applies softmax itself; remove it or move it to the end"
     fused_into_loss = True
+
+    def to_torch(self, cfg, info: LayerInfo, in_shapes) -> TorchCode:
+        """Written as a layer, as the ONNX export writes it: the output is probabilities."""
+        return TorchCode(None, "F.softmax({x}, 1)")
 
     def make_op(self, cfg, info, in_shapes):
         raise AssertionError("the lowering fuses softmax into the loss")

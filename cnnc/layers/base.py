@@ -94,6 +94,20 @@ class Window:
 
 
 @dataclass(frozen=True)
+class TorchCode:
+    """How ``cnnc export --format torch`` writes one layer: the ``nn.Module`` it constructs
+    (source text, or None for a function of its inputs) and the forward expression, where
+    ``{m}`` is the module (``self.conv_1``), ``{x}`` the first input and ``{xs}`` every
+    input joined by ``join``. ``extra``: buffers PyTorch's module has and cnnc does not
+    keep, with the value to save (batch norm's ``num_batches_tracked``)."""
+
+    module: str | None
+    expr: str
+    join: str = ", "
+    extra: tuple[tuple[str, int], ...] = ()
+
+
+@dataclass(frozen=True)
 class LayerInfo:
     """Everything ``cnnc check`` knows about one layer instance."""
 
@@ -190,6 +204,12 @@ class LayerType:
         """Emit the ONNX nodes computing this layer at inference (``ctx``: an
         :class:`cnnc.tools.export_onnx.OnnxContext`). A layer type without a mapping says so."""
         raise LayerError(f"layer type {self.name} has no ONNX mapping", "export")
+
+    def to_torch(self, cfg: Any, info: LayerInfo, in_shapes: list[Shape]) -> TorchCode:
+        """The PyTorch module and forward expression computing this layer (``cnnc export
+        --format torch``; parameters keep their ``torch_param_names``). A layer type without
+        a mapping says so."""
+        raise LayerError(f"layer type {self.name} has no PyTorch mapping", "export")
 
 
 # ---------------------------------------------------------------------------

@@ -5,7 +5,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 
 from .base import (ArgSpec, InferContext, LayerError, LayerInfo, LayerType, ParamSpec, Shape,
-                   Op, Window, as4d, axis_name, fit_suggestions, fmt_int, one_d_window_error, register,
+                   Op, TorchCode, Window, as4d, axis_name, fit_suggestions, fmt_int, one_d_window_error, register,
                    require_spatial, shape_str, window_output, window_size)
 
 
@@ -226,6 +226,22 @@ class Conv(LayerType):
                               cfg.dilation, cfg.groups)
         return ref.conv(xs[0], params["w"], params.get("b"), cfg.stride, cfg.padding(), cfg.dilation,
                         cfg.groups)
+
+    def to_torch(self, cfg: ConvConfig, info: LayerInfo, in_shapes) -> TorchCode:
+        """``nn.Conv2d`` (``nn.Conv1d`` on sequences); PyTorch floors as cnnc does (edge=drop)."""
+        c, f = in_shapes[0][0], info.out_shape[0]
+        ph, pw = cfg.padding()
+        if len(in_shapes[0]) == 2:
+            dims, k, pad = 1, cfg.size[-1], pw
+        else:
+            dims, k, pad = 2, cfg.size[0] if cfg.size[0] == cfg.size[1] else tuple(cfg.size), ph if ph == pw else (ph, pw)
+        args = f"{c}, {f}, kernel_size={k}"
+        args += f", stride={cfg.stride}" if cfg.stride != 1 else ""
+        args += f", padding={pad}" if pad else ""
+        args += f", dilation={cfg.dilation}" if cfg.dilation != 1 else ""
+        args += f", groups={cfg.groups}" if cfg.groups != 1 else ""
+        args += "" if cfg.bias else ", bias=False"
+        return TorchCode(f"nn.Conv{dims}d({args})", "{m}({x})")
 
     def to_onnx(self, cfg: ConvConfig, info: LayerInfo, ctx) -> None:
         """Conv; W is (F, C/groups, KH, KW) in both (F, C/groups, K) for sequences; ONNX pads

@@ -5,7 +5,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 
 from .base import (ArgSpec, InferContext, LayerError, LayerInfo, LayerType, NoConfig, Op, ParamSpec,
-                   Window, fmt_int, register)
+                   TorchCode, Window, fmt_int, register)
 
 
 @dataclass(frozen=True)
@@ -71,6 +71,12 @@ class FullyConnected(LayerType):
         y = xs[0].reshape(xs[0].shape[0], -1) @ params["w"].T
         return y + params["b"] if "b" in params else y
 
+    def to_torch(self, cfg: FcConfig, info: LayerInfo, in_shapes) -> TorchCode:
+        """``nn.Linear`` on the C-order flattening (``torch.flatten``), as cnnc flattens."""
+        units, fan_in = info.params[0].shape
+        module = f"nn.Linear({fan_in}, {units}" + ("" if cfg.bias else ", bias=False") + ")"
+        return TorchCode(module, "{m}({x})" if len(in_shapes[0]) == 1 else "{m}(torch.flatten({x}, 1))")
+
     def to_onnx(self, cfg: FcConfig, info: LayerInfo, ctx) -> None:
         """Flatten (C-order, as cnnc flattens) then Gemm with transB=1: W is (out, in)."""
         x = ctx.inputs[0]
@@ -123,6 +129,9 @@ class Flatten(LayerType):
 
     def reference(self, cfg, xs, params, buffers, training):
         return xs[0].reshape(xs[0].shape[0], -1)
+
+    def to_torch(self, cfg, info: LayerInfo, in_shapes) -> TorchCode:
+        return TorchCode(None, "torch.flatten({x}, 1)")
 
     def to_onnx(self, cfg, info: LayerInfo, ctx) -> None:
         ctx.node("Flatten", [ctx.inputs[0]], axis=1)

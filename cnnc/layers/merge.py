@@ -1,7 +1,7 @@
 """Merges made by the compiler for ``( a | b )`` (concat) and ``( a + b )`` (add), and ``id``."""
 from __future__ import annotations
 
-from .base import LayerError, LayerInfo, LayerType, NoConfig, Op, as4d, register, shape_str
+from .base import LayerError, LayerInfo, LayerType, NoConfig, Op, TorchCode, as4d, register, shape_str
 
 
 @register
@@ -14,6 +14,9 @@ class Identity(LayerType):
 
     def infer(self, cfg, inputs, ctx):
         return LayerInfo(out_shape=inputs[0])
+
+    def to_torch(self, cfg, info: LayerInfo, in_shapes) -> TorchCode:
+        return TorchCode(None, "{x}")
 
     def to_onnx(self, cfg, info: LayerInfo, ctx) -> None:
         """(The graph builder elides `id`; a stray one is exported as Identity.)"""
@@ -52,6 +55,9 @@ class Concat(LayerType):
         import numpy as np
 
         return np.concatenate(xs, axis=1)
+
+    def to_torch(self, cfg, info: LayerInfo, in_shapes) -> TorchCode:
+        return TorchCode(None, "torch.cat([{xs}], 1)")
 
     def to_onnx(self, cfg, info: LayerInfo, ctx) -> None:
         ctx.node("Concat", list(ctx.inputs), axis=1)
@@ -108,6 +114,9 @@ class Add(LayerType):
 
     def reference(self, cfg, xs, params, buffers, training):
         return sum(xs[1:], xs[0].copy())
+
+    def to_torch(self, cfg, info: LayerInfo, in_shapes) -> TorchCode:
+        return TorchCode(None, "{xs}", join=" + ")
 
     def to_onnx(self, cfg, info: LayerInfo, ctx) -> None:
         ctx.node("Sum", list(ctx.inputs))

@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from types import MappingProxyType
 
-from .base import ArgSpec, LayerError, LayerInfo, LayerType, Op, ParamSpec, as4d, fmt_int, register
+from .base import ArgSpec, LayerError, LayerInfo, LayerType, Op, ParamSpec, TorchCode, as4d, fmt_int, register
 
 
 @dataclass(frozen=True)
@@ -47,6 +47,12 @@ class BatchNorm(LayerType):
 
         return ref.batchnorm(xs[0], params["gamma"], params["beta"], buffers["running_mean"],
                              buffers["running_var"], cfg.eps, training)
+
+    def to_torch(self, cfg: BnConfig, info: LayerInfo, in_shapes) -> TorchCode:
+        """``nn.BatchNorm2d`` on images, ``nn.BatchNorm1d`` on vectors and sequences."""
+        dims = 2 if len(in_shapes[0]) == 3 else 1
+        return TorchCode(f"nn.BatchNorm{dims}d({in_shapes[0][0]}, eps={cfg.eps:g}, momentum={cfg.momentum:g})",
+                         "{m}({x})", extra=(("num_batches_tracked", 0),))
 
     def to_onnx(self, cfg: BnConfig, info: LayerInfo, ctx) -> None:
         """BatchNormalization in inference mode (running statistics). ONNX's momentum is the
@@ -193,6 +199,9 @@ class Dropout(LayerType):
             raise NotImplementedError("dropout in training has no deterministic reference")
         return xs[0].copy()
 
+    def to_torch(self, cfg: DropoutConfig, info: LayerInfo, in_shapes) -> TorchCode:
+        return TorchCode(f"nn.Dropout({cfg.p:g})", "{m}({x})")
+
     def to_onnx(self, cfg, info: LayerInfo, ctx) -> None:
         """Off at inference: the identity."""
         ctx.node("Identity", [ctx.inputs[0]])
@@ -281,6 +290,11 @@ class LocalResponseNorm(LayerType):
         from . import reference as ref
 
         return ref.lrn(xs[0], cfg.size, cfg.alpha, cfg.beta, cfg.k)
+
+    def to_torch(self, cfg: LrnConfig, info: LayerInfo, in_shapes) -> TorchCode:
+        """``nn.LocalResponseNorm`` (the same formula); a vector is seen as (N, C, 1)."""
+        module = f"nn.LocalResponseNorm({cfg.size}, alpha={cfg.alpha:g}, beta={cfg.beta:g}, k={cfg.k:g})"
+        return TorchCode(module, "{m}({x}.unsqueeze(-1)).squeeze(-1)" if len(in_shapes[0]) == 1 else "{m}({x})")
 
     def to_onnx(self, cfg: LrnConfig, info: LayerInfo, ctx) -> None:
         """ONNX LRN is defined as Caffe's and cnnc's (alpha divided by size); runtimes take it

@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .base import (ArgSpec, InferContext, LayerError, LayerInfo, LayerType, NoConfig, Op, Shape,
-                   Window, as4d, one_d_window_error, register, require_spatial, shape_str, window_size)
+                   TorchCode, Window, as4d, one_d_window_error, register, require_spatial, shape_str, window_size)
 from .conv import window_fit_error
 
 
@@ -84,6 +84,19 @@ class _Pool(LayerType):
         if xs[0].ndim == 3:
             return ref.pool1d(xs[0], cfg.size[1], cfg.step, cfg.pad, cfg.round == "ceil", self.mode)
         return ref.pool(xs[0], cfg.size, cfg.step, cfg.pad, cfg.round == "ceil", self.mode)
+
+    def to_torch(self, cfg: PoolConfig, info: LayerInfo, in_shapes) -> TorchCode:
+        """``nn.MaxPool2d``/``nn.AvgPool2d`` (1d on sequences); average pooling without the
+        padding in the divisor (count_include_pad=False), ceil rounding as PyTorch's."""
+        kh, kw = cfg.size
+        seq = len(in_shapes[0]) == 2
+        k = kw if seq or kh == kw else (kh, kw)
+        args = f"{k}, stride={cfg.step}" + (f", padding={cfg.pad}" if cfg.pad else "")
+        args += ", ceil_mode=True" if cfg.round == "ceil" else ""
+        cls = "MaxPool" if self.mode == "max" else "AvgPool"
+        if self.mode != "max":
+            args += ", count_include_pad=False"
+        return TorchCode(f"nn.{cls}{1 if seq else 2}d({args})", "{m}({x})")
 
     def to_onnx(self, cfg: PoolConfig, info: LayerInfo, ctx) -> None:
         """MaxPool/AveragePool in floor mode. Ceil rounding becomes extra padding at the
@@ -183,6 +196,9 @@ class GlobalAvgPool(LayerType):
     def reference(self, cfg, xs, params, buffers, training):
         return xs[0].mean(axis=tuple(range(2, xs[0].ndim)))
 
+    def to_torch(self, cfg, info: LayerInfo, in_shapes) -> TorchCode:
+        return TorchCode(None, "{x}.mean(2)" if len(in_shapes[0]) == 2 else "{x}.mean((2, 3))")
+
     def to_onnx(self, cfg, info: LayerInfo, ctx) -> None:
         """GlobalAveragePool gives (N, C, 1, 1) (or (N, C, 1)); cnnc's gap gives (N, C)."""
         pooled = ctx.node("GlobalAveragePool", [ctx.inputs[0]], ctx.tmp("pool"))
@@ -239,6 +255,10 @@ class Maxout(LayerType):
     def reference(self, cfg, xs, params, buffers, training):
         x = xs[0]
         return x.reshape(x.shape[0], x.shape[1] // cfg.k, cfg.k, *x.shape[2:]).max(axis=2)
+
+    def to_torch(self, cfg: MaxoutConfig, info: LayerInfo, in_shapes) -> TorchCode:
+        c = in_shapes[0][0]
+        return TorchCode(None, f"{{x}}.unflatten(1, ({c // cfg.k}, {cfg.k})).amax(2)")
 
     def to_onnx(self, cfg: MaxoutConfig, info: LayerInfo, ctx) -> None:
         """No native op: reshape (N, C, ...) to (N, C/k, k, ...), the k *consecutive* channels
