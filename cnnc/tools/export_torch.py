@@ -86,9 +86,9 @@ def source(model, class_name: str | None = None) -> str:
     return "\n".join(lines).rstrip("\n") + "\n"
 
 
-def state_dict(net) -> dict[str, Any]:
+def state_dict(net, dtype: str = "float32") -> dict[str, Any]:
     """The network's parameters and buffers under PyTorch's names (``conv_1.weight``,
-    ``bn_1.running_var``, ``bn_1.num_batches_tracked``), as NumPy arrays."""
+    ``bn_1.running_var``, ``bn_1.num_batches_tracked``), as NumPy arrays of ``dtype``."""
     import numpy as np
 
     a = net.plan.analysis
@@ -100,7 +100,7 @@ def state_dict(net) -> dict[str, Any]:
         info = a.info[n]
         for spec in (*info.params, *info.buffers):
             out[f"{_ident(n)}.{to_torch.get(spec.name, spec.name)}"] = np.ascontiguousarray(
-                state[f"{n}.{spec.name}"], dtype=np.float32)
+                state[f"{n}.{spec.name}"], dtype=dtype)
         if info.params or info.buffers:
             code = node.type.to_torch(node.config, info, [a.shapes[s] for s in a.inputs(n)])
             for key, value in code.extra:
