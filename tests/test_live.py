@@ -438,3 +438,24 @@ def test_ctrl_c_and_the_end_of_training_with_a_page_open(tmp_path):
     assert "Traceback" not in err and err.count("interrupted at epoch") == 1
     assert (tmp_path / "run" / "checkpoint.npz").exists()
     assert got and b"event: end" in got[0]
+
+
+def test_serve_command_errors(tmp_path, capsys):
+    from cnnc.cli.main import main
+
+    assert main(["serve", str(tmp_path / "nothing")]) == 1
+    assert "no such run folder" in capsys.readouterr().err
+    assert main(["serve", str(tmp_path)]) == 1
+    assert "not a run folder" in capsys.readouterr().err
+    assert main(["serve", str(tmp_path), "--port", "70000"]) == 1
+
+
+def test_a_port_in_use_is_a_clean_error(live_run):
+    from cnnc.live import serve_run
+
+    first = serve_run(live_run[0])
+    try:
+        with pytest.raises(cnnc.UsageError, match="another --port"):
+            serve_run(live_run[0], port=first.server_address[1])
+    finally:
+        first.server_close()

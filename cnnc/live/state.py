@@ -115,17 +115,19 @@ class LiveWriter(Hook):
         self._views_pending = threading.Event()
         self._layers: list[str] | None = None
         self._conv: str | None = None
+        self._no_views = False  # set when a view failed: the page goes on without them
         self._fd: int | None = None
         self.errors = 0
+        self.hook_seconds = 0.0  # time the training thread spent in this hook
 
     # ---- the training thread
     def on_step(self, trainer, loss: float, correct: int) -> None:
+        now = time.perf_counter()
         self.steps += 1
         g = self._group
         g[0] += loss * trainer.batch
         g[1] += correct
         g[2] += trainer.batch
-        now = time.perf_counter()
         if self.trainer is None:
             self._begin(trainer)
         if now - self._group_t >= STEP_GROUP_SECONDS:
@@ -139,8 +141,14 @@ class LiveWriter(Hook):
         if now >= self._next_views and not self._views_pending.is_set():
             self._capture_views(trainer)
             self._next_views = time.perf_counter() + max(VIEW_SECONDS, (time.perf_counter() - now) / VIEW_BUDGET)
+        self.hook_seconds += time.perf_counter() - now
 
     def on_epoch(self, trainer, row: dict, val: dict | None) -> None:
+        t = time.perf_counter()
+        self._on_epoch(trainer, row, val)
+        self.hook_seconds += time.perf_counter() - t
+
+    def _on_epoch(self, trainer, row: dict, val: dict | None) -> None:
         self.epoch = trainer.pos.epoch
         event = dict(row)
         event["confusion"] = val["confusion"] if val else None
@@ -187,24 +195,33 @@ class LiveWriter(Hook):
     def _capture_views(self, trainer) -> None:
         """Copies of what the views show (one inference forward of the fixed images)."""
         net = trainer.net
-        if not len(self._x) or len(net.input_shape) != 3:
+        if not len(self._x) or len(net.input_shape) != 3 or self._no_views:
             return
-        acts = net.layer_outputs(self._x, self._layers)
-        probs = net.predict_proba(self._x)
-        filt = grad = None
-        if self._conv is not None:
-            filt = net.get(self._conv, "w")
-            grad = net.grads[self._conv]["w"].copy()
+        try:
+            acts = net.layer_outputs(self._x, self._layers)
+            probs = net.predict_proba(self._x)
+            filt = grad = None
+            if self._conv is not None:
+                filt = net.get(self._conv, "w")
+                grad = net.grads[self._conv]["w"].copy()
+        except Exception as err:  # noqa: BLE001  (the page loses its views, the run goes on)
+            self._no_views = True
+            self._put(("warning", {"message": f"no activation views: {err}"}))
+            return
         self._views_pending.set()
         self._put(("views", {"acts": acts, "probs": probs, "filters": filt, "grads": grad,
-                             "step": self.steps, "epoch": trainer.pos.epoch}), drop=True)
+                             "step": self.steps, "epoch": trainer.pos.epoch}))
 
     def _capture_panel(self, trainer) -> None:
-        if not len(self._px):
+        if not len(self._px) or self._no_views:
             return
-        self._put(("panel", {"probs": trainer.net.predict_proba(self._px), "epoch": trainer.pos.epoch}), drop=True)
+        try:
+            probs = trainer.net.predict_proba(self._px)
+        except Exception:  # noqa: BLE001  (as for the views)
+            return
+        self._put(("panel", {"probs": probs, "epoch": trainer.pos.epoch}))
 
-    def _put(self, item, drop: bool = False) -> None:
+    def _put(self, item) -> None:
         try:
             self._queue.put_nowait(item)
         except queue.Full:  # the writer fell behind: lose this item, never wait
@@ -219,7 +236,9 @@ class LiveWriter(Hook):
         self.ended = True
         end = {"interrupted": bool(result.interrupted) if result is not None else None,
                "test": {k: v for k, v in (result.test or {}).items() if k != "confusion"} if result else None,
-               "error": error, "steps": self.steps, "time": time.time()}
+               "error": error, "steps": self.steps, "time": time.time(),
+               "hook_seconds": round(self.hook_seconds, 4),
+               "train_seconds": round(self.trainer.pos.seconds, 3)}
         try:
             self._queue.put(("end", end), timeout=5)
             self._queue.put(None, timeout=5)
