@@ -35,16 +35,23 @@ def _value(v: Any) -> str:
     return str(v)
 
 
-def layer_text(node, slot: Callable[[str, int], str] | None = None, last_fc: bool = False) -> str:
-    """``conv3(64, stride=2, bias=false)``; ``slot(arg, value)`` may replace an integer
-    argument by a parameter expression (definitions)."""
+def layer_text(node, slot: Callable[[str, int, bool], str | None] | None = None, last_fc: bool = False,
+               loose: bool = False) -> str:
+    """``conv3(64, stride=2, bias=false)``; ``slot(arg, value, is_default)`` may replace an
+    integer argument by a parameter expression (definitions), or leave it out (None).
+    ``loose``: a conv's stride and pad are offered to ``slot`` even where they are defaults."""
     suffix = getattr(node, "suffix", ())
     name = node.kind + "x".join(str(s) for s in suffix)
+    explicit = getattr(node, "explicit", None)
+    args = explicit if loose and explicit is not None else [(k, v, False) for k, v in node.args]
     parts = []
-    for i, (key, v) in enumerate(node.args):
+    for i, (key, v, default) in enumerate(args):
         if last_fc and key == "" and i == 0:  # the last fc: `classes` outputs
             continue
-        text = slot(key, v) if slot is not None and isinstance(v, int) and not isinstance(v, bool) else _value(v)
+        text = slot(key, v, default) if slot is not None and isinstance(v, int) and not isinstance(v, bool) \
+            else _value(v)
+        if text is None:
+            continue
         parts.append(text if key == "" else f"{key}={text}")
     return name + (f"({', '.join(parts)})" if parts else "")
 
@@ -56,16 +63,16 @@ def _is_branches(item) -> bool:
     return hasattr(item, "branches")
 
 
-def _render(items: list, slot=None, last_fc=None) -> list[str]:
+def _render(items: list, slot=None, last_fc=None, loose: bool = False) -> list[str]:
     """Tokens of a sequence: one per layer or branch group (no folding)."""
     out = []
     for it in items:
         if _is_branches(it):
             sep = " + " if it.sums else " | "
-            parts = [" - ".join(fold(_render(b, slot, last_fc))) if b else "id" for b in it.branches]
-            out.append("( " + sep.join(parts) + " )")
+            parts = [" - ".join(fold(_render(b, slot, last_fc, loose))) if b else "id" for b in it.branches]
+            out.append(_tok("( " + sep.join(parts) + " )", True))
         else:
-            out.append(layer_text(it, slot, last_fc is it))
+            out.append(_tok(layer_text(it, slot, last_fc is it, loose), bool(it.params)))
     return out
 
 
@@ -84,14 +91,15 @@ def _units(items: list) -> list[tuple[int, int]]:
     return units
 
 
-def _skeleton(items: list) -> tuple[str, list[tuple[str, int]]]:
-    found: list[tuple[str, int]] = []
+def _skeleton(items: list, loose: bool = False) -> tuple[str, list[tuple[str, int, bool]]]:
+    """The blocks' text with every integer a ``{}``, and the integers (arg, value, is default)."""
+    found: list[tuple[str, int, bool]] = []
 
-    def slot(key, v):
-        found.append((key, v))
+    def slot(key, v, default):
+        found.append((key, v, default))
         return "{}"
 
-    return " - ".join(_render(items, slot)), found
+    return " - ".join(_render(items, slot, loose=loose)), found
 
 
 def _block_name(items: list, taken: set[str]) -> str:
@@ -110,14 +118,14 @@ def _block_name(items: list, taken: set[str]) -> str:
     return name
 
 
-def _parameters(columns: list[tuple[str, tuple[int, ...]]]):
-    """For each integer slot: a literal, or a parameter expression; and the parameters
-    (name, slot whose values it takes)."""
+def _parameters(columns: list[tuple[str, tuple[int, ...], bool]]):
+    """For each integer slot: a literal, a parameter expression, or None (left out: the
+    same default in every call); and the parameters (name, slot whose values it takes)."""
     exprs: list[str | None] = [None] * len(columns)
     distinct: dict[tuple[int, ...], list[int]] = {}
-    for j, (key, vals) in enumerate(columns):
+    for j, (key, vals, default) in enumerate(columns):
         if len(set(vals)) == 1:
-            exprs[j] = str(vals[0])
+            exprs[j] = None if default else str(vals[0])
         else:
             distinct.setdefault(vals, []).append(j)
     # the smallest values first: a column that is a whole multiple of one of them is
@@ -167,18 +175,30 @@ def _definitions(items: list) -> tuple[list[Any], list[str]]:
     for s, e in units:
         skel, found = _skeleton(items[s:e])
         groups.setdefault(skel, []).append((s, e, found))
+    # groups that differ only in a conv's stride or pad written or not (a default) share one
+    # definition in which they are written: ResNet-50's first block and the strided ones
+    loose: dict[str, list[str]] = {}
+    for skel, occ in groups.items():
+        loose.setdefault(_skeleton(items[occ[0][0]:occ[0][1]], loose=True)[0], []).append(skel)
+    plans: list[tuple[list, bool]] = []
+    for lskel, skels in loose.items():
+        if len(skels) >= 2:
+            occ = sorted((s, e, _skeleton(items[s:e], loose=True)[1]) for sk in skels for s, e, _ in groups[sk])
+            plans.append((occ, True))
+        elif len(groups[skels[0]]) >= 2:
+            plans.append((groups[skels[0]], False))
+    plans.sort(key=lambda p: p[0][0][0])
     replace: dict[int, tuple[int, str]] = {}
     defs: list[str] = []
     taken: set[str] = set()
-    for skel, occ in groups.items():
-        if len(occ) < 2:
-            continue
+    for occ, is_loose in plans:
         first = items[occ[0][0]:occ[0][1]]
         name = _block_name(first, taken)
-        columns = [(occ[0][2][j][0], tuple(o[2][j][1] for o in occ)) for j in range(len(occ[0][2]))]
+        columns = [(occ[0][2][j][0], tuple(o[2][j][1] for o in occ), all(o[2][j][2] for o in occ))
+                   for j in range(len(occ[0][2]))]
         exprs, params = _parameters(columns)
         it = iter(exprs)
-        body = " - ".join(_render(first, lambda key, v: next(it)))
+        body = " - ".join(_render(first, lambda key, v, default: next(it), loose=is_loose))
         head = f"{name}({', '.join(p for p, _ in params)})" if params else name
         defs.append(_definition_text(head, body))
         for s, e, found in occ:
@@ -219,9 +239,24 @@ def _definition_text(head: str, body: str) -> str:
     return head + " =\n    " + "\n    ".join(pieces)
 
 
+class Tok(str):
+    """A token of a sequence; ``head``: it can start a group (a layer with weights, a block,
+    a call), so ``conv3 - relu`` repeats as ``[conv3 - relu]*2``, not ``[relu - conv3]*2``."""
+
+    head = True
+
+
+def _tok(text: str, head: bool) -> Tok:
+    t = Tok(text)
+    t.head = head
+    return t
+
+
 def fold(tokens: list[str]) -> list[str]:
-    """Fold runs of equal consecutive groups: the largest saving first, until none is left."""
-    tokens = list(tokens)
+    """Fold runs of equal consecutive groups until none is left: the shortest group first
+    (inner runs before the runs they make up: ``[[conv3 - relu]*2 - pool]*2``), among those
+    one that starts with a head token, then the longest run, then the first."""
+    tokens = [t if isinstance(t, Tok) else _tok(t, True) for t in tokens]
     while True:
         best = None
         n = len(tokens)
@@ -232,9 +267,11 @@ def fold(tokens: list[str]) -> list[str]:
                 while tokens[i + k * p:i + (k + 1) * p] == pat:
                     k += 1
                 if k >= 2:
-                    saving = (k - 1) * p
-                    if best is None or saving > best[0]:
-                        best = (saving, i, p, k)
+                    key = (not pat[0].head, -k, i)
+                    if best is None or key < best[0]:
+                        best = (key, i, p, k)
+            if best is not None:
+                break
         if best is None:
             return tokens
         _, i, p, k = best
@@ -243,7 +280,7 @@ def fold(tokens: list[str]) -> list[str]:
             group = f"{pat[0]}*{k}"
         else:
             group = f"[{' - '.join(fold(pat))}]*{k}"
-        tokens[i:i + k * p] = [group]
+        tokens[i:i + k * p] = [_tok(group, pat[0].head)]
 
 
 def _wrap_tokens(tokens: list[str], indent: str) -> str:

@@ -57,6 +57,10 @@ class Node:
     params: dict[str, Any] = field(default_factory=dict)
     flattens: bool = False  # a flatten the following fc makes unnecessary
     parts: tuple[str, ...] = ()  # a concat: the values it joins, nested concats expanded
+    # a conv's arguments with stride and pad always written, each with "is it the default":
+    # blocks that differ only there can share a definition (ResNet-50's first block and its
+    # strided ones: stride=s)
+    explicit: list[tuple[str, Any, bool]] | None = None
 
     @property
     def type(self):
@@ -433,7 +437,12 @@ class _Mapper:
         else:
             params["b"] = b.reshape(-1)
         suffix = (kernel[0],) if len(set(kernel)) == 1 else tuple(kernel)
-        self.layer(node, i, "conv", x, (f, *outs), suffix=suffix, args=args, params=params)
+        n = self.layer(node, i, "conv", x, (f, *outs), suffix=suffix, args=args, params=params)
+        if len(set(sym)) == 1:
+            written = dict(args)
+            n.explicit = [("", f, False), ("stride", s, "stride" not in written),
+                          ("pad", sym[0], "pad" not in written)] + [(k, v, False) for k, v in args[1:]
+                                                                    if k not in ("stride", "pad")]
 
     # -- dense
     def op_Gemm(self, node, i, a):
@@ -527,6 +536,8 @@ class _Mapper:
                 if "b" not in p:
                     p["b"] = np.zeros(ch, np.float32)
                     src.args = [kv for kv in src.args if kv[0] != "bias"]
+                    if src.explicit is not None:
+                        src.explicit = [kv for kv in src.explicit if kv[0] != "bias"]
                 p["b"] = p["b"] + t
         self.alias[node.output[0]] = x
 
