@@ -313,31 +313,34 @@ class _Killed(BaseException):
     """Stands for SIGKILL: nothing after it runs (no handler saves anything)."""
 
 
-def test_killed_between_best_and_checkpoint_then_resume_equals_uninterrupted(tmp_path, monkeypatch):
-    """A run killed at the end of an epoch after best.npz but before checkpoint.npz is
-    written resumes from the previous checkpoint and ends with the same best and last
-    weights as an uninterrupted run (with the writes in the other order the best of that
-    epoch was lost)."""
+@pytest.mark.parametrize("point", ["written:checkpoint.npz", "before-manifest", "after-manifest"])
+def test_killed_during_the_epoch_commit_then_resume_equals_uninterrupted(tmp_path, monkeypatch, point):
+    """A run killed while it commits the end of epoch 2 (checkpoint, best.npz and history
+    are one commit: runs/commit.py) leaves epoch 1's files or epoch 2's, all of them, and
+    resumes to the weights of an uninterrupted run. (When best.npz and checkpoint.npz were
+    two writes, a kill between them left a best from a later epoch than the checkpoint.)"""
+    from importlib import import_module
+
+    commit_module = import_module("cnnc.training.runs.commit")
     model = _model(RICH)
     kw = dict(data="digits", epochs=3, augment="crop1", schedule="cosine", **FAST)
     full = T.train(model, out=tmp_path / "A", **kw)
-    real_save = T.Trainer.save
-    seen = {"best": 0}
+    seen = {"n": 0}
 
-    def save(self, name=runs.CHECKPOINT):
-        if name == runs.CHECKPOINT and seen["best"] >= 2:  # best.npz of epoch >= 2 is on disk
-            raise _Killed()
-        path = real_save(self, name)
-        if name != runs.CHECKPOINT:
-            seen["best"] += 1
-        return path
+    def crash(name):
+        if name == point:
+            seen["n"] += 1
+            if seen["n"] == 2:  # the commit of epoch 2
+                raise _Killed()
 
     with monkeypatch.context() as mp:
-        mp.setattr(T.Trainer, "save", save)
+        mp.setattr(commit_module, "crash_point", crash)
         with pytest.raises(_Killed):
             T.train(model, out=tmp_path / "B", **kw)
-    _, meta = runs.load_checkpoint(tmp_path / "B" / "checkpoint.npz")
-    assert meta["position"]["epoch"] < runs.load_checkpoint(tmp_path / "B" / "best.npz")[1]["position"]["epoch"]
+    expect = 2 if point == "after-manifest" else 1
+    _, meta = runs.load_checkpoint(runs.find_checkpoint(tmp_path / "B"))
+    _, best = runs.load_checkpoint(runs.find_weights(tmp_path / "B"))
+    assert meta["position"]["epoch"] == expect and best["position"]["epoch"] <= expect
     done = T.train(model, resume=tmp_path / "B")
     assert done.network.theta.tobytes() == full.network.theta.tobytes()
     assert_same_params(tmp_path / "A" / "checkpoint.npz", tmp_path / "B" / "checkpoint.npz")

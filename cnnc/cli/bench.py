@@ -7,7 +7,7 @@ import json
 import sys
 
 from ..errors import UsageError
-from .common import add_model_args, compile_from_args, model_argv, set_threads
+from .common import add_model_args, check_memory, compile_from_args, model_argv, set_threads
 
 
 def register(sub) -> None:
@@ -41,6 +41,7 @@ def cmd_bench(args) -> int:
     set_threads(args.threads)  # the compile-time subprocesses too
     batch = args.batch
     model = compile_from_args(args)
+    check_memory(args, model, batch, training=True)
     from ..runtime.notice import CompileNotice
 
     def progress(text: str) -> None:  # on stderr: stdout holds the report (or its JSON)

@@ -31,6 +31,10 @@ def add_model_args(p: argparse.ArgumentParser, file_required: bool = True) -> No
     src.add_argument("--set", metavar="NAME=V,...", dest="set",
                      help="design variables and optional layers, e.g. N=2,M=3,pool=off "
                           "(overrides the file's `let` lines)")
+    if p.prog.split()[-1] in MEMORY_COMMANDS:
+        p.add_argument("--force", action="store_true",
+                       help="run even when cnnc check's memory estimate exceeds the memory "
+                            "this machine has available")
 
 
 def compile_from_args(args):
@@ -72,6 +76,90 @@ def add_training_flags(parser: argparse.ArgumentParser) -> None:
         groups[spec.group].add_argument(spec.flag, **kwargs)
 
 
+#: the commands that refuse a model and batch that would not fit in memory (``--force``)
+MEMORY_COMMANDS = ("train", "eval", "predict", "bench", "viz")
+#: tests and what-if runs: pretend the machine has this many bytes available
+MEMORY_ENV = "CNNC_MEMORY_AVAILABLE"
+
+
+def _read_int(path: str) -> int | None:
+    try:
+        with open(path, encoding="ascii") as f:
+            text = f.read().strip()
+    except (OSError, UnicodeDecodeError):
+        return None
+    return int(text) if text.isdigit() else None
+
+
+def available_memory() -> tuple[int | None, str]:
+    """Bytes this process can still allocate, and where the figure comes from: MemAvailable
+    of /proc/meminfo, or less where a cgroup memory limit (v2 memory.max, v1
+    memory.limit_in_bytes) leaves less; ``$CNNC_MEMORY_AVAILABLE`` overrides both. (None, '')
+    where nothing can be read."""
+    env = os.environ.get(MEMORY_ENV, "").strip()
+    if env.isdigit():
+        return int(env), f"${MEMORY_ENV}"
+    best: tuple[int | None, str] = (None, "")
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    best = (int(line.split()[1]) * 1024, "MemAvailable in /proc/meminfo")
+                    break
+    except (OSError, ValueError, IndexError):
+        pass
+    for limit_file, usage_file, name in (
+            ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current", "the cgroup memory limit"),
+            ("/sys/fs/cgroup/memory/memory.limit_in_bytes", "/sys/fs/cgroup/memory/memory.usage_in_bytes",
+             "the cgroup memory limit")):
+        limit, usage = _read_int(limit_file), _read_int(usage_file)
+        if limit is not None and limit < 1 << 60:
+            free = max(0, limit - (usage or 0))
+            if best[0] is None or free < best[0]:
+                best = (free, f"{name} ({_human(limit)}, {_human(usage or 0)} in use)")
+    return best
+
+
+def _human(n: float) -> str:
+    from ..lang.report import human_bytes
+
+    return human_bytes(n)
+
+
+def check_memory(args, model, batch: int, training: bool) -> None:
+    """Refuse (before anything is allocated) a model and batch whose estimated memory,
+    ``cnnc check``'s own training or inference figure, exceeds what the machine has
+    available, unless ``--force``. The message gives both figures and the batch that fits."""
+    if getattr(args, "force", False):
+        return
+    have, source = available_memory()
+    if have is None:
+        return
+
+    def need(b: int) -> int:
+        m = model.analysis.memory(b)
+        return m.training if training else m.inference
+
+    if need(batch) <= have:
+        return
+    lo, hi = 0, batch  # the largest batch that fits: need() grows with the batch
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if need(mid) <= have:
+            lo = mid
+        else:
+            hi = mid - 1
+    kind = "training" if training else "inference"
+    fits = (f"batch {lo} fits ({_human(need(lo))}); use --batch {lo}" if lo >= 1 and hasattr(args, "batch")
+            else f"batch {lo} fits ({_human(need(lo))})" if lo >= 1
+            else "not even batch 1 fits")
+    name = model.filename if model.filename not in ("<string>", "<expr>") else "the model"
+    raise UsageError(
+        f"{name} at batch {batch} needs about {_human(need(batch))} for {kind} (cnnc check's "
+        f"estimate), but this machine has {_human(have)} available ({source})",
+        hint=f"{fits}, or --force to try anyway")
+
+
 def compile_with_classes(args, classes=None):
     """:func:`compile_from_args`, with ``classes`` (a checkpoint's) unless --classes is given."""
     if classes is not None and args.classes is None:
@@ -86,6 +174,12 @@ def load_weights(args):
     p = find_weights(args.weights)
     arrays, meta = load_training_checkpoint(p)
     model = compile_with_classes(args, classes=meta.get("classes"))
+    if args.command == "eval":
+        check_memory(args, model, 500, training=False)  # evaluate()'s batch
+    elif args.command == "predict":
+        check_memory(args, model, max(1, len(getattr(args, "images", []) or [])), training=False)
+    elif args.command == "viz":  # the views run backward passes over --count images
+        check_memory(args, model, max(1, getattr(args, "count", None) or 8), training=True)
     if list(model.input_shape) != list(meta.get("input_shape", [])):
         raise CheckpointError(
             f"{p} was trained for inputs {'x'.join(map(str, meta.get('input_shape', [])))}, "

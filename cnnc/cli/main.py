@@ -86,6 +86,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         sys.stderr.write("interrupted\n")
         return 130
+    except MemoryError:
+        sys.stderr.write(f"{rank_prefix()}error: out of memory: an allocation failed (the model and "
+                         "batch need more memory than this machine has free)\n"
+                         "  hint: try a smaller --batch; `cnnc check FILE --batch N` estimates the memory\n")
+        return 1
     except BrokenPipeError:
         return 0
 

@@ -10,7 +10,8 @@ from pathlib import Path
 from ..errors import UsageError
 from ..lang.settings import TRAINING
 from ..text import plural
-from .common import add_model_args, add_training_flags, compile_from_args, load_weights, set_threads
+from .common import (add_model_args, add_training_flags, check_memory, compile_from_args, load_weights,
+                     set_threads)
 
 
 def _output_flags(p: argparse.ArgumentParser) -> None:
@@ -107,6 +108,10 @@ def cmd_train(args) -> int:
     args.batch = 1  # the summary's memory figure; the training batch is in `settings`
     model = compile_from_args(args)
     args.batch = saved_batch
+    if args.resume is None:  # the batch memory must hold (a resumed run keeps its batch)
+        from ..training.train import TrainConfig
+
+        check_memory(args, model, TrainConfig.from_header(model.header, batch=args.batch).batch, training=True)
     callback = None
     if getattr(args, "viz", False):
         from ..viz.training import EpochViz

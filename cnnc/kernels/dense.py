@@ -16,9 +16,10 @@ from .blas import gemm
 from .blas import uidx as _u
 from .conv.dispatch import dummy
 from .threads import work_chunks
+from .conv.winograd import FASTMATH  # no "reassoc": see winograd.py
 
 
-@njit(parallel=True, cache=True, fastmath=True)
+@njit(parallel=True, cache=True, fastmath=FASTMATH)
 def _fc_fwd(x, w, b, y, has_bias, relu, nthreads):
     N, K = x.shape
     M = w.shape[0]
@@ -44,7 +45,7 @@ def _fc_fwd(x, w, b, y, has_bias, relu, nthreads):
                         yf[d + _u(m)] = v
 
 
-@njit(parallel=True, cache=True, fastmath=True)
+@njit(parallel=True, cache=True, fastmath=FASTMATH)
 def _fc_bwd(x, w, y, dy, dx, dwt, db, has_bias, relu, need_dx, nthreads):
     N, K = x.shape
     M = w.shape[0]

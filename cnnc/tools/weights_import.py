@@ -136,6 +136,9 @@ def read_tensors(path: str | Path) -> dict[str, Any]:
         if v.dtype.kind not in "fiub":
             raise CheckpointError(f"{p}: tensor {k!r} has dtype {v.dtype}, not a number")
         out[k] = np.asarray(v, dtype=np.float32) if v.dtype.kind == "f" else v
+        if v.dtype.kind == "f" and v.size and not np.isfinite(out[k]).all():
+            raise CheckpointError(f"{p}: tensor {k!r} holds values that are not numbers "
+                                  f"({int((~np.isfinite(out[k])).sum())} NaN or infinite of {v.size})")
     if not out:
         raise CheckpointError(f"{p}: holds no tensors")
     return out

@@ -30,8 +30,9 @@ from ..errors import CheckpointError, DataError, TrainingError, UsageError
 from ..kernels.threads import adapt as adapt_threads
 from ..kernels.threads import configure as configure_threads
 from ..runtime.optim import Optimizer, Schedule
-from .runs import (BEST, CHECKPOINT, find_checkpoint, load_training_checkpoint, new_run_dir,
-                   params_of, save_checkpoint, training_arrays, training_meta, write_history)
+from .runs import (BEST, CHECKPOINT, PathWriter, commit, crash_point, find_checkpoint,
+                   history_files, load_training_checkpoint, new_run_dir, params_of, recover,
+                   save_checkpoint, training_arrays, training_meta)
 from ..lang.settings import DEFAULT_LR, TRAINING
 
 CURVES_EVERY = 30.0  # seconds between redraws of curves.png while training runs
@@ -335,6 +336,7 @@ class Trainer:
         self.pos = _Position()
         self.history: list[dict] = []
         self._curves_drawn = 0  # epochs in the curves.png written last
+        self._committed = 0  # epochs in the run folder's last commit (runs/commit.py)
         self._curves_time = time.perf_counter()
         self._helper = None  # the compile helper while run() runs
         self.best_val: float | None = None
@@ -371,12 +373,27 @@ class Trainer:
         _set_rng_state(self.aug_rng, np.random.default_rng(aug).bit_generator.state)
         _set_rng_state(self.net.rng, np.random.default_rng(drop).bit_generator.state)
 
-    def save(self, name: str = CHECKPOINT) -> Path | None:
+    def save(self, best: bool = False) -> Path | None:
+        """Commit the checkpoint (also as ``best.npz`` with ``best``), the history and, when
+        due, the curves in one atomic step (:mod:`cnnc.training.runs.commit`): a kill at any
+        moment leaves the previous epoch's files or this one's, never a mix."""
         if self.out_dir is None or not self.world.is_root:
             return None
-        path = self.out_dir / name
-        save_checkpoint(path, self._arrays(), self._meta())
-        return path
+        arrays, meta = self._arrays(), self._meta()
+        files = {CHECKPOINT: PathWriter(lambda path: save_checkpoint(path, arrays, meta))}
+        if best:
+            files[BEST] = CHECKPOINT  # the same file: both are this moment's state
+        files.update(self._history_files())
+        self._commit(files)
+        self._committed = len(self.history)
+        return self.out_dir / CHECKPOINT
+
+    def _commit(self, files: dict) -> None:
+        done = f"epoch {self._committed}" if self._committed else "the start"
+        at = f"epoch {self.pos.epoch}" + (f", step {self.pos.iteration}" if self.pos.iteration else "")
+        commit(self.out_dir, files, what=f"checkpoint of {at}",
+               on_error_hint=f"the run folder keeps its previous checkpoint (from {done}); free "
+                             "some space and continue with --resume")
 
     def restore(self, arrays: dict[str, np.ndarray], meta: dict) -> None:
         try:
@@ -393,6 +410,7 @@ class Trainer:
         if self.world.size > 1:
             self._rank_generators(self.pos.epoch, self.pos.iteration)
         self.history = list(meta.get("history", []))
+        self._committed = len(self.history)
         self.best_val = meta.get("best_val_accuracy")
         self.best_score = tuple(meta["best_score"]) if meta.get("best_score") else None
 
@@ -403,11 +421,23 @@ class Trainer:
         short epoch does not wait for matplotlib."""
         if self.out_dir is None or not self.history or not self.world.is_root:
             return
-        curves = self._curves_drawn != len(self.history) and (
+        files = self._history_files(final)
+        if files:
+            self._commit(files)
+
+    def _history_files(self, final: bool = False) -> dict[str, bytes]:
+        """history.csv/json of the committed epochs and, when due, curves.png."""
+        history = self.history[:self._committed] if final else self.history
+        if not history:
+            return {}
+        curves = self._curves_drawn != len(history) and (
             final or time.perf_counter() - self._curves_time >= CURVES_EVERY)
-        write_history(self.out_dir, self.history, self.model.filename, curves=curves)
+        if final and not curves:
+            return {}
+        files = history_files(history, self.model.filename, curves=curves)
         if curves:
-            self._curves_drawn, self._curves_time = len(self.history), time.perf_counter()
+            self._curves_drawn, self._curves_time = len(history), time.perf_counter()
+        return files
 
     @contextlib.contextmanager
     def _final_curves(self):
@@ -572,6 +602,7 @@ class Trainer:
 
     def _end_epoch(self, epoch: int, seconds: float, images: int) -> None:
         cfg, data = self.cfg, self.data
+        crash_point("validation")
         val = evaluate(self.net, data.x_val, data.y_val) if len(data.y_val) else None
         row = {
             "epoch": epoch + 1,
@@ -595,13 +626,10 @@ class Trainer:
         if improved:
             self.best_val = val["accuracy"]
             self.best_score = score
-        # best before the checkpoint: a run killed between the two resumes from the previous
-        # epoch's checkpoint, replays this epoch exactly and writes the same best again (the
-        # other order lost this epoch's best for good)
-        if improved or (val is None and epoch + 1 == cfg.epochs):
-            self.save(BEST)
-        self.save()
-        self.write_history()
+        # checkpoint, best and history in one commit (the manifest run.json): a kill leaves
+        # the previous epoch's set or this one's, and a resume replays this epoch exactly
+        crash_point("before-commit")
+        self.save(best=improved or (val is None and epoch + 1 == cfg.epochs))
         if self.epoch_callback is not None and self.world.is_root:
             self.epoch_callback(self.net, data, self.out_dir, epoch + 1)
         for hook in self.hooks:
@@ -639,6 +667,8 @@ def train(model: "Model", *, x=None, y=None, x_test=None, y_test=None, out: str 
         raise UsageError(f"unknown training setting(s): {', '.join(sorted(unknown))}")
     arrays = meta = None
     if resume is not None:
+        if Path(resume).is_dir() and world().is_root:  # what a kill during a commit left behind
+            recover(resume)
         arrays, meta = load_training_checkpoint(find_checkpoint(resume), named=resume)
         cfg_values = dict(meta["config"])
         if settings.get("epochs") is not None:

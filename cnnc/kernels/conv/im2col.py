@@ -44,6 +44,7 @@ from cnnc.kernels.conv import direct
 from cnnc.kernels.conv.direct import phase_image
 from cnnc.kernels.conv.geometry import PATH_COMPACT, PATH_WIDE
 from cnnc.kernels.conv.microkernel import mk_cols
+from cnnc.kernels.conv.winograd import FASTMATH  # no "reassoc": see winograd.py
 
 # Columns (B*P) a block of images should reach.  Measured (2-core AVX-512 Xeon): GEMMs were
 # as fast or faster per image than per block of images (B*P >= 512) for LeNet and VGG
@@ -78,7 +79,7 @@ def _ow_range(kw, dw, pw, sw, W, OW):
     return off, lo, hi
 
 
-@njit(cache=True, fastmath=True)
+@njit(cache=True, fastmath=FASTMATH)
 def _im2col(xf, xoff, C, H, W, KH, KW, sh, sw, ph, pw, dh, dw, OH, OW, cols, coff, ldc):
     """cols[coff + ((c*KH+kh)*KW+kw)*ldc + oh*OW + ow] = x[c, oh*sh-ph+kh*dh, ow*sw-pw+kw*dw].
 
@@ -114,7 +115,7 @@ def _im2col(xf, xoff, C, H, W, KH, KW, sh, sw, ph, pw, dh, dw, OH, OW, cols, cof
                             cols[d + _u(ow)] = zero
 
 
-@njit(cache=True, fastmath=True)
+@njit(cache=True, fastmath=FASTMATH)
 def _col2im(cols, coff, ldc, C, H, W, KH, KW, sh, sw, ph, pw, dh, dw, OH, OW, dxf, xoff):
     """dx[c, ih, iw] += cols[...]  (adjoint of :func:`_im2col`); dx must be zeroed first."""
     usw = _u(sw)
@@ -217,7 +218,7 @@ def _row_pitch(lay, W, pw, OW):
 # copies; the epilogue drops the garbage columns; backward packs dy with zeros there.
 
 
-@njit(cache=True, fastmath=True)
+@njit(cache=True, fastmath=FASTMATH)
 def _pad_image(xf, xoff, C, H, W, ph, pw, buf, boff):
     """buf[boff:] = x[c] zero-padded to (H+2ph, W+2pw)."""
     zero = buf.dtype.type(0)
@@ -239,7 +240,7 @@ def _pad_image(xf, xoff, C, H, W, ph, pw, buf, boff):
                 buf[dp + _u(j)] = xf[s + _u(j)]
 
 
-@njit(cache=True, fastmath=True)
+@njit(cache=True, fastmath=FASTMATH)
 def _im2col_wide(xf, xoff, C, H, W, KH, KW, ph, pw, OH, OW, cols, coff, ldc, ws, xpoff):
     zero = cols.dtype.type(0)
     Hp = H + 2 * ph
@@ -264,7 +265,7 @@ def _im2col_wide(xf, xoff, C, H, W, KH, KW, ph, pw, OH, OW, cols, coff, ldc, ws,
                     cols[d + _u(j)] = zero
 
 
-@njit(cache=True, fastmath=True)
+@njit(cache=True, fastmath=FASTMATH)
 def _col2im_wide(cols, coff, ldc, C, H, W, KH, KW, ph, pw, OH, OW, dxf, dxoff, ws, xpoff):
     """dx[n] = col2im(cols) (overwrites).  Garbage columns of ``cols`` must be zero."""
     zero = cols.dtype.type(0)
@@ -306,7 +307,7 @@ def _col2im_wide(cols, coff, ldc, C, H, W, KH, KW, ph, pw, OH, OW, dxf, dxoff, w
 # as in the wide layout (its last Wq - OW columns per row are garbage).
 
 
-@njit(cache=True, fastmath=True)
+@njit(cache=True, fastmath=FASTMATH)
 def _im2col_phase(xf, xoff, C, H, W, KH, KW, ph, pw, OH, OW, cols, coff, ldc, ws, qoff):
     zero = cols.dtype.type(0)
     Hq = (H + 2 * ph + 1) // 2
@@ -325,7 +326,7 @@ def _im2col_phase(xf, xoff, C, H, W, KH, KW, ph, pw, OH, OW, cols, coff, ldc, ws
                     cols[d + _u(j)] = zero
 
 
-@njit(cache=True, fastmath=True)
+@njit(cache=True, fastmath=FASTMATH)
 def _col2im_phase(cols, coff, ldc, C, H, W, KH, KW, ph, pw, OH, OW, dxf, dxoff, ws, qoff,
                   rowp, acc):
     """dx[n] = col2im(cols) (overwrites; adds to dx with ``acc``). Output row oh of column
@@ -383,7 +384,7 @@ def _col2im_phase(cols, coff, ldc, C, H, W, KH, KW, ph, pw, OH, OW, dxf, dxoff, 
 # ---------------------------------------------------------------------------------------
 
 
-@njit(parallel=True, cache=True, fastmath=True)
+@njit(parallel=True, cache=True, fastmath=FASTMATH)
 def im2col_conv(x, w, b, y, ws, sh, sw, ph, pw, dh, dw, G, has_bias, relu, nthreads, fcols,
               bcols, path):
     N, C, H, W = x.shape
@@ -470,7 +471,7 @@ def im2col_conv(x, w, b, y, ws, sh, sw, ph, pw, dh, dw, G, has_bias, relu, nthre
                                     yf[d + _u(p)] = ws[s + _u(p)] + bf
 
 
-@njit(parallel=True, cache=True, fastmath=True)
+@njit(parallel=True, cache=True, fastmath=FASTMATH)
 def im2col_conv_split(x, w, b, y, ws, sh, sw, ph, pw, dh, dw, has_bias, relu, T):
     """The forward pass of a batch smaller than the thread count (batch-1 latency), where
     one image per thread would leave threads idle: per image, the im2col is split over
@@ -519,7 +520,7 @@ def im2col_conv_split(x, w, b, y, ws, sh, sw, ph, pw, dh, dw, has_bias, relu, T)
                                 yf[d + _u(p)] = yf[d + _u(p)] + bf
 
 
-@njit(parallel=True, cache=True, fastmath=True)
+@njit(parallel=True, cache=True, fastmath=FASTMATH)
 def im2col_backward(x, w, y, dy, dx, dwt, db, ws, sh, sw, ph, pw, dh, dw, G, has_bias, relu,
               need_dx, need_dw, nthreads, fcols, bcols, path):
     N, C, H, W = x.shape
@@ -668,7 +669,7 @@ def dx_phase_sizes(C, F, KH, KW, H, W, OH, OW, ph, pw):
     return CKK * F, CKK * OH * OW + 4 * C * Hq * Wq + F * direct.NR_MAX
 
 
-@njit(parallel=True, cache=True, fastmath=True)
+@njit(parallel=True, cache=True, fastmath=FASTMATH)
 def dx_phase(w, dy, dx, ws, ph, pw, T, acc):
     """The data gradient of a stride-2, undilated, one-group convolution without a fused
     ReLU: per image the columns ``cols = W^T . dy``, reading dy where it lies (the compact
@@ -737,7 +738,7 @@ def pointwise_strided_sizes(C, F, OH, OW):
     return part + (2 * C + F) * P, part, part + C * P, part + 2 * C * P
 
 
-@njit(parallel=True, cache=True, fastmath=True)
+@njit(parallel=True, cache=True, fastmath=FASTMATH)
 def pointwise_strided_backward(x, w, y, dy, dx, dwt, db, ws, st, has_bias, relu, need_dx, T,
                                 add_dx):
     """Gradients of an unpadded 1x1 convolution at stride ``st`` > 1 (ResNet's projection

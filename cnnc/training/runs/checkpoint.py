@@ -39,7 +39,7 @@ from ...errors import CheckpointError
 __all__ = [
     "CHECKPOINT_FORMAT", "META_KEY", "FORMAT_KEY", "TRAINING_KIND", "META_FIELDS",
     "save_checkpoint", "load_checkpoint", "load_training_checkpoint",
-    "training_arrays", "training_meta", "params_of",
+    "training_arrays", "training_meta", "params_of", "check_finite",
 ]
 
 #: Version of the checkpoint layout written by :func:`save_checkpoint`. A reader refuses
@@ -91,7 +91,25 @@ def load_training_checkpoint(path: str | os.PathLike[str],
     if meta.get("kind") != TRAINING_KIND:
         raise CheckpointError(f"{named if named is not None else Path(path)}: "
                               "not a cnnc training checkpoint")
+    check_finite(arrays, named if named is not None else Path(path))
     return arrays, meta
+
+
+def check_finite(arrays: Mapping[str, np.ndarray], where: Any) -> None:
+    """Refuse arrays holding NaN or infinite values, naming the first such tensor: weights
+    that are not numbers give garbage without a word (``cnnc eval`` printed a confusion
+    matrix of one class). Training that diverges stops at the step instead, before saving."""
+    for key, value in arrays.items():
+        if value.dtype.kind in "fc" and value.size and not np.isfinite(value).all():
+            bad = value[~np.isfinite(value)]
+            nan = int(np.isnan(bad).sum())
+            what = ", ".join(f"{n} {w}" for n, w in ((nan, "NaN"), (bad.size - nan, "infinite"))
+                             if n)
+            name = key[len(PARAM_PREFIX):] if key.startswith(PARAM_PREFIX) else key
+            raise CheckpointError(f"{where}: tensor {name!r} holds values that are not numbers "
+                                  f"({what} of {value.size})",
+                                  hint="these weights cannot be used; take an earlier checkpoint "
+                                       "or train again")
 
 
 def _json_default(value: Any) -> Any:

@@ -1,11 +1,13 @@
 """The run folder: ``runs/<model>`` (numbered so that no run is overwritten), holding
 ``checkpoint.npz`` (the last epoch), ``best.npz`` (the best validation accuracy),
-``history.csv``, ``history.json`` and ``curves.png``."""
+``history.csv``, ``history.json`` and ``curves.png``, committed together through the
+manifest ``run.json`` (:mod:`.commit`)."""
 from __future__ import annotations
 
 from pathlib import Path
 
 from ...errors import CheckpointError, TrainingError, UsageError
+from .commit import MANIFEST, committed
 
 CHECKPOINT = "checkpoint.npz"
 BEST = "best.npz"
@@ -19,14 +21,14 @@ def new_run_dir(model_file: str, out: str | None) -> Path:
     ``-2``, ``-3``... so that no earlier run is overwritten."""
     if out is not None:
         path = Path(out)
-        if (path / CHECKPOINT).exists():
+        if (path / CHECKPOINT).exists() or (path / MANIFEST).exists():
             raise UsageError(f"{path} already holds a training run",
                              hint=f"continue it with --resume {path}, or choose another --out")
     else:
         stem = Path(model_file).stem if model_file not in ("<string>", "<expr>") else "model"
         base = Path("runs") / stem
         path, k = base, 1
-        while (path / CHECKPOINT).exists():
+        while (path / CHECKPOINT).exists() or (path / MANIFEST).exists():
             k += 1
             path = base.parent / f"{base.name}-{k}"
     try:
@@ -41,10 +43,11 @@ def new_run_dir(model_file: str, out: str | None) -> Path:
 
 
 def find_checkpoint(path: str | Path) -> Path:
-    """The checkpoint to resume: ``path`` itself, or a run folder's last checkpoint."""
+    """The checkpoint to resume: ``path`` itself, or a run folder's last committed checkpoint
+    (:func:`~.commit.committed`, so a kill between two writes never mixes epochs)."""
     p = Path(path)
     if p.is_dir():
-        p = p / CHECKPOINT
+        p = committed(p, CHECKPOINT) or p / CHECKPOINT
     if not p.exists():
         raise CheckpointError(f"{p}: no such checkpoint")
     return p
@@ -52,10 +55,10 @@ def find_checkpoint(path: str | Path) -> Path:
 
 def find_weights(path: str | Path) -> Path:
     """The checkpoint to evaluate: ``path`` itself, or a run folder's best checkpoint (its
-    last one when it has no best)."""
+    last one when it has no best), as last committed."""
     p = Path(path)
     if p.is_dir():
-        p = p / BEST if (p / BEST).exists() else p / CHECKPOINT
+        p = committed(p, BEST) or committed(p, CHECKPOINT) or p / CHECKPOINT
     if not p.exists():
         raise CheckpointError(f"{p}: no such checkpoint")
     return p

@@ -6,22 +6,29 @@ import io
 import json
 from pathlib import Path
 
-from ...atomic import atomic_write_bytes, atomic_write_text
+from .commit import commit
 from .folder import CURVES, HISTORY_CSV, HISTORY_JSON
 
 
-def write_history(out_dir: Path, history: list[dict], title: str, curves: bool = True) -> None:
-    """``history.csv``, ``history.json`` and (with ``curves``) ``curves.png`` in ``out_dir``,
-    each atomically. Drawing the curves costs about 0.2 s (and importing matplotlib more),
-    so the training loop redraws them only now and then (:class:`cnnc.training.train.Trainer`)."""
+def history_files(history: list[dict], title: str, curves: bool = True) -> dict[str, bytes]:
+    """The bytes of ``history.csv``, ``history.json`` and (with ``curves``) ``curves.png``,
+    by file name, for one commit of the run folder (:mod:`.commit`). Drawing the curves
+    costs about 0.2 s (and importing matplotlib more), so the training loop redraws them only
+    now and then (:class:`cnnc.training.train.Trainer`)."""
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=list(history[0]))
     writer.writeheader()
     writer.writerows(history)
-    atomic_write_text(out_dir / HISTORY_CSV, buf.getvalue())
-    atomic_write_text(out_dir / HISTORY_JSON, json.dumps(history, indent=1))
+    files = {HISTORY_CSV: buf.getvalue().encode("utf-8"),
+             HISTORY_JSON: json.dumps(history, indent=1).encode("utf-8")}
     if curves:
-        atomic_write_bytes(out_dir / CURVES, plot_history(history, title))
+        files[CURVES] = plot_history(history, title)
+    return files
+
+
+def write_history(out_dir: Path, history: list[dict], title: str, curves: bool = True) -> None:
+    """:func:`history_files` committed to the run folder ``out_dir`` in one step."""
+    commit(out_dir, history_files(history, title, curves), what="history")
 
 
 def plot_history(history: list[dict], title: str) -> bytes:
