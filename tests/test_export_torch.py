@@ -55,7 +55,11 @@ def compare(model, tmp_path: Path, seed: int = 0) -> float:
     return float(np.abs(theirs - ours).max() / np.abs(ours).max())
 
 
-@pytest.mark.parametrize("path", sorted(MODELS.glob("*.cnn")), ids=lambda p: p.stem)
+HEAVY = {"alexnet", "alexnet_caffe", "vgg16", "vgg19", "zfnet", "resnet50"}  # in the full suite only
+
+
+@pytest.mark.parametrize("path", [pytest.param(p, id=p.stem, marks=[pytest.mark.slow] if p.stem in HEAVY else [])
+                                  for p in sorted(MODELS.glob("*.cnn"))])
 def test_models_in_pytorch_equal_cnnc(path, tmp_path):
     model = cnnc.compile_file(path)
     model = cnnc.compile_file(path, input=_small_input(model))
