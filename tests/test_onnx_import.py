@@ -437,10 +437,9 @@ def test_resnet18_reads_like_the_lecture(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["resnet50", "vgg11_bn_224", "mobilenet_v2_224", "densenet121"])
+@pytest.mark.parametrize("name", ["vgg11_bn_224", "mobilenet_v2_224", "densenet121"])
 def test_import_full_size(name, tmp_path):
     build, shape = {
-        "resnet50": (lambda: resnet50(), (3, 64, 64)),
         "vgg11_bn_224": (lambda: VGG(num_classes=10, hidden=1024), (3, 224, 224)),
         "mobilenet_v2_224": (lambda: MobileNetV2(), (3, 224, 224)),
         "densenet121": (lambda: DenseNet(), (3, 64, 64)),
@@ -449,10 +448,14 @@ def test_import_full_size(name, tmp_path):
     assert err <= TOL, (name, err)
 
 
-def test_resnet50_is_three_definitions(tmp_path):
+def test_resnet50_bottlenecks_are_definitions(tmp_path):
+    """The identity bottleneck and the projection one, whose first call has stride 1."""
     result, err = check_import(resnet50(num_classes=10), (3, 32, 32), tmp_path, "resnet50", batch=1)
     assert err <= TOL
-    assert "4*c" in result.text and result.lines <= 16, result.text
+    text = result.text
+    assert "down(c, s) =" in text and "conv1(4*c, stride=s, bias=false)" in text, text
+    assert "down(64, 1) - res(64)*2 - down(128, 2) - res(128)*3" in text, text
+    assert result.lines <= 14, text
 
 
 # ---------------------------------------------------------------------------------------
