@@ -28,7 +28,7 @@ TINY = "conv3(8) - relu - pool - fc"
 RICH = "conv3(8) - bn - relu - pool - dropout(0.25) - fc(32) - relu - fc"
 FAST = dict(batch=32, optimizer="adam", lr=0.01)
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-TIMING_KEYS = {"seconds", "images_per_s"}
+TIMING_KEYS = {"seconds", "images_per_s", "elapsed"}
 
 
 def _model(text: str = TINY, shape: str = "1x8x8"):

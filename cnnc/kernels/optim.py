@@ -12,7 +12,7 @@ import math
 
 from numba import njit, prange
 
-__all__ = ["sgd_update", "adam_update"]
+__all__ = ["sgd_update", "adam_update", "ema_update"]
 
 
 @njit(cache=True, parallel=True, error_model="numpy")
@@ -62,3 +62,11 @@ def adam_update(p, g, m, v, lr, beta1, beta2, eps, weight_decay, step, decoupled
         m[i] = mi
         v[i] = vi
         p[i] = pi - step_size * mi / (math.sqrt(vi) / bc2_sqrt + eps)
+
+
+@njit(cache=True, parallel=True, error_model="numpy")
+def ema_update(avg, p, decay):
+    """In place: ``avg = decay * avg + (1 - decay) * p`` (each element computed in float64)."""
+    keep = 1.0 - decay
+    for i in prange(avg.shape[0]):
+        avg[i] = decay * avg[i] + keep * p[i]

@@ -25,7 +25,7 @@ class SettingSpec:
     training configuration (with ``default``) and a ``cnnc train`` flag in ``group``.
 
     Rules (checked for header lines and configurations alike): ``minimum`` (inclusive),
-    ``positive`` (finite and > 0), ``below`` (exclusive upper bound, with ``minimum``)."""
+    ``positive`` (finite and > 0), ``below`` (exclusive upper bound, with ``minimum``), ``maximum`` (inclusive)."""
 
     key: str
     kind: str  # "shape", "int", "float", "bool", "choice", "str"
@@ -34,6 +34,7 @@ class SettingSpec:
     minimum: float | None = None
     positive: bool = False
     below: float | None = None
+    maximum: float | None = None  # inclusive upper bound
     header: bool = True
     training: bool = True
     default: Any = None
@@ -65,6 +66,8 @@ class SettingSpec:
             return f"{self.key} must lie in [{self.minimum:g}, {self.below:g}), got {value}"
         if self.minimum is not None and value < self.minimum:
             return f"{self.key} must be at least {self.minimum:g}, got {value}"
+        if self.maximum is not None and value > self.maximum:
+            return f"{self.key} must be at most {self.maximum:g}, got {value}"
         return None
 
 
@@ -105,18 +108,35 @@ SETTINGS: tuple[SettingSpec, ...] = (
     SettingSpec("nesterov", "bool", "Nesterov momentum (SGD)", default=False),
     SettingSpec("weight_decay", "float", "weight decay: L2 for sgd/adam, decoupled for adamw",
                 minimum=0.0, default=0.0, metavar="WD"),
-    SettingSpec("schedule", "choice", "learning-rate schedule",
-                choices=("constant", "step", "cosine"), default="constant"),
+    SettingSpec("schedule", "choice", "learning-rate schedule: constant, step, cosine, or "
+                "onecycle (a triangle: up linearly to lr over the first `peak` of training, "
+                "then down linearly towards zero)",
+                choices=("constant", "step", "cosine", "onecycle"), default="constant"),
     SettingSpec("step_size", "int", "epochs between decays of the step schedule", minimum=1,
                 default=30, metavar="N"),
     SettingSpec("gamma", "float", "decay factor of the step schedule", minimum=0.0, default=0.1,
                 metavar="G"),
     SettingSpec("warmup", "int", "epochs of linear learning-rate warm-up", minimum=0, default=0,
                 metavar="N"),
+    SettingSpec("peak", "float", "onecycle: the fraction of training over which the learning "
+                "rate rises (the warm-up) before it falls", minimum=0.0, below=1.0, default=0.25,
+                metavar="F"),
+    SettingSpec("label_smoothing", "float", "label smoothing: the target puts 1 - F + F/K on "
+                "the label and F/K on each of the K classes", minimum=0.0, below=1.0,
+                default=0.0, metavar="F"),
+    SettingSpec("ema", "float", "decay of an exponential moving average of the weights, "
+                "updated every step and used for validation, test and best.npz (0: off; "
+                "e.g. 0.999)", minimum=0.0, below=1.0, default=0.0, metavar="D"),
     SettingSpec("augment", "choice", "data augmentation: none, flip, crop (pad 4), cropN, or "
                 "crop+flip", choices=("none", "crop", "flip", "crop+flip", "auto"),
                 default="auto", group="data", metavar="SPEC", strict_choices=False,
                 default_text="auto, crop+flip for CIFAR-10, none for digits"),
+    SettingSpec("tta", "bool", "test-time augmentation: validation and test average the "
+                "predictions of each image and its mirror image (only where the training "
+                "augmentation flips)", default=False, group="data"),
+    SettingSpec("until", "float", "stop as soon as validation accuracy reaches ACC (a "
+                "fraction, e.g. 0.992) and report the epoch and seconds", positive=True, maximum=1.0,
+                metavar="ACC", default_text="train all epochs"),
     SettingSpec("seed", "int", "random seed: same seed, same result", minimum=0, default=0,
                 metavar="N"),
     SettingSpec("val_split", "float", "fraction of the training data held out for validation",

@@ -61,6 +61,7 @@ class Executor:
         self.logits = self.values[plan.logits]
         self.probs = np.zeros(self.logits.shape, self.dtype)
         self.labels = np.zeros(batch, np.int64)
+        self.label_smoothing = 0.0  # > 0: loss and backward use smoothed targets
 
     @property
     def input(self) -> np.ndarray:
@@ -98,14 +99,22 @@ class Executor:
         return self.logits
 
     def loss(self) -> float:
-        """Mean softmax cross-entropy of the logits against ``self.labels``."""
+        """Mean softmax cross-entropy of the logits against ``self.labels`` (smoothed by
+        :attr:`label_smoothing` where it is > 0)."""
+        if self.label_smoothing > 0:
+            return float(self._loss.smoothed_xent_forward(self.logits, self.labels, self.probs,
+                                                           self.label_smoothing))
         return float(self._loss.softmax_xent_forward(self.logits, self.labels, self.probs))
 
     def backward(self) -> None:
         """Gradients of the last :meth:`loss` w.r.t. every parameter (and the input)."""
         if self.plan.inference:
             raise UsageError("an inference plan has no backward pass; use the training executor")
-        self._loss.softmax_xent_backward(self.probs, self.labels, self.grads[self.plan.logits])
+        if self.label_smoothing > 0:
+            self._loss.smoothed_xent_backward(self.probs, self.labels, self.grads[self.plan.logits],
+                                              self.label_smoothing)
+        else:
+            self._loss.softmax_xent_backward(self.probs, self.labels, self.grads[self.plan.logits])
         self._run_backward(self.plan.steps)
 
     def value(self, node: str) -> np.ndarray:

@@ -29,7 +29,7 @@ from ..runtime.distributed import World, threads_per_rank, world
 from ..errors import CheckpointError, DataError, TrainingError, UsageError
 from ..kernels.threads import adapt as adapt_threads
 from ..kernels.threads import configure as configure_threads
-from ..runtime.optim import Optimizer, Schedule
+from ..runtime.optim import Optimizer, Schedule, WeightAverage
 from .runs import (BEST, CHECKPOINT, PathWriter, commit, crash_point, find_checkpoint,
                    history_files, load_training_checkpoint, new_run_dir, params_of, recover,
                    save_checkpoint, training_arrays, training_meta)
@@ -37,6 +37,8 @@ from ..lang.settings import DEFAULT_LR, TRAINING
 
 CURVES_EVERY = 30.0  # seconds between redraws of curves.png while training runs
 EVAL_BATCH = 500  # images per forward pass of an evaluation
+#: Validation accuracies whose first crossing the history records (time to accuracy).
+MILESTONES = (0.9, 0.95, 0.98, 0.99, 0.992, 0.995, 0.999)
 
 if TYPE_CHECKING:
     from ..compiler import Model
@@ -107,6 +109,12 @@ class TrainResult:
     std: np.ndarray | None = None
     ranks: int = 1  # data-parallel processes (MPI)
     allreduce_seconds: float = 0.0  # time spent summing gradients over the ranks
+    until: dict | None = None  # with `until`: {"accuracy", "epoch", "seconds"} where it was reached
+
+    @property
+    def milestones(self) -> dict[str, dict]:
+        """:func:`milestones` of the history: the first epoch (and seconds) at each accuracy."""
+        return milestones(self.history)
 
     def normalize(self, x) -> np.ndarray:
         """Images (uint8 or float, as given to training) normalized as in training."""
@@ -124,7 +132,24 @@ class TrainResult:
                 "train_loss": last.get("train_loss"), "train_accuracy": last.get("train_accuracy"),
                 "seconds": round(self.seconds, 3), "interrupted": self.interrupted,
                 "out_dir": str(self.out_dir) if self.out_dir else None, "ranks": self.ranks,
-                "allreduce_seconds": round(self.allreduce_seconds, 3)}
+                "allreduce_seconds": round(self.allreduce_seconds, 3),
+                "until": self.until, "milestones": self.milestones}
+
+
+def milestones(history: list[dict]) -> dict[str, dict]:
+    """For each of :data:`MILESTONES` the validation accuracy reached: ``{"0.99": {"epoch":
+    3, "seconds": 21.4}}``, the first epoch at or above it and the training seconds
+    (validation included) from the start of the run to the end of that epoch's validation."""
+    out: dict[str, dict] = {}
+    for row in history:
+        acc = row.get("val_accuracy")
+        if acc is None or row.get("elapsed") is None:
+            continue
+        for level in MILESTONES:
+            key = f"{level:g}"
+            if acc >= level and key not in out:
+                out[key] = {"epoch": row["epoch"], "seconds": row["elapsed"]}
+    return out
 
 
 # ---------------------------------------------------------------------------
@@ -169,11 +194,15 @@ def prepare_data(model_shape, classes: int | None, cfg: TrainConfig, train_ds: D
 # ---------------------------------------------------------------------------
 
 
-def evaluate(net: "Network", x, y, batch: int = EVAL_BATCH, *, mean=None, std=None) -> dict:
+def evaluate(net: "Network", x, y, batch: int = EVAL_BATCH, *, mean=None, std=None,
+             tta: bool = False) -> dict:
     """Accuracy, mean loss and confusion matrix (rows: true class, columns: predicted),
     inference mode (dropout off, batch norm on running statistics). ``x`` is used as given
     unless ``mean``/``std`` (``TrainResult.mean``/``.std``) are given: then raw images are
-    normalized as in training first."""
+    normalized as in training first. ``tta``: each image's logits are the mean of its own
+    and its mirror image's (test-time augmentation; only for data trained with flips)."""
+    from ..kernels.loss import softmax_xent_forward
+
     if mean is not None or std is not None:
         x = np.asarray(x)
         if len(net.input_shape) == 2 and x.ndim == 3:  # raw sequences (N, C, L): channels on axis 1
@@ -190,7 +219,14 @@ def evaluate(net: "Network", x, y, batch: int = EVAL_BATCH, *, mean=None, std=No
         prog.input[...] = xb
         prog.labels[...] = yb
         logits = prog.forward(False)
-        total_loss += prog.loss() * xb.shape[0]
+        if tta:
+            logits = logits.copy()
+            prog.input[...] = xb[..., ::-1]
+            logits += prog.forward(False)
+            logits *= 0.5
+            total_loss += softmax_xent_forward(logits, prog.labels, prog.probs) * xb.shape[0]
+        else:
+            total_loss += prog.loss() * xb.shape[0]
         np.add.at(confusion, (yb, logits.argmax(axis=1)), 1)
     n = max(x.shape[0], 1)
     return {"accuracy": float(np.trace(confusion) / n), "loss": total_loss / n,
@@ -325,7 +361,16 @@ class Trainer:
                                    nesterov=cfg.nesterov, weight_decay=cfg.weight_decay)
         self.steps_per_epoch = n // self.batch
         self.schedule = Schedule(cfg.learning_rate, cfg.schedule, cfg.epochs, self.steps_per_epoch,
-                                 cfg.warmup, cfg.step_size, cfg.gamma)
+                                 cfg.warmup, cfg.step_size, cfg.gamma, cfg.peak)
+        # an exponential moving average of the weights, for validation, test and the saved weights
+        self.ema = (WeightAverage(cfg.ema, self.net.theta, self.net.buffer_flat)
+                    if cfg.ema > 0 else None)
+        if cfg.tta and not data.augment.flip:
+            raise UsageError(f"tta averages each image with its mirror image, but {data.name} is "
+                             f"trained with augmentation {data.augment.describe()}, without flips",
+                             hint="mirrored digits or letters are other symbols; use tta only "
+                                  "with --augment flip or crop+flip (CIFAR-like data)")
+        self.until: dict | None = None  # where cfg.until was reached
         seeds = np.random.SeedSequence(cfg.seed).spawn(2)
         self.shuffle_rng = np.random.default_rng(seeds[0])  # the same on every rank
         self.aug_rng = np.random.default_rng(seeds[1])
@@ -344,8 +389,16 @@ class Trainer:
 
     # ---- checkpoints
     def _arrays(self) -> dict[str, np.ndarray]:
-        return training_arrays(self.net.state(), self.optimizer.state(), self.data.mean,
-                               self.data.std)
+        if self.ema is None:
+            return training_arrays(self.net.state(), self.optimizer.state(), self.data.mean,
+                                   self.data.std)
+        # the averaged weights are the checkpoint's weights (what eval, predict and export
+        # read, and what validation measured); the training weights go alongside, for resume
+        state = {**self.optimizer.state(), **self.ema.state(),
+                 "ema.train_theta": self.net.theta.copy(),
+                 "ema.train_buffers": self.net.buffer_flat.copy()}
+        with self.ema.swapped():
+            return training_arrays(self.net.state(), state, self.data.mean, self.data.std)
 
     def _meta(self) -> dict:
         return training_meta(
@@ -399,6 +452,10 @@ class Trainer:
         try:
             self.net.load_state(params_of(arrays))
             self.optimizer.load_state(arrays)
+            if self.ema is not None:  # the checkpoint's weights are the average (see _arrays)
+                self.ema.load_state(arrays)
+                self.net.theta[...] = arrays["ema.train_theta"]
+                self.net.buffer_flat[...] = arrays["ema.train_buffers"]
         except (UsageError, KeyError, ValueError) as err:
             raise CheckpointError(f"the checkpoint does not match this model: {getattr(err, 'message', err)}") from None
         self.pos = _Position(**meta["position"])
@@ -409,7 +466,14 @@ class Trainer:
         _set_rng_state(self.net.rng, rng["dropout"])
         if self.world.size > 1:
             self._rank_generators(self.pos.epoch, self.pos.iteration)
-        self.history = list(meta.get("history", []))
+        self.history = [{"elapsed": None, "reached": "", **row} for row in meta.get("history", [])]
+        self.until = None  # a run resumed after reaching `until` stops at once
+        for row in self.history:
+            if (self.cfg.until is not None and row.get("val_accuracy") is not None
+                    and row["val_accuracy"] >= self.cfg.until):
+                self.until = {"accuracy": self.cfg.until, "epoch": row["epoch"],
+                              "seconds": row["elapsed"]}
+                break
         self._committed = len(self.history)
         self.best_val = meta.get("best_val_accuracy")
         self.best_score = tuple(meta["best_score"]) if meta.get("best_score") else None
@@ -474,6 +538,7 @@ class Trainer:
 
         cfg, data, net, world = self.cfg, self.data, self.net, self.world
         prog = net.executor(self.local_batch)
+        prog.label_smoothing = cfg.label_smoothing
         # every rank starts from rank 0's parameters and batch-norm statistics
         world.broadcast(net.theta)
         world.broadcast(net.buffer_flat)
@@ -490,7 +555,7 @@ class Trainer:
         next_adapt = time.perf_counter() + 2.0
         interrupted = False
         with _Interrupt() as stop, self._final_curves():
-            while self.pos.epoch < cfg.epochs:
+            while self.pos.epoch < cfg.epochs and self.until is None:
                 epoch = self.pos.epoch
                 # the permutation of this epoch comes from the state saved at its start
                 _set_rng_state(self.shuffle_rng, self.epoch_start_state)
@@ -525,6 +590,8 @@ class Trainer:
                                      "good checkpoint is kept" if self.out_dir else
                                      "lower the learning rate (--lr) or add batch norm")
                         self.optimizer.step(self.schedule.lr(epoch, it) * self.controls.lr_scale)
+                        if self.ema is not None:
+                            self.ema.update()
                         if time.perf_counter() > next_adapt:  # follow the machine's idle cores
                             adapt_threads()
                             next_adapt = time.perf_counter() + 2.0
@@ -547,17 +614,26 @@ class Trainer:
                     _set_rng_state(self.shuffle_rng, after_perm)
                     break
                 self._end_epoch(epoch, time.perf_counter() - t_epoch, images_epoch)
+                if self.until is not None:  # cfg.until reached: stop here
+                    break
         self.pos.seconds = time.perf_counter() - start
         if interrupted:
             path = self.save()
             if self.world.is_root:
                 self.log(f"interrupted at epoch {self.pos.epoch + 1}, step {self.pos.iteration}"
                          + (f"; saved {path}" if path else ""))
-        test = evaluate(net, data.x_test, data.y_test) if len(data.y_test) else {}
+        test = self._evaluate(data.x_test, data.y_test) if len(data.y_test) else {}
         if world.size > 1:  # no rank leaves before rank 0 has written and said everything
             world.any(False)  # (a rank that exits with 130 first gets the others killed)
         return TrainResult(net, self.history, test, self.out_dir, interrupted, self.best_val, self.pos.seconds,
-                           data.mean, data.std, world.size, self.comm_seconds)
+                           data.mean, data.std, world.size, self.comm_seconds, self.until)
+
+    def _evaluate(self, x, y) -> dict:
+        """:func:`evaluate` with the averaged weights (``ema``) and ``tta`` where set."""
+        if self.ema is None:
+            return evaluate(self.net, x, y, tta=self.cfg.tta)
+        with self.ema.swapped():
+            return evaluate(self.net, x, y, tta=self.cfg.tta)
 
     def _apply_controls(self, stop: "_Interrupt", epoch: int, it: int) -> float:
         """Carry out the control requests (:class:`Controls`) between two steps; while paused,
@@ -603,7 +679,10 @@ class Trainer:
     def _end_epoch(self, epoch: int, seconds: float, images: int) -> None:
         cfg, data = self.cfg, self.data
         crash_point("validation")
-        val = evaluate(self.net, data.x_val, data.y_val) if len(data.y_val) else None
+        t_val = time.perf_counter()
+        val = self._evaluate(data.x_val, data.y_val) if len(data.y_val) else None
+        elapsed = self.pos.seconds + (time.perf_counter() - t_val)  # from the run's start
+        before = milestones(self.history)
         row = {
             "epoch": epoch + 1,
             "lr": self.schedule.lr(epoch, max(self.steps_per_epoch - 1, 0)) * self.controls.lr_scale,
@@ -613,8 +692,16 @@ class Trainer:
             "val_accuracy": val["accuracy"] if val else None,
             "images_per_s": images / max(seconds, 1e-9) if images else None,
             "seconds": seconds,
+            "elapsed": elapsed,
         }
         self.history.append(row)
+        row["reached"] = " ".join(k for k in milestones(self.history) if k not in before)
+        if (cfg.until is not None and self.until is None and val is not None
+                and val["accuracy"] >= cfg.until):
+            self.until = {"accuracy": cfg.until, "epoch": epoch + 1, "seconds": elapsed}
+            if self.world.is_root:
+                self.log(f"validation accuracy {val['accuracy']:.4f} reached {cfg.until:g} at "
+                         f"epoch {epoch + 1} after {elapsed:.1f}s of training; stopping")
         if self._helper is not None:  # every kernel of a step and an evaluation is compiled now
             self._helper.stop()
         self.pos.epoch = epoch + 1
