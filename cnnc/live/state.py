@@ -119,6 +119,7 @@ class LiveWriter(Hook):
         self._fd: int | None = None
         self.errors = 0
         self.hook_seconds = 0.0  # time the training thread spent in this hook
+        self.writer_seconds = 0.0  # CPU time of the writer thread
 
     # ---- the training thread
     def on_step(self, trainer, loss: float, correct: int) -> None:
@@ -155,8 +156,8 @@ class LiveWriter(Hook):
         event["epochs"] = trainer.cfg.epochs
         self._put(("epoch", event))
         self._capture_panel(trainer)
-        if not self._views_pending.is_set():  # the maps of the epoch's final weights
-            self._capture_views(trainer)
+        if trainer.pos.epoch >= trainer.cfg.epochs and not self._views_pending.is_set():
+            self._capture_views(trainer)  # the maps of the final weights (else: on their schedule)
 
     def on_control(self, trainer, action: str, value) -> None:
         self.paused = trainer.controls.paused
@@ -198,8 +199,7 @@ class LiveWriter(Hook):
         if not len(self._x) or len(net.input_shape) != 3 or self._no_views:
             return
         try:
-            acts = net.layer_outputs(self._x, self._layers)
-            probs = net.predict_proba(self._x)
+            acts = net.layer_outputs(self._x, self._layers)  # the last one: the logits
             filt = grad = None
             if self._conv is not None:
                 filt = net.get(self._conv, "w")
@@ -209,7 +209,7 @@ class LiveWriter(Hook):
             self._put(("warning", {"message": f"no activation views: {err}"}))
             return
         self._views_pending.set()
-        self._put(("views", {"acts": acts, "probs": probs, "filters": filt, "grads": grad,
+        self._put(("views", {"acts": acts, "filters": filt, "grads": grad,
                              "step": self.steps, "epoch": trainer.pos.epoch}))
 
     def _capture_panel(self, trainer) -> None:
@@ -263,6 +263,7 @@ class LiveWriter(Hook):
                 if item is None:
                     return
                 kind, payload = item
+                t = time.thread_time()
                 try:
                     if kind == "views":
                         replace_file(folder / VIEWS, json.dumps(self._render_views(payload)))
@@ -277,6 +278,7 @@ class LiveWriter(Hook):
                 except (OSError, ValueError, TypeError):
                     self.errors += 1
                     self._views_pending.clear()
+                self.writer_seconds += time.thread_time() - t
         finally:
             os.close(self._fd)
 
@@ -292,11 +294,12 @@ class LiveWriter(Hook):
         names = list(self.trainer.data.class_names)
         px, channels = image_pixels(self._x)
         out = {"step": p["step"], "epoch": p["epoch"], "images": [], "layers": [], "filters": None}
+        probs = softmax(p["acts"][self._layers[-1]])
         for i in range(len(self._x)):
-            top = int(np.argmax(p["probs"][i]))
+            top = int(np.argmax(probs[i]))
             out["images"].append({"pixels": b64(px[i]), "h": px.shape[1], "w": px.shape[2], "c": channels,
                                   "label": _name(names, self._y[i]), "predicted": _name(names, top),
-                                  "probability": float(p["probs"][i][top])})
+                                  "probability": float(probs[i][top])})
         for layer in self._layers:
             a = np.asarray(p["acts"][layer], np.float32)
             shape = list(a.shape[1:])
@@ -324,6 +327,12 @@ class LiveWriter(Hook):
                           "correct": bool(order[0] == self._py[i]),
                           "top": [[_name(names, k), float(probs[k])] for k in order]})
         return {"epoch": p["epoch"], "h": px.shape[1], "w": px.shape[2], "c": channels, "items": items}
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    z = np.asarray(logits, np.float64).reshape(len(logits), -1)
+    z = np.exp(z - z.max(axis=1, keepdims=True))
+    return z / z.sum(axis=1, keepdims=True)
 
 
 def _filter_tiles(w: np.ndarray, key: str) -> dict:
