@@ -1012,3 +1012,17 @@ def test_digits_read_without_sklearn_match_sklearn():
     d = sk_digits()
     np.testing.assert_array_equal(images, d.images)
     np.testing.assert_array_equal(target, d.target)
+
+
+def test_a_failed_download_leaves_no_empty_folders(tmp_path):
+    """Offline, `--data mnist --data-dir a/b/c` fails with one message and removes the folders
+    it had to make (a run evaluated elsewhere used to leave an empty ../shared/data behind);
+    a folder that existed before stays."""
+    target = tmp_path / "a" / "b" / "c"
+    with pytest.raises(DataError):
+        data.download_dataset("mnist", target)
+    assert list(tmp_path.iterdir()) == []
+    (tmp_path / "kept").mkdir()
+    with pytest.raises(DataError):
+        data.download_dataset("mnist", tmp_path / "kept" / "mnist")
+    assert list(tmp_path.iterdir()) == [tmp_path / "kept"] and list((tmp_path / "kept").iterdir()) == []

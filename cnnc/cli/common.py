@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import os
+from pathlib import Path
 from typing import Any
 
 from ..errors import CheckpointError, UsageError
@@ -173,6 +174,9 @@ def load_weights(args):
 
     p = find_weights(args.weights)
     arrays, meta = load_training_checkpoint(p)
+    recorded = meta.get("design") or {}
+    if getattr(args, "set", None) is None and recorded:  # the run's --set, unless given again
+        args.set = _recorded_design(args, recorded)
     model = compile_with_classes(args, classes=meta.get("classes"))
     if args.command == "eval":
         check_memory(args, model, 500, training=False)  # evaluate()'s batch
@@ -188,9 +192,33 @@ def load_weights(args):
     try:
         net.load_state(params_of(arrays))
     except UsageError as err:
-        raise CheckpointError(f"{p}: {err.message}",
-                              hint="the checkpoint was made for another model") from None
+        used = model.design.as_dict() if model.design is not None else {}
+        hint = "the checkpoint was made for another model"
+        if recorded != used:
+            hint += (f" (it was trained with --set {_design_text(recorded) or 'nothing'}; this one has "
+                     f"{_design_text(used) or 'no design values'})")
+        raise CheckpointError(f"{p}: {err.message}", hint=hint) from None
     return model, net, arrays, meta, p
+
+
+def _design_text(design: dict) -> str:
+    return ",".join(f"{k}={v}" for k, v in design.items())
+
+
+def _recorded_design(args, recorded: dict) -> str | None:
+    """The recorded design values that the model named on the command line uses (a run of
+    another model's file may record names this one does not have)."""
+    from ..lang.design import design_names
+    from ..lang.syntax import parse
+
+    try:
+        text = args.expr if getattr(args, "expr", None) is not None else Path(args.file).read_text("utf-8")
+        variables, switches = design_names(parse(text, "<model>"))
+        names = variables | switches
+    except Exception:  # an unreadable or broken file: compiling it reports the problem
+        return None
+    used = {k: v for k, v in recorded.items() if k in names}
+    return _design_text(used) or None
 
 
 def set_threads(threads: int | None) -> None:

@@ -1092,6 +1092,7 @@ def write_checkpoint(result: ImportResult, out: str | Path, source: str | Path, 
     arrays["data.mean"] = norm_values(mean, c, "mean", 0.0)
     arrays["data.std"] = norm_values(std, c, "std", 1.0)
     meta = {"kind": "cnnc-training", "model_text": model.source, "model_file": model.filename,
+            "design": model.design.as_dict() if model.design is not None else {},
             "input_shape": list(model.input_shape), "classes": model.classes, "class_names": [],
             "data_name": cfg.data, "config": asdict(cfg), "imported_from": str(source),
             "finished": True, "history": []}

@@ -309,6 +309,7 @@ def import_weights(model, source: str | Path, out: str | Path, *, mode: str = "a
     arrays = {f"param.{k}": v for k, v in net.state().items()}
     arrays["data.mean"], arrays["data.std"] = mean_arr, std_arr
     meta = {"kind": "cnnc-training", "model_text": model.source, "model_file": model.filename,
+            "design": model.design.as_dict() if model.design is not None else {},
             "input_shape": list(model.input_shape), "classes": net.classes, "class_names": [],
             "data_name": cfg.data, "config": asdict(cfg), "imported_from": str(source),
             "import_mapping": plan.mode, "finished": True, "history": []}

@@ -18,7 +18,7 @@ import os
 import signal
 import sys
 import time
-from dataclasses import asdict, dataclass, field, fields, make_dataclass
+from dataclasses import asdict, dataclass, field, fields, make_dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -409,6 +409,7 @@ class Trainer:
             class_names=list(self.data.class_names),
             data_name=self.data.name,
             config=asdict(self.cfg),
+            design=self.model.design.as_dict() if self.model.design is not None else {},
             position=asdict(self.pos),
             rng={"epoch_start": self.epoch_start_state, "shuffle": _rng_state(self.shuffle_rng),
                  "augment": _rng_state(self.aug_rng), "dropout": _rng_state(self.net.rng)},
@@ -763,6 +764,8 @@ def train(model: "Model", *, x=None, y=None, x_test=None, y_test=None, out: str 
         cfg = TrainConfig(**cfg_values)
     else:
         cfg = TrainConfig.from_header(model.header, **settings)
+    data_spec, data_dir = D.recorded_source(cfg.data, cfg.data_dir)  # the run records absolute paths
+    cfg = replace(cfg, data=data_spec, data_dir=data_dir)
     if x is not None:
         train_ds = D.dataset_from_arrays(x, y, "x")
         test_ds = (D.dataset_from_arrays(x_test, y_test, "x_test", train_ds.class_names) if x_test is not None

@@ -29,7 +29,7 @@ from .formats.digits import load_digits
 from .formats.idx import load_idx, load_mnist_dir, read_idx
 from .formats.images import load_image_file, load_image_folder
 from .formats.npz import load_npz
-from .resolve import resolve_dataset
+from .resolve import recorded_source, resolve_dataset
 from .transforms import (check_input_shape, fit_to_shape, normalize_stats, split_validation,
                          to_float)
 
@@ -37,7 +37,7 @@ __all__ = [
     "Dataset", "dataset_from_arrays", "Batches", "Augmentation",
     "load_idx", "read_idx", "load_mnist_dir", "load_cifar10_dir", "load_npz",
     "load_image_folder", "load_digits", "load_image_file",
-    "resolve_dataset", "default_data_dir", "download_dataset", "download_file",
+    "resolve_dataset", "recorded_source", "default_data_dir", "download_dataset", "download_file",
     "normalize_stats", "to_float", "split_validation",
     "random_crop", "random_flip", "augmentations_for", "parse_augmentation",
     "check_input_shape", "fit_to_shape",

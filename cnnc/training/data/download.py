@@ -103,10 +103,23 @@ def download_dataset(name: str, folder: str | os.PathLike[str]) -> None:
     if name not in DOWNLOADS:
         raise DataError(f"no download is known for data set {name!r}")
     folder = Path(folder)
+    made = [d for d in (folder, *folder.parents) if not d.exists()]  # to remove if nothing comes
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise DataError(f"cannot create the data folder {folder}: {exc.strerror or exc}") from None
+    try:
+        _fetch_all(name, folder)
+    except BaseException:
+        for d in made:  # innermost first; only folders still empty (no partial data is kept)
+            try:
+                d.rmdir()
+            except OSError:
+                break
+        raise
+
+
+def _fetch_all(name: str, folder: Path) -> None:
     for fname, md5, sha in _download_targets(name):
         dest = folder / fname
         if name != "cifar10" and find_first(folder, [fname, fname[:-3]]) is not None:

@@ -106,6 +106,20 @@ def _with_holdout(ds: Dataset) -> tuple[Dataset, Dataset]:
     return split_validation(ds, HOLDOUT_FRACTION, np.random.default_rng(HOLDOUT_SEED))
 
 
+def recorded_source(spec: str | None, data_dir: str | None) -> tuple[str | None, str | None]:
+    """The data source as a run folder records it, usable from any working directory: a
+    known name stays a name; a path (and ``data_dir``) becomes absolute."""
+    if spec is not None:
+        key = spec.strip()
+        if not (ALIASES.get(key.lower()) and not _looks_like_path(key)):
+            p = Path(key).expanduser()
+            if p.exists():
+                spec = str(p.resolve())
+    if data_dir is not None:
+        data_dir = str(Path(data_dir).expanduser().resolve())
+    return spec, data_dir
+
+
 def resolve_dataset(spec: str, data_dir: str | os.PathLike[str] | None = None, *,
                     download: bool | None = None) -> tuple[Dataset, Dataset]:
     """``(train, test)`` for a data set name or path.

@@ -16,7 +16,9 @@ Training schema (:func:`training_arrays`, :func:`training_meta`,
 state (:meth:`cnnc.runtime.optim.Optimizer.state`), and ``data.mean`` / ``data.std``, the input
 normalization. Meta (:data:`META_FIELDS`): ``kind`` (:data:`TRAINING_KIND`), the model
 (``model_text``, ``model_file``, ``input_shape``, ``classes``), the data (``class_names``,
-``data_name``), ``config`` (the :class:`~cnnc.training.train.TrainConfig` as a dict), the training
+``data_name``), ``config`` (the :class:`~cnnc.training.train.TrainConfig` as a dict, with the data
+source as a name or an absolute path), ``design`` (the design variables and optional-layer
+switches the model was compiled with, ``--set``; absent in older checkpoints), the training
 position (``position``, ``rng``: generator states, ``history``, ``best_val_accuracy``,
 ``best_score``, ``finished``).
 """
@@ -53,7 +55,7 @@ FORMAT_KEY = "checkpoint_format"
 TRAINING_KIND = "cnnc-training"
 #: The keys of a training checkpoint's metadata (besides :data:`FORMAT_KEY`).
 META_FIELDS = ("kind", "model_text", "model_file", "input_shape", "classes", "class_names",
-               "data_name", "config", "position", "rng", "history", "best_val_accuracy",
+               "data_name", "config", "design", "position", "rng", "history", "best_val_accuracy",
                "best_score", "finished")
 PARAM_PREFIX = "param."
 
