@@ -447,3 +447,28 @@ def test_top_level_fit_and_evaluate(digits):
     assert isinstance(r, T.TrainResult) and r.test["accuracy"] > 0.7
     e = evaluate(r.network, te.x, te.y, mean=r.mean, std=r.std)
     assert e["accuracy"] == pytest.approx(r.test["accuracy"])
+
+
+def test_curves_have_whole_epoch_ticks_and_name_the_data(monkeypatch, tmp_path):
+    """curves.png: the epoch axis is ticked at whole epochs only, and the title names the
+    model and the data set it was trained on."""
+    from matplotlib.figure import Figure
+
+    from cnnc.training.runs import history as H
+
+    figures = []
+    real = Figure.savefig
+    monkeypatch.setattr(Figure, "savefig", lambda self, *a, **k: figures.append(self) or real(self, *a, **k))
+    rows = [{"epoch": e, "train_loss": 1.0 / e, "train_accuracy": 0.5 + e / 10, "val_loss": 1.2 / e,
+             "val_accuracy": 0.45 + e / 10} for e in (1, 2, 3)]
+    H.plot_history(rows, "tiny.cnn on digits")
+    (fig,) = figures
+    for ax in fig.axes:
+        ticks = [t for t in ax.get_xticks() if 1 <= t <= 3]
+        assert ticks and all(float(t).is_integer() for t in ticks), ticks
+    assert fig._suptitle.get_text() == "tiny.cnn on digits"
+    titles = []
+    monkeypatch.setattr(H, "plot_history", lambda history, title: titles.append(title) or b"")
+    model = cnnc.compile("conv3(4) - relu - pool - fc", input="1x8x8", classes=10)
+    T.train(model, out=tmp_path / "run", epochs=1, data="digits", notice=False)
+    assert titles and titles[-1].endswith(" on digits")

@@ -499,7 +499,7 @@ class Trainer:
             final or time.perf_counter() - self._curves_time >= CURVES_EVERY)
         if final and not curves:
             return {}
-        files = history_files(history, self.model.filename, curves=curves)
+        files = history_files(history, f"{self.model.filename} on {self.data.name}", curves=curves)
         if curves:
             self._curves_drawn, self._curves_time = len(history), time.perf_counter()
         return files

@@ -32,11 +32,13 @@ def write_history(out_dir: Path, history: list[dict], title: str, curves: bool =
 
 
 def plot_history(history: list[dict], title: str) -> bytes:
-    """PNG bytes of the loss and accuracy curves."""
+    """PNG bytes of the loss and accuracy curves (``title``: the model and its data set);
+    the epoch axis has whole-number ticks."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     epochs = [h["epoch"] for h in history]
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
@@ -45,6 +47,7 @@ def plot_history(history: list[dict], title: str) -> bytes:
         if any(h[f"val_{metric}"] is not None for h in history):
             ax.plot(epochs, [h[f"val_{metric}"] for h in history], "o-", label="validation")
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel(label)
         ax.legend()
         ax.grid(alpha=0.3)
