@@ -282,6 +282,25 @@ def test_controls_pause_lr_save_stop(tmp_path):
     assert lrs and all(abs(v - 0.0123) < 1e-9 for v in lrs)  # recorded in the history
 
 
+class PauseThenCtrlC(Hook):
+    def __init__(self):
+        self.steps = 0
+
+    def on_step(self, trainer, loss, correct):
+        self.steps += 1
+        if self.steps == 2:
+            trainer.controls.request("pause")
+            threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT)).start()
+
+
+def test_ctrl_c_ends_a_pause_and_saves(tmp_path):
+    model = cnnc.compile_file(DIGITS)
+    hook = PauseThenCtrlC()
+    result = cnnc.fit(model, out=tmp_path / "r", epochs=50, limit=400, hooks=[hook])
+    assert result.interrupted and hook.steps == 2
+    assert (tmp_path / "r" / "checkpoint.npz").exists()
+
+
 def test_controls_reject_bad_values():
     from cnnc.training.train import Controls
 

@@ -59,6 +59,9 @@ class _LateControls:
             raise UsageError("training has not started yet (kernels may be compiling); try again")
         if self.writer.ended:
             raise UsageError("the run has ended")
+        if t.world.size > 1 and action in ("pause", "resume", "lr"):
+            raise UsageError(f"{action} works on a single-process run only (the {t.world.size} ranks "
+                             "would drift apart); save and stop work")
         t.controls.request(action, value)
 
 
