@@ -422,6 +422,7 @@ def test_live_page_in_chromium(tmp_path):
             proc.communicate()
     assert proc.returncode == 130, err
     assert "Traceback" not in err and err.count("interrupted at epoch") == 1
+    assert "paused from the live page" in err and "learning rate set to 0.002" in err
     arrays, meta = __import__("cnnc.training.runs", fromlist=["x"]).load_training_checkpoint(
         tmp_path / "run" / "checkpoint.npz")
     assert meta["position"]["epoch"] >= 1 and not meta["finished"]

@@ -161,6 +161,13 @@ class LiveWriter(Hook):
 
     def on_control(self, trainer, action: str, value) -> None:
         self.paused = trainer.controls.paused
+        said = {"pause": "paused from the live page (resume there; Ctrl-C saves and stops)",
+                "resume": "resumed from the live page",
+                "save": f"saved a checkpoint from the live page at epoch {trainer.pos.epoch + 1}, "
+                        f"step {trainer.pos.iteration}",
+                "stop": "stopping: asked by the live page"}.get(action)
+        if said and (action not in ("pause", "resume") or trainer.world.size == 1):
+            trainer.log(said)
         self._put(("control", {"action": action, "value": value, "step": self.steps,
                                "epoch": trainer.pos.epoch, "iteration": trainer.pos.iteration,
                                "paused": self.paused, "lr_scale": trainer.controls.lr_scale}))
