@@ -94,7 +94,7 @@ def main() -> None:
     avg_tensors = [t for t in list(averaged.parameters()) + list(averaged.buffers()) if t.is_floating_point()]
     live_tensors = [t for t in list(model.parameters()) + list(model.buffers()) if t.is_floating_point()]
 
-    opt = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=args.momentum, nesterov=True,
+    opt = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=args.momentum,
                           weight_decay=args.weight_decay)
     steps_per_epoch = len(x_train) // args.batch
     total = args.epochs * steps_per_epoch

@@ -41,8 +41,9 @@ class SettingSpec:
     default_text: str | None = None  # how --help states the default (None: the default itself)
     group: str = "optimization"
     metavar: str | None = None
-    strict_choices: bool = True  # False: header lines take only `choices`; flags and the API
-    #                              take more, checked where they are used (augment)
+    strict_choices: bool = True  # False: header lines take only `choices` (or `pattern`);
+    #                              flags and the API take more, checked where used (augment)
+    pattern: str | None = None  # a regular expression header values may match besides `choices`
 
     @property
     def type(self) -> type:
@@ -57,7 +58,11 @@ class SettingSpec:
         """What is wrong with a value of the right type (None: nothing); ``header``: the
         value of a header line."""
         if self.kind == "choice" and (header or self.strict_choices) and value not in self.choices:
-            return f"{self.key} must be one of {', '.join(self.choices)}, got {value!r}"
+            import re
+
+            if not (self.pattern and isinstance(value, str) and re.fullmatch(self.pattern, value)):
+                more = " or cropN (crop with padding N)" if self.pattern else ""
+                return f"{self.key} must be one of {', '.join(self.choices)}{more}, got {value!r}"
         if value is None or self.kind not in ("int", "float"):
             return None
         if self.positive and not (math.isfinite(value) and value > 0):
@@ -130,6 +135,7 @@ SETTINGS: tuple[SettingSpec, ...] = (
     SettingSpec("augment", "choice", "data augmentation: none, flip, crop (pad 4), cropN, or "
                 "crop+flip", choices=("none", "crop", "flip", "crop+flip", "auto"),
                 default="auto", group="data", metavar="SPEC", strict_choices=False,
+                pattern=r"crop\d+(\+flip)?",
                 default_text="auto, crop+flip for CIFAR-10, none for digits"),
     SettingSpec("tta", "bool", "test-time augmentation: validation and test average the "
                 "predictions of each image and its mirror image (only where the training "
