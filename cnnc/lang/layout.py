@@ -376,7 +376,7 @@ def svg(analysis, expand: bool = False, direction: str = "TB", scale: float = 72
     for b in p.boxes:
         cx, cy = p.place(b.id)
         bx, by = X(cx - p.bw / 2), Y(cy - p.bh / 2)
-        sub = fmt_shape(b.shape) + ("" if b.kind == "input" else "   " + fmt_params(b.params))
+        sub = fmt_shape(b.shape) + ("" if b.kind == "input" else " \u00b7 " + fmt_params(b.params))
         size = min(12.0, 12.0 * 30 / max(len(b.title), 1))
         out.append(f'<g><title>{escape(b.name)}</title>'
                    f'<rect x="{bx}" y="{by}" width="{p.bw * scale:.1f}" height="{p.bh * scale:.1f}" rx="6" '
