@@ -279,3 +279,15 @@ def test_resume_with_ema_smoothing_and_onecycle_is_bit_exact(tmp_path):
     assert not np.array_equal(a["ema.theta"], a["ema.train_theta"])
     assert resumed.test == whole.test
     assert [r["val_accuracy"] for r in resumed.history] == [r["val_accuracy"] for r in whole.history]
+
+
+def test_eval_reads_the_averaged_weights_and_flips_as_training_did(cli, tmp_path):
+    import cnnc
+
+    model = cnnc.compile_file(write_model(tmp_path, RECIPE_DIGITS))
+    # flips on digits only to have a run with tta (a real recipe would not mirror digits)
+    result = cnnc.fit(model, epochs=2, augment="flip", tta=True, out=tmp_path / "run")
+    r = cli("eval", model.filename, "--weights", tmp_path / "run" / "checkpoint.npz", "--json")
+    assert r.code == 0, r
+    assert r.json()["accuracy"] == result.test["accuracy"]
+    assert r.json()["loss"] == pytest.approx(result.test["loss"], rel=1e-6)

@@ -181,7 +181,7 @@ def cmd_eval(args) -> int:
     if ds.num_classes > net.classes:
         raise UsageError(f"{ds.name} has {ds.num_classes} classes, the model {net.classes}")
     x = D.to_float(ds.x, arrays["data.mean"], arrays["data.std"])
-    metrics = evaluate(net, x, ds.y)
+    metrics = evaluate(net, x, ds.y, tta=cfg.tta)  # test-time flips where the run used them
     metrics.update({"data": ds.name, "split": args.split, "weights": str(path)})
     if args.json:
         print(json.dumps(metrics, indent=2))
