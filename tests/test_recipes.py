@@ -247,6 +247,8 @@ def test_until_on_the_command_line(cli, tmp_path):
     assert "reached 0.5 at epoch" in r.err
     bad = cli("train", path, "--until", "99.2")
     assert bad.code != 0 and "until must be at most 1" in bad.err
+    bad = cli("train", path, "--until", "0.9", "--val-split", "0")
+    assert bad.code != 0 and "no validation images" in bad.err
 
 
 # ---------------------------------------------------------------- resume, bit-exact

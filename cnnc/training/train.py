@@ -370,6 +370,9 @@ class Trainer:
                              f"trained with augmentation {data.augment.describe()}, without flips",
                              hint="mirrored digits or letters are other symbols; use tta only "
                                   "with --augment flip or crop+flip (CIFAR-like data)")
+        if cfg.until is not None and not len(data.y_val):
+            raise UsageError("until stops at a validation accuracy, but this run holds out no "
+                             "validation images", hint="use --val-split 0.1, for example")
         self.until: dict | None = None  # where cfg.until was reached
         seeds = np.random.SeedSequence(cfg.seed).spawn(2)
         self.shuffle_rng = np.random.default_rng(seeds[0])  # the same on every rank
