@@ -234,7 +234,8 @@ class Conv(LayerType):
         if len(in_shapes[0]) == 2:
             dims, k, pad = 1, cfg.size[-1], pw
         else:
-            dims, k, pad = 2, cfg.size[0] if cfg.size[0] == cfg.size[1] else tuple(cfg.size), ph if ph == pw else (ph, pw)
+            dims, pad = 2, ph if ph == pw else (ph, pw)
+            k = cfg.size[0] if cfg.size[0] == cfg.size[1] else tuple(cfg.size)
         args = f"{c}, {f}, kernel_size={k}"
         args += f", stride={cfg.stride}" if cfg.stride != 1 else ""
         args += f", padding={pad}" if pad else ""

@@ -22,6 +22,10 @@ class PoolConfig:
         return self.stride if self.stride is not None else max(self.size)
 
 
+def _rounding(cfg: PoolConfig) -> str:
+    return (", ceil" if cfg.round == "ceil" else "") + (", edge drop" if cfg.edge == "drop" else "")
+
+
 class _Pool(LayerType):
     suffix = "size"
     mode: str
@@ -56,14 +60,14 @@ class _Pool(LayerType):
             label = f"{self.name}{kw}" + (f"(stride={s})" if s != kw else "")
             (out,) = window_fit_error(label, spatial, (kw,), s, (cfg.pad,), 1, is_pool=True,
                                       ceil=cfg.round == "ceil", drop=cfg.edge == "drop")
-            detail = f"{kw}, stride {s}, pad {cfg.pad}" + (", ceil" if cfg.round == "ceil" else "") + (", edge drop" if cfg.edge == "drop" else "")
+            detail = f"{kw}, stride {s}, pad {cfg.pad}" + _rounding(cfg)
             return LayerInfo(out_shape=(c, out), window=Window((kw,), (s,), (cfg.pad,)), detail=detail)
         h, w = spatial
         label = f"{self.name}{kh}" if kh == kw else f"{self.name}{kh}x{kw}"
         label += f"(stride={s})" if s != max(kh, kw) else ""
         oh, ow = window_fit_error(label, (h, w), (kh, kw), s, (cfg.pad, cfg.pad), 1,
                                   is_pool=True, ceil=cfg.round == "ceil", drop=cfg.edge == "drop")
-        detail = f"{kh}x{kw}, stride {s}, pad {cfg.pad}" + (", ceil" if cfg.round == "ceil" else "") + (", edge drop" if cfg.edge == "drop" else "")
+        detail = f"{kh}x{kw}, stride {s}, pad {cfg.pad}" + _rounding(cfg)
         return LayerInfo(out_shape=(c, oh, ow), window=Window((kh, kw), (s, s), (cfg.pad, cfg.pad)),
                          detail=detail)
 

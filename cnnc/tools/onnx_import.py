@@ -240,11 +240,6 @@ def _size(shape) -> int:
     return n
 
 
-def _fmt(v: float) -> float | int:
-    r = float(f"{v:.6g}")
-    return int(r) if r == int(r) and abs(r) < 1e15 and isinstance(v, int) else r
-
-
 class _Mapper:
     def __init__(self, model, path: str):
         self.model, self.path = model, path
