@@ -3,9 +3,10 @@ bind address, malformed requests, many and vanishing clients), the Trainer's con
 notebook display and ``cnnc.fit(live=True)``, and (slow) a real ``cnnc train --live`` in
 headless Chromium: curves and tiles drawn, pause stops the step counter, stop saves.
 
-The Chromium test skips only where the ``chromium`` binary is absent (.ci/run installs it).
-Its screenshot is kept as a test artifact: ``$CNNC_TEST_ARTIFACTS`` (default
-``build/test-artifacts``)/live.png.
+The Chromium tests skip only where the ``chromium`` binary is absent (.ci/run installs it).
+The live one drives the page over the DevTools protocol (tests/cdp_helpers.py: the standard
+library only) and clicks its buttons; its screenshot is kept as a test artifact:
+``$CNNC_TEST_ARTIFACTS`` (default ``build/test-artifacts``)/live.png.
 """
 from __future__ import annotations
 
@@ -351,19 +352,8 @@ def chromium() -> str | None:
 
 def browser(*args: str, timeout=90) -> str:
     cmd = [chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-           "--no-first-run", "--hide-scrollbars", f"--user-data-dir={ARTIFACTS / 'chromium-profile'}",
-           "--timeout=8000", *args]  # the page's event stream never ends: stop loading after 8 s
+           "--no-first-run", "--hide-scrollbars", f"--user-data-dir={ARTIFACTS / 'chromium-profile'}", *args]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout).stdout
-
-
-def page_dom(url: str, ready, tries: int = 4) -> str:
-    """The page's DOM once ``ready(dom)`` (a headless load stops after a few seconds, and a
-    loaded machine may stop it before the first events are drawn: load again)."""
-    for _ in range(tries):
-        dom = browser("--dump-dom", url)
-        if ready(dom):
-            break
-    return dom
 
 
 def start_live(tmp_path: Path, *extra: str) -> tuple[subprocess.Popen, str, str]:
@@ -390,45 +380,70 @@ def wait_state(base: str, token: str, ok, timeout=120.0) -> dict:
 @pytest.mark.slow  # trains in a subprocess, starts Chromium
 @pytest.mark.skipif(chromium() is None, reason="needs the chromium binary (apt-get install chromium; .ci/run does)")
 def test_live_page_in_chromium(tmp_path):
+    from cdp_helpers import Page
+
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     proc, base, token = start_live(tmp_path, "--epochs", "400", "--batch", "16")
+    page = None
     try:
-        wait_state(base, token, lambda s: s["steps"] > 0 and s["epoch"] >= 1)
-        url = f"{base}/?token={token}"
-        dom = page_dom(url, lambda d: not re.search(r'data-(points|tiles)="0"', d))
-        points = int(re.search(r'data-points="(\d+)"', dom).group(1))
-        tiles = int(re.search(r'data-tiles="(\d+)"', dom).group(1))
-        assert points >= 2 and tiles > 50, (points, tiles)
-        assert "<svg" in dom and "conv_1" in dom and "class=\"item\"" in dom and "table class=\"conf\"" in dom
-        browser("--window-size=1400,1900", f"--screenshot={ARTIFACTS / 'live.png'}", url)
+        wait_state(base, token, lambda s: s["steps"] > 0)
+        page = Page(chromium(), f"{base}/?token={token}", tmp_path / "profile")
+        # the curves have points, the activation tiles are drawn, the panels are filled
+        page.wait("+document.body.dataset.points >= 3 && +document.body.dataset.tiles > 50")
+        page.wait("document.querySelectorAll('#panel .item').length === 36 && "
+                  "!!document.querySelector('#confusion table') && !!document.querySelector('#drawing svg') && "
+                  "document.getElementById('summary').textContent.includes('conv_1')")
+        page.screenshot(ARTIFACTS / "live.png")
         assert (ARTIFACTS / "live.png").stat().st_size > 10_000
-        # pause (what the Pause button posts): the step counter stops
-        assert post(base, token, {"action": "pause"})[0] == 200
-        s1 = wait_state(base, token, lambda s: s["paused"])
+        steps = "+document.getElementById('steps').textContent"
+        # click Pause: the step counter stops, on the page and in the process
+        page.js("document.getElementById('pause').click()")
+        page.wait("document.body.dataset.state === 'paused'")
+        s1, n1 = wait_state(base, token, lambda s: s["paused"]), page.js(steps)
         time.sleep(1.5)
-        s2 = wait_state(base, token, lambda s: True)
-        assert s2["steps"] == s1["steps"] and s2["paused"]
-        dom = page_dom(url, lambda d: 'data-state="paused"' in d)
-        assert 'data-state="paused"' in dom, re.findall(r'data-\w+="[^"]*"|id="status"[^<]*', dom)
-        assert post(base, token, {"action": "lr", "value": 0.002})[0] == 200
-        assert post(base, token, {"action": "resume"})[0] == 200
-        wait_state(base, token, lambda s: s["steps"] > s2["steps"])
-        # stop (the Stop button): saves like Ctrl-C, exits 130
-        assert post(base, token, {"action": "stop"})[0] == 200
+        s2, n2 = wait_state(base, token, lambda s: True), page.js(steps)
+        assert s2["steps"] == s1["steps"] and n2 == n1 and s2["paused"]
+        assert page.js("document.getElementById('pause').textContent") == "Resume"
+        # a new learning rate, then Resume: the counter moves again
+        page.js("document.getElementById('lr').value = '0.002'; document.getElementById('setlr').click()")
+        page.wait("document.getElementById('message').textContent.includes('learning rate set to 0.002')")
+        page.js("document.getElementById('pause').click()")
+        page.wait(f"{steps} > {n2}")
+        # click Stop: saves like Ctrl-C, exits 130; the page says so
+        page.js("document.getElementById('stop').click()")
+        page.wait("document.body.dataset.state === 'ended'")
+        assert "stopped" in page.js("document.getElementById('status').textContent")
         out, err = proc.communicate(timeout=120)
     finally:
+        if page is not None:
+            page.close()
         if proc.poll() is None:
             proc.kill()
             proc.communicate()
     assert proc.returncode == 130, err
     assert "Traceback" not in err and err.count("interrupted at epoch") == 1
     assert "paused from the live page" in err and "learning rate set to 0.002" in err
-    arrays, meta = __import__("cnnc.training.runs", fromlist=["x"]).load_training_checkpoint(
-        tmp_path / "run" / "checkpoint.npz")
+    from cnnc.training.runs import load_training_checkpoint
+
+    arrays, meta = load_training_checkpoint(tmp_path / "run" / "checkpoint.npz")
     assert meta["position"]["epoch"] >= 1 and not meta["finished"]
     events = [json.loads(x) for x in (tmp_path / "run" / LIVE / EVENTS).read_text().splitlines()]
     assert [e["action"] for e in events if e["type"] == "control"] == ["pause", "lr", "resume", "stop"]
     assert events[-1]["type"] == "end" and events[-1]["interrupted"] is True
+
+
+@pytest.mark.slow  # trains in a subprocess, starts Chromium
+@pytest.mark.skipif(chromium() is None, reason="needs the chromium binary (apt-get install chromium; .ci/run does)")
+def test_a_finished_run_in_chromium_with_serve(live_run):
+    server = LiveServer(live_run[0], title="t").start()
+    try:
+        dom = browser("--virtual-time-budget=5000", "--dump-dom", server.url)
+    finally:
+        server.closing.set()
+        server.shutdown()
+        server.server_close()
+    attrs = dict(re.findall(r'data-(\w+)="([^"]*)"', dom[:dom.index("<header")]))
+    assert attrs["state"] == "ended" and int(attrs["points"]) >= 2 and int(attrs["tiles"]) > 50, attrs
 
 
 @pytest.mark.slow  # trains in a subprocess
