@@ -821,7 +821,7 @@ class _Mapper:
         target = self.const_in(node, i, 1, "target shape")
         n = _size(self.shape[x])
         t = [int(v) for v in target.reshape(-1)]
-        if len(t) == 2 and t[1] in (n, -1) and (t[0] in (0, -1, 1) or t[0] > 0):
+        if len(t) == 2 and (t[1] == n or (t[1] == -1 and t[0] in (0, -1, 1))):
             return self._to_vector(node, i, x)
         raise self.err(node, i, f"a reshape to {t}; cnnc reads only a reshape to (N, {n}), a flattening")
 
