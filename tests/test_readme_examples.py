@@ -115,6 +115,26 @@ def _order(command: str) -> int:
     return 2
 
 
+def serve_until_it_answers(argv: list[str], cwd, env) -> None:
+    """`cnnc serve ...` started, its page fetched (200), then Ctrl-C: exit status 0."""
+    import signal
+    import urllib.request
+
+    proc = subprocess.Popen([sys.executable, "-m", "cnnc", *argv], cwd=cwd, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        line = proc.stdout.readline()
+        assert line.startswith("live page: http://127.0.0.1:"), (argv, line, proc.stderr.read() if proc.poll() else "")
+        with urllib.request.urlopen(line.split(": ", 1)[1].strip(), timeout=30) as r:
+            assert r.status == 200
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
 @pytest.mark.slow  # trains, exports ResNet-18, runs MPI
 def test_every_help_example_runs(tmp_path):
     examples = help_examples()
@@ -130,5 +150,8 @@ def test_every_help_example_runs(tmp_path):
             argv += ["--epochs", "2" if "--resume" in argv else "1"]
         if argv[0] == "bench":
             argv += ["--steps", "2", "--repeats", "1"]
+        if argv[0] == "serve":  # serves until Ctrl-C: check the page answers, then stop it
+            serve_until_it_answers(argv, tmp_path, env)
+            continue
         r = run(argv, tmp_path, env=env)
         assert r.returncode == 0, (command, r.stderr[-3000:])

@@ -16,7 +16,7 @@ def register(sub) -> None:
                     "maps, filters, test panel and confusion matrix, followed as the run's live/ "
                     "folder grows. A run trained without --live shows its history. The controls "
                     "work only on the page of the training process itself.",
-        epilog="examples:\n  cnnc serve runs/digits\n  cnnc serve runs/lenet5 --port 8000")
+        epilog="example:\n  cnnc serve runs/digits")
     p.add_argument("run", metavar="RUN", help="a run folder (runs/<model>...)")
     p.add_argument("--port", type=int, default=0, metavar="N", help="the page's port (default: a free one)")
     p.add_argument("--host", default="127.0.0.1", metavar="ADDR",
