@@ -102,7 +102,7 @@ def check_finite(arrays: Mapping[str, np.ndarray], where: Any) -> None:
     that are not numbers give garbage without a word (``cnnc eval`` printed a confusion
     matrix of one class). Training that diverges stops at the step instead, before saving."""
     for key, value in arrays.items():
-        if value.dtype.kind in "fc" and value.size and not np.isfinite(value).all():
+        if np.issubdtype(value.dtype, np.inexact) and value.size and not np.isfinite(value).all():
             bad = value[~np.isfinite(value)]
             nan = int(np.isnan(bad).sum())
             what = ", ".join(f"{n} {w}" for n, w in ((nan, "NaN"), (bad.size - nan, "infinite"))
