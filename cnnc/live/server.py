@@ -248,6 +248,9 @@ class Handler(BaseHTTPRequestHandler):
         return state
 
     def _events(self) -> None:
+        if self.command == "HEAD":
+            self._send(200, b"", "text/event-stream")
+            return
         if not self.server.streams.acquire(blocking=False):
             self._send(503, b"too many open pages\n", extra={"Retry-After": "5"})
             return

@@ -39,7 +39,7 @@ function onEvent(e) {
       run.epoch = e.epoch; run.lr = e.lr;
       $("data").textContent = e.data + ", batch " + e.batch + ", " + e.optimizer + (e.ranks > 1 ? ", " + e.ranks + " ranks" : "");
       if (!$("lr").value) $("lr").value = e.lr;
-      for (const h of e.history || []) addEpoch(h);
+      if (!trainLoss.points.length && !valLoss.points.length) for (const h of e.history || []) addEpoch(h);  // a resumed run: its earlier epochs
       setStatus("training", "training");
       break;
     case "steps":
