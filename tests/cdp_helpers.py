@@ -11,15 +11,26 @@ import re
 import socket
 import struct
 import subprocess
+import threading
 import time
 import urllib.request
 class Page:
     """One page of a headless Chromium started for it."""
+
     def __init__(self, exe, url, profile):
+        self.sock = None
         self.proc = subprocess.Popen([exe, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
                                       "--no-first-run", f"--user-data-dir={profile}", "--remote-debugging-port=0",
                                       "--window-size=1400,1900", url],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        try:
+            self._connect()
+        except BaseException:  # no Chromium left behind
+            self.close()
+            raise
+        self.next_id = 0
+
+    def _connect(self) -> None:
         port = None
         deadline = time.time() + 30
         while time.time() < deadline:
@@ -28,6 +39,8 @@ class Page:
             if m:
                 port = int(m.group(1)); break
         assert port, "chromium printed no DevTools address"
+        # keep reading its stderr: a full pipe would stall the browser
+        threading.Thread(target=self.proc.stderr.read, daemon=True).start()
         targets = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=60).read())
         ws = next(t["webSocketDebuggerUrl"] for t in targets if t.get("type") == "page")
         path = ws.split(f":{port}", 1)[1]
@@ -39,7 +52,6 @@ class Page:
         while b"\r\n\r\n" not in head:
             head += self.sock.recv(1)
         assert b" 101 " in head.split(b"\r\n")[0], head
-        self.next_id = 0
 
     def _send(self, text):
         data = text.encode()
@@ -102,7 +114,8 @@ class Page:
 
     def close(self):
         try:
-            self.sock.close()
+            if self.sock is not None:
+                self.sock.close()
         finally:
             self.proc.kill()
             self.proc.wait()
