@@ -191,3 +191,30 @@ def test_normalization_is_never_silent(tmp_path, capsys):
     assert rc == 0, err
     arrays, _ = load_checkpoint(out)
     assert arrays["data.mean"].tolist() == pytest.approx([0.3]) and arrays["data.std"].tolist() == pytest.approx([0.2])
+
+
+def test_imported_weights_are_fine_tuned_with_their_normalization(tmp_path, capsys):
+    """`cnnc train FILE --resume RUN` on a folder of imported weights starts from those weights
+    (at a learning rate of 1e-12 they barely move, where a fresh start would be far away) and
+    keeps the normalization they came with; resuming that run again continues it."""
+    digits = ROOT / "models" / "digits.cnn"
+    state = cnnc.compile_file(digits).network(seed=5).state()
+    np.savez(tmp_path / "w.npz", **state)
+    run = tmp_path / "imp"
+    rc, _, err = run_main(capsys, "import-weights", str(digits), "--from", str(tmp_path / "w.npz"),
+                          "-o", str(run), "--mean", "0.3", "--std", "0.3")
+    assert rc == 0, err
+    rc, _, err = run_main(capsys, "train", str(digits), "--resume", str(run), "--epochs", "1", "--lr", "1e-12",
+                          "--quiet")
+    assert rc == 0, err
+    arrays, meta = load_checkpoint(run / "checkpoint.npz")
+    assert meta["position"]["epoch"] == 1
+    assert arrays["data.mean"].tolist() == pytest.approx([0.3]) and arrays["data.std"].tolist() == pytest.approx([0.3])
+    weights = {k: v for k, v in state.items() if ".running_" not in k}  # bn statistics do move
+    assert len(weights) >= 4
+    for name, value in weights.items():
+        np.testing.assert_allclose(arrays[f"param.{name}"], value, rtol=0, atol=1e-6, err_msg=name)
+    rc, _, err = run_main(capsys, "train", str(digits), "--resume", str(run), "--epochs", "2", "--quiet")
+    assert rc == 0, err
+    arrays, meta = load_checkpoint(run / "checkpoint.npz")
+    assert meta["position"]["epoch"] == 2 and arrays["data.mean"].tolist() == pytest.approx([0.3])

@@ -19,7 +19,10 @@ def _output_flags(p: argparse.ArgumentParser) -> None:
     r.add_argument("--out", metavar="DIR",
                    help="run folder for checkpoints, history.csv/json and curves.png "
                         "(default: runs/<model>, numbered so nothing is overwritten)")
-    r.add_argument("--resume", metavar="RUN", help="continue the run in this folder (or checkpoint file)")
+    r.add_argument("--resume", metavar="RUN",
+                   help="continue the run in this folder (or checkpoint file); imported weights "
+                        "(cnnc import --weights-out, cnnc import-weights) are fine-tuned from epoch 1, "
+                        "with the input normalization they came with")
     r.add_argument("--json", action="store_true", help="print the final metrics as JSON")
     r.add_argument("--quiet", action="store_true", help="no progress bar or per-epoch lines")
     x = p.add_argument_group("parallelism")

@@ -30,7 +30,7 @@ from ..errors import CheckpointError, DataError, TrainingError, UsageError
 from ..kernels.threads import adapt as adapt_threads
 from ..kernels.threads import configure as configure_threads
 from ..runtime.optim import Optimizer, Schedule, WeightAverage
-from .runs import (BEST, CHECKPOINT, PathWriter, commit, crash_point, find_checkpoint,
+from .runs import (BEST, CHECKPOINT, PathWriter, commit, crash_point, find_checkpoint, find_weights,
                    history_files, load_training_checkpoint, new_run_dir, params_of, recover,
                    save_checkpoint, training_arrays, training_meta)
 from ..lang.settings import DEFAULT_LR, TRAINING
@@ -158,8 +158,11 @@ def milestones(history: list[dict]) -> dict[str, dict]:
 
 
 def prepare_data(model_shape, classes: int | None, cfg: TrainConfig, train_ds: D.Dataset,
-                 test_ds: D.Dataset) -> Prepared:
-    """Check shapes and classes, hold out validation, normalize with training statistics."""
+                 test_ds: D.Dataset, normalization: tuple | None = None) -> Prepared:
+    """Check shapes and classes, hold out validation, normalize with training statistics, or
+    with ``normalization`` (a checkpoint's (mean, std)) where that differs from them: weights
+    being fine-tuned keep the normalization they were trained with; a resumed run, whose
+    statistics are the same, computes them as the uninterrupted run did."""
     if tuple(train_ds.shape) != tuple(model_shape):
         if not cfg.fit:
             D.check_input_shape(model_shape, train_ds)
@@ -174,6 +177,9 @@ def prepare_data(model_shape, classes: int | None, cfg: TrainConfig, train_ds: D
     if len(train) == 0:
         raise DataError(f"{train_ds.name}: no training images left after the validation split")
     mean, std = D.normalize_stats(train)
+    if normalization is not None and not all(
+            np.allclose(np.ravel(a), np.ravel(b), rtol=1e-6, atol=0) for a, b in zip((mean, std), normalization)):
+        mean, std = (np.asarray(v, np.float32).ravel() for v in normalization)
     augment = (D.augmentations_for(train_ds.name) if cfg.augment == "auto"
                else D.parse_augmentation(cfg.augment))
     # issue 11: a 1-D model takes (N, C, L); sequences are stored as (N, C, 1, L)
@@ -756,15 +762,25 @@ def train(model: "Model", *, x=None, y=None, x_test=None, y_test=None, out: str 
     unknown = set(settings) - {f.name for f in fields(TrainConfig)}
     if unknown:
         raise UsageError(f"unknown training setting(s): {', '.join(sorted(unknown))}")
-    arrays = meta = None
+    arrays = meta = initial = normalization = None
     if resume is not None:
         if Path(resume).is_dir() and world().is_root:  # what a kill during a commit left behind
             recover(resume)
-        arrays, meta = load_training_checkpoint(find_checkpoint(resume), named=resume)
-        cfg_values = dict(meta["config"])
-        if settings.get("epochs") is not None:
-            cfg_values["epochs"] = settings["epochs"]
-        cfg = TrainConfig(**cfg_values)
+        try:
+            resumed = find_checkpoint(resume)
+        except CheckpointError:  # a folder of imported weights holds best.npz only
+            resumed = find_weights(resume)
+        arrays, meta = load_training_checkpoint(resumed, named=resume)
+        normalization = (arrays["data.mean"], arrays["data.std"])
+        if "position" in meta:  # a training checkpoint: continue exactly where it stopped
+            cfg_values = dict(meta["config"])
+            if settings.get("epochs") is not None:
+                cfg_values["epochs"] = settings["epochs"]
+            cfg = TrainConfig(**cfg_values)
+        else:  # weights only (cnnc import, import-weights): fine-tune them from epoch 1
+            cfg = TrainConfig.from_header(model.header, **settings)
+            initial = arrays
+            arrays = meta = None
     else:
         cfg = TrainConfig.from_header(model.header, **settings)
     data_spec, data_dir = D.recorded_source(cfg.data, cfg.data_dir)  # the run records absolute paths
@@ -781,11 +797,11 @@ def train(model: "Model", *, x=None, y=None, x_test=None, y_test=None, out: str 
         model = compile_text(model.source, filename=model.filename, input=model.input_shape,
                              classes=train_ds.num_classes, width=model.header.width,
                              variables=model.design.as_dict() if model.design is not None else None)
-    data = prepare_data(model.input_shape, model.classes, cfg, train_ds, test_ds)
+    data = prepare_data(model.input_shape, model.classes, cfg, train_ds, test_ds, normalization)
     out_dir = Path(out) if out is not None else None
     the_world = world()
     if resume is not None:
-        out_dir = find_checkpoint(resume).parent
+        out_dir = resumed.parent
     elif out_dir is not None or new_run:
         # rank 0 makes (and numbers) the folder; the others learn its name
         if the_world.is_root:
@@ -800,4 +816,9 @@ def train(model: "Model", *, x=None, y=None, x_test=None, y_test=None, out: str 
                           epoch_callback=epoch_callback, hooks=hooks if the_world.is_root else ())
         if arrays is not None:
             trainer.restore(arrays, meta)
+        elif initial is not None:
+            try:
+                trainer.net.load_state(params_of(initial))
+            except UsageError as err:
+                raise CheckpointError(f"{resume}: the weights do not match this model: {err.message}") from None
         return trainer.run()
