@@ -14,7 +14,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any, Mapping
 
-from .errors import SourceError, UsageError
+from .errors import SourceError, Span, UsageError
 from .lang.design import check_design, resolve_design
 from .lang.infer import Analysis
 from .layers import resolve_name
@@ -168,8 +168,9 @@ def compile(source: str, *, input: str | tuple | None = None, classes: int | Non
                       classes=classes, width=width)
     if header.classes is not None and header.classes < 1:
         raise UsageError(f"classes must be at least 1, got {header.classes}")
-    if header.input is None:
-        raise SourceError("the model has no input shape", None, "header",
+    if header.input is None:  # at the network (or the start): every model-text error has a position
+        at = getattr(ast.network, "span", None) or Span(1, 1, 0, min(len(source), 1))
+        raise SourceError("the model has no input shape", at, "header",
                           hint="add a header line `input 3x32x32` (or pass --input / input=)",
                           source=source, filename=filename)
     design = resolve_design(ast, variables)

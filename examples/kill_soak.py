@@ -6,8 +6,9 @@ that every resumed run ends bit-identical to an uninterrupted one.
     python examples/kill_soak.py --points         # one kill at each crash point (CNNC_CRASH_AT)
 
 Each kill: ``cnnc train`` starts in a fresh process with its own run folder, is killed with
-SIGKILL after a random delay (uniform over the uninterrupted run's wall time, so kills land
-during start-up, the steps, the validation passes and the commits alike), and is then
+SIGKILL after a random delay (uniform from the last half of its start-up to the end of the
+uninterrupted run's wall time, so kills land during loading, the steps, the validation
+passes and the commits alike), and is then
 continued with ``cnnc train --resume`` until it finishes (resumed again if a kill landed
 before the first commit: then it starts over). The finished folder must match the reference
 run: every array of ``checkpoint.npz`` and ``best.npz`` (weights, optimizer state,
@@ -119,7 +120,8 @@ class Busy:
         self.n, self.procs = n, []
 
     def __enter__(self):
-        self.procs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(self.n)]
+        spin = "import os\nparent = os.getppid()\nwhile os.getppid() == parent:\n    pass\n"  # ends with the soak
+        self.procs = [subprocess.Popen([sys.executable, "-c", spin]) for _ in range(self.n)]
         return self
 
     def __exit__(self, *exc):
@@ -179,16 +181,30 @@ def main(argv=None) -> int:
     model.write_text(MODEL)
     ref = work / "reference"
     shutil.rmtree(ref, ignore_errors=True)
+    warm = run(cnnc_cmd(model, *ARGS, "--out", work / "warm-up"))  # compiles the kernels if the
+    shutil.rmtree(work / "warm-up", ignore_errors=True)               # cache is cold: not timed
+    if warm.returncode != 0:
+        print(warm.stderr, file=sys.stderr)
+        return 1
     t0 = time.monotonic()
-    r = run(cnnc_cmd(model, *ARGS, "--out", ref, "--json"))
-    if r.returncode != 0:
-        print(r.stderr, file=sys.stderr)
+    proc = subprocess.Popen(cnnc_cmd(model, *ARGS, "--out", ref, "--json"), env=env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    while not ref.exists() and proc.poll() is None:  # the folder appears when training starts
+        time.sleep(0.01)
+    start = time.monotonic() - t0
+    stdout, stderr = proc.communicate()
+    if proc.returncode != 0:
+        print(stderr, file=sys.stderr)
         return 1
     wall = time.monotonic() - t0
-    print(f"reference run: {wall:.1f} s wall, test accuracy {json.loads(r.stdout)['accuracy']:.4f}", flush=True)
+    print(f"reference run: {wall:.1f} s wall ({start:.1f} s to the start of training), test accuracy "
+          f"{json.loads(stdout)['accuracy']:.4f}", flush=True)
     rng = random.Random(args.seed)
+    # the moments: uniform from the last half of the start-up to the end of the run (a kill
+    # earlier has nothing to lose, and start-up is most of a short run's wall time)
     plan = ([(None, p, False) for p in POINTS] if args.points else
-            [(rng.uniform(0.0, wall), None, i < round(args.busy * args.kills)) for i in range(args.kills)])
+            [(rng.uniform(start / 2, wall), None, i < round(args.busy * args.kills))
+             for i in range(args.kills)])
     if not args.points:
         rng.shuffle(plan)
     failures, killed = 0, 0

@@ -188,11 +188,11 @@ CASES = [
     ("softmax-in-a-branch", "conv3 - (softmax | relu) - fc", 1, 10, "argument", "softmax is only allowed", None),
 
     # ---- empty -----------------------------------------------------------------------------------
-    ("no-network", "input 3x32x32\nclasses 10\n# nothing else\n", None, None, "empty",
+    ("no-network", "input 3x32x32\nclasses 10\n# nothing else\n", 2, 11, "empty",
      "the model has no network expression", "conv3 - relu", {}),
-    ("empty-text", "", None, None, "empty", "no network expression", None),
+    ("empty-text", "", 1, 1, "empty", "no network expression", None),
     ("only-id", "id", 1, 1, "empty", "the network has no layers", None),
-    ("no-input", "conv3 - relu - fc", None, None, "header", "the model has no input shape", "input 3x32x32",
+    ("no-input", "conv3 - relu - fc", 1, 1, "header", "the model has no input shape", "input 3x32x32",
      {"classes": 10}),
 
     # ---- sizes ------------------------------------------------------------------------------------

@@ -540,8 +540,13 @@ def build(ast: ModelAst, variables: Mapping[str, int | float] | None = None,
         except RecursionError:
             raise SourceError("definitions are nested too deeply", ast.definitions[0].head_span,
                               "size", hint="use fewer levels of definitions calling definitions") from None
-        if ast.network is None:
-            raise SourceError("the model has no network expression", None, "empty",
+        if ast.network is None:  # positioned at the end of the text, where it is missing
+            lines = ast.source.split("\n")
+            while len(lines) > 1 and (not lines[-1].strip() or lines[-1].lstrip().startswith("#")):
+                lines.pop()  # after the last line that says something
+            end = sum(len(line) + 1 for line in lines) - 1
+            at = Span(len(lines), len(lines[-1]) + 1, end, end)
+            raise SourceError("the model has no network expression", at, "empty",
                               hint="add a line such as: conv3 - relu - pool - fc")
         try:
             out = b.expand(ast.network, INPUT, {}, [], [])

@@ -22,6 +22,10 @@ def read_file(path: Path, what: str = "file") -> bytes:
         raise DataError(f"{path}: cannot read it ({exc.strerror or exc})") from None
 
 
+#: the most classes a data set without class names may have (ImageNet-21k has 21,841)
+MAX_CLASSES = 1_000_000
+
+
 def class_names_for(y: np.ndarray, class_names: Sequence[str] | None, where: Any) -> tuple[str, ...]:
     """``class_names`` checked against the labels; without them the digits when every label
     is below 10, else ``"0".."K-1"``."""
@@ -36,6 +40,9 @@ def class_names_for(y: np.ndarray, class_names: Sequence[str] | None, where: Any
         return names
     if top < 10:
         return MNIST_CLASSES
+    if top >= MAX_CLASSES:  # a label like 2**40 is damage, not a class count (names would not fit in memory)
+        raise DataError(f"{where}: label {top} is out of range: at most {MAX_CLASSES:,} classes are "
+                        "supported", hint="the labels are damaged, or give class_names")
     return tuple(str(i) for i in range(top + 1))
 
 
