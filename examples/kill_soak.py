@@ -173,6 +173,8 @@ def main(argv=None) -> int:
     ap.add_argument("--busy", type=float, default=0.5, help="fraction of kills beside 2 busy processes")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--points", action="store_true", help="kill once at each crash point instead")
+    ap.add_argument("--training", action="store_true",
+                    help="kill only from the middle of the first epoch to the end (not during start-up)")
     ap.add_argument("--keep", metavar="DIR", help="work in DIR and keep it (default: a temporary folder)")
     args = ap.parse_args(argv)
     work = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="kill_soak-"))
@@ -192,6 +194,11 @@ def main(argv=None) -> int:
     while not ref.exists() and proc.poll() is None:  # the folder appears when training starts
         time.sleep(0.01)
     start = time.monotonic() - t0
+    while not (ref / "run.json").exists() and proc.poll() is None:  # epoch 1 committed
+        time.sleep(0.005)
+    first_commit = time.monotonic() - t0
+    if args.training:  # from the middle of the first epoch on: kills while training and committing
+        start = first_commit
     stdout, stderr = proc.communicate()
     if proc.returncode != 0:
         print(stderr, file=sys.stderr)
