@@ -46,9 +46,9 @@ def main() -> None:
     p.add_argument("--layout", choices=["nchw", "channels_last"], default="nchw")
     p.add_argument("--threads", type=int, default=2)
     # mnist_fast.cnn's settings
-    p.add_argument("--epochs", type=int, default=3)
-    p.add_argument("--batch", type=int, default=128)
-    p.add_argument("--lr", type=float, default=0.2)
+    p.add_argument("--epochs", type=int, default=2)
+    p.add_argument("--batch", type=int, default=64)
+    p.add_argument("--lr", type=float, default=0.1)
     p.add_argument("--momentum", type=float, default=0.9)
     p.add_argument("--weight-decay", type=float, default=5e-4)
     p.add_argument("--peak", type=float, default=0.2)
