@@ -624,4 +624,3 @@ def test_eval_and_predict_say_which_weights_they_read(cli, digits_run, tmp_path)
     png = save_png(tmp_path / "d.png", D.load_digits("test").x[0, 0])
     r = cli("predict", model, "--weights", out, png)
     assert r.code == 0 and f"weights: {out / 'best.npz'} (epoch {best} of" in r.err
-
