@@ -5,7 +5,8 @@
 * Its shell block runs, except `pip install` (this environment is installed) and the
   test-suite command (that is this suite); `cnnc train` gets `--epochs 1`.
 * Every example in `cnnc COMMAND --help` runs, in one scratch folder, in an order that lets
-  later ones use the runs earlier ones leave (train before eval, predict, viz, export), with
+  later ones use the runs earlier ones leave (train before eval, predict, viz, export; export before import, which reads the
+  ONNX files export wrote), with
   `--epochs 1` for training and fewer steps for `bench`; the few input files they name
   (`digit.png`, `lenet.safetensors`, `sd.npz`) are made first. Named data sets are read
   from the shared data folder (`CNNC_DATA`).

@@ -19,7 +19,7 @@ def register(sub) -> None:
                     "before anything is written; its parameter count must equal the file's. "
                     "--weights-out writes the weights as a checkpoint for eval, predict, viz and export.",
         epilog="examples:\n  cnnc import resnet18.onnx -o resnet18.cnn --weights-out runs/resnet18\n"
-               "  cnnc import mobilenet_v2.onnx            # the text on stdout")
+               "  cnnc import lenet5.onnx                 # the text on stdout")
     p.add_argument("file", metavar="MODEL.onnx", help="the ONNX file to read")
     p.add_argument("-o", "--output", metavar="FILE", help="the .cnn file to write (default: stdout)")
     p.add_argument("--weights-out", metavar="RUN", help="write the weights as a checkpoint: a run folder "
