@@ -132,17 +132,24 @@ class LiveWriter(Hook):
         if self.trainer is None:
             self._begin(trainer)
         if now - self._group_t >= STEP_GROUP_SECONDS:
-            rate = g[2] / max(now - self._group_t, 1e-9)
-            self._put(("steps", {"step": self.steps, "epoch": trainer.pos.epoch, "iteration": trainer.pos.iteration,
-                                 "steps_per_epoch": trainer.steps_per_epoch, "loss": g[0] / g[2],
-                                 "accuracy": g[1] / g[2], "images_per_s": rate,
-                                 "lr": trainer.schedule.lr(trainer.pos.epoch, max(trainer.pos.iteration - 1, 0))
-                                 * trainer.controls.lr_scale, "seconds": trainer.pos.seconds}))
-            self._group, self._group_t = [0.0, 0, 0], now
+            self._flush_steps(trainer, now)
         if now >= self._next_views and not self._views_pending.is_set():
             self._capture_views(trainer)
             self._next_views = time.perf_counter() + max(VIEW_SECONDS, (time.perf_counter() - now) / VIEW_BUDGET)
         self.hook_seconds += time.perf_counter() - now
+
+    def _flush_steps(self, trainer, now: float) -> None:
+        """A ``steps`` event for the steps since the last one (none if there were none)."""
+        g = self._group
+        if g[2] == 0:
+            return
+        rate = g[2] / max(now - self._group_t, 1e-9)
+        self._put(("steps", {"step": self.steps, "epoch": trainer.pos.epoch, "iteration": trainer.pos.iteration,
+                             "steps_per_epoch": trainer.steps_per_epoch, "loss": g[0] / g[2],
+                             "accuracy": g[1] / g[2], "images_per_s": rate,
+                             "lr": trainer.schedule.lr(trainer.pos.epoch, max(trainer.pos.iteration - 1, 0))
+                             * trainer.controls.lr_scale, "seconds": trainer.pos.seconds}))
+        self._group, self._group_t = [0.0, 0, 0], now
 
     def on_epoch(self, trainer, row: dict, val: dict | None) -> None:
         t = time.perf_counter()
@@ -150,6 +157,7 @@ class LiveWriter(Hook):
         self.hook_seconds += time.perf_counter() - t
 
     def _on_epoch(self, trainer, row: dict, val: dict | None) -> None:
+        self._flush_steps(trainer, time.perf_counter())  # an epoch shorter than a step group counts too
         self.epoch = trainer.pos.epoch
         event = dict(row)
         event["confusion"] = val["confusion"] if val else None
