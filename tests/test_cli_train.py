@@ -624,3 +624,29 @@ def test_eval_and_predict_say_which_weights_they_read(cli, digits_run, tmp_path)
     png = save_png(tmp_path / "d.png", D.load_digits("test").x[0, 0])
     r = cli("predict", model, "--weights", out, png)
     assert r.code == 0 and f"weights: {out / 'best.npz'} (epoch {best} of" in r.err
+
+
+def test_a_run_folder_is_used_again_from_another_directory(cli, tmp_path, monkeypatch):
+    """A run trained with a relative data path, a relative --data-dir and --set N=2 records
+    them (absolute paths, the design values), so `cnnc eval` from another working directory
+    needs neither the paths nor --set again; --set N=1 is named in the mismatch message."""
+    work, elsewhere = tmp_path / "work", tmp_path / "elsewhere"
+    work.mkdir()
+    elsewhere.mkdir()
+    train, test = D.load_digits("train"), D.load_digits("test")
+    np.savez(work / "digits.npz", x=train.x, y=train.y, x_test=test.x, y_test=test.y)
+    model = write_model(work, "input 1x8x8\nclasses 10\n[conv3(8) - relu]*N - pool - fc\n", "d.cnn")
+    monkeypatch.chdir(work)
+    r = cli("train", "d.cnn", "--data", "digits.npz", "--data-dir", "cache", "--set", "N=2",
+            "--epochs", "1", "--out", "run", "--quiet")
+    assert r.code == 0, r
+    meta = runs.load_training_checkpoint(work / "run" / "checkpoint.npz")[1]
+    assert meta["design"] == {"N": 2}
+    assert meta["config"]["data"] == str(work / "digits.npz") and meta["config"]["data_dir"] == str(work / "cache")
+    monkeypatch.chdir(elsewhere)
+    r = cli("eval", model, "--weights", work / "run", "--json")
+    assert r.code == 0, r
+    assert r.json()["images"] == len(test.y)
+    r = cli("eval", model, "--weights", work / "run", "--set", "N=1")
+    assert_clean_failure(r, "trained with --set N=2", "N=1")
+    assert list(elsewhere.iterdir()) == []  # nothing created here
