@@ -274,3 +274,26 @@ def test_workers_without_the_extra_says_what_to_install(monkeypatch, capsys):
     assert code == 1 and "mpi4py" in err and 'pip install "cnnc[mpi]"' in err and "Traceback" not in err
     code = main(["train", str(MODELS_DIR / "digits.cnn"), "--workers", "0"])
     assert code == 1 and "--workers must be at least 1" in capsys.readouterr().err
+
+
+@pytest.mark.slow  # MPI jobs (mpiexec, 2 ranks)
+@needs_mpi
+@pytest.mark.parametrize("point,epoch", [("before-manifest:2", 1), ("after-manifest:2", 2)])
+def test_a_job_killed_while_rank_0_commits_resumes_bit_identical(models, point, epoch):
+    """Issue 25 under MPI: rank 0, the one rank that writes, is killed (SIGKILL) inside the
+    commit of epoch 2, before or after the manifest's rename; the job ends, the run folder
+    holds one consistent epoch, and a 2-rank --resume ends bit-identical to an uninterrupted
+    2-rank run."""
+    from cnnc.training.runs import find_checkpoint, load_training_checkpoint
+    from conftest import assert_same_params
+
+    args = ["bn.cnn", *COMMON, "--epochs", 3, "--workers", 2]
+    full = cnnc("train", *args, "--out", "full", cwd=models)
+    assert full.returncode == 0, full.stderr
+    killed = cnnc("train", *args, "--out", "killed", cwd=models, env={"CNNC_CRASH_AT": point})
+    assert killed.returncode != 0 and "Traceback" not in killed.stderr
+    _, meta = load_training_checkpoint(find_checkpoint(models / "killed"))
+    assert meta["position"]["epoch"] == epoch and meta["position"]["iteration"] == 0
+    again = cnnc("train", "bn.cnn", "--resume", "killed", "--quiet", "--workers", 2, cwd=models)
+    assert again.returncode == 0, again.stderr
+    assert_same_params(models / "full" / "checkpoint.npz", models / "killed" / "checkpoint.npz")
