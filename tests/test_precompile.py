@@ -211,6 +211,7 @@ def test_helper_builds_the_design_training_runs():
 def test_bench_cold_compile_runs_a_helper_and_the_warm_one_none(monkeypatch, tmp_path):
     """`cnnc bench` measures the cold first step as `cnnc train` has it (a helper beside
     it); with the cache filled, nothing compiles and no helper starts."""
+    import cnnc
     from cnnc.tools import bench
     from cnnc.kernels.threads import cores
 
@@ -218,7 +219,7 @@ def test_bench_cold_compile_runs_a_helper_and_the_warm_one_none(monkeypatch, tmp
         pytest.skip("one core: no helper")
     monkeypatch.setenv("CNNC_COMPILE_HELPER", "1")
     (tmp_path / "m.cnn").write_text("input 1x8x8\nclasses 3\nconv3(4) - relu - pool - fc\n")
-    r = bench._compile_times([str(tmp_path / "m.cnn")], 4)
+    r = bench._compile_times(cnnc.compile_file(tmp_path / "m.cnn"), 4)
     assert "cold_error" not in r and "warm_error" not in r, r
     # the helper starts at the first compilation: none in the warm run means every kernel came
     # from the cache the cold run filled (the signal; the two times depend on the machine's load)

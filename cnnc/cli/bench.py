@@ -7,7 +7,7 @@ import json
 import sys
 
 from ..errors import UsageError
-from .common import add_model_args, check_memory, compile_from_args, model_argv, set_threads
+from .common import add_model_args, check_memory, compile_from_args, set_threads
 
 
 def register(sub) -> None:
@@ -49,7 +49,7 @@ def cmd_bench(args) -> int:
 
     with CompileNotice():
         result = bench(model, batch=batch, steps=args.steps, repeats=args.repeats,
-                       compile_times=not args.no_compile_times, model_args=model_argv(args),
+                       compile_times=not args.no_compile_times,
                        progress=progress)
         if args.layers:
             progress("profiling each layer ...")

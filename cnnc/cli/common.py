@@ -234,16 +234,6 @@ def set_threads(threads: int | None) -> None:
     configure(threads)
 
 
-def model_argv(args) -> list[str]:
-    argv = [args.file] if args.file else ["-e", args.expr]
-    for flag in ("input", "classes", "width", "set"):
-        v = getattr(args, flag)
-        if v is not None:
-            argv += [f"--{flag}", str(v)]
-    return argv
-
-
-
 def rank_prefix() -> str:
     """``rank N: `` for the messages of an MPI rank other than 0 (from its launcher's variables)."""
     rank = os.environ.get("PMI_RANK") or os.environ.get("OMPI_COMM_WORLD_RANK")

@@ -18,13 +18,12 @@ import numpy as np
 from ..text import plural
 
 FIRST_STEP_SCRIPT = """
-import sys, time
+import json, sys, time
 t0 = time.perf_counter()
-from cnnc.cli.main import build_parser
-from cnnc.cli.common import compile_from_args
+import cnnc
 from cnnc.tools.bench import first_step
-args = build_parser().parse_args(["check", *sys.argv[2:]])
-model = compile_from_args(args)
+spec = json.loads(sys.argv[2])
+model = cnnc.compile(spec.pop("source"), **spec)
 seconds = first_step(model, int(sys.argv[1]), t0)
 from cnnc.training import precompile
 print(seconds, precompile.started())
@@ -73,7 +72,17 @@ def _say(progress, text: str) -> None:
         progress(text)
 
 
-def _compile_times(model_args: list[str], batch: int, progress=None) -> dict:
+def _model_spec(model) -> str:
+    """The model as the fresh processes of :func:`_compile_times` compile it (JSON)."""
+    import json
+
+    return json.dumps({"source": model.source, "filename": model.filename,
+                       "input": "x".join(map(str, model.input_shape)), "classes": model.classes,
+                       "width": model.header.width,
+                       "variables": model.design.as_dict() if model.design is not None else None})
+
+
+def _compile_times(model, batch: int, progress=None) -> dict:
     """Cold (empty kernel cache) and warm (cache filled by the cold run) time to first step,
     each in a fresh process, including Python start-up and imports."""
     out = {}
@@ -84,7 +93,7 @@ def _compile_times(model_args: list[str], batch: int, progress=None) -> dict:
                                     "(compiles every kernel) ...",
                             "warm": "first step in a fresh process with the cache it filled ..."}[label])
             t = time.perf_counter()
-            proc = subprocess.run([sys.executable, "-c", FIRST_STEP_SCRIPT, str(batch), *model_args],
+            proc = subprocess.run([sys.executable, "-c", FIRST_STEP_SCRIPT, str(batch), _model_spec(model)],
                                   env=env, capture_output=True, text=True)
             wall = time.perf_counter() - t
             if proc.returncode != 0:
@@ -98,7 +107,7 @@ def _compile_times(model_args: list[str], batch: int, progress=None) -> dict:
 
 
 def bench(model, batch: int = 64, steps: int = 20, repeats: int = 5, compile_times: bool = True,
-          model_args: list[str] | None = None, progress=None) -> dict:
+          progress=None) -> dict:
     """Training and inference speed on random data (see ``cnnc bench --help``); ``progress``
     receives a line as each phase starts."""
     from ..kernels.threads import blas_info
@@ -106,8 +115,8 @@ def bench(model, batch: int = 64, steps: int = 20, repeats: int = 5, compile_tim
     result: dict = {"model": model.filename, "batch": batch,
                     "input_shape": list(model.input_shape), "params": model.summary.total_params,
                     "macs_per_image": model.summary.total_macs}
-    if compile_times and model_args is not None:
-        result.update(_compile_times(model_args, batch, progress))
+    if compile_times:
+        result.update(_compile_times(model, batch, progress))
     _say(progress, "first step in this process ...")
     t0 = time.perf_counter()
     net, prog, train_step = training_setup(model, batch)
