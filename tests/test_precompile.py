@@ -333,3 +333,27 @@ def test_the_helper_waits_for_the_kernel_training_compiles(tmp_path):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_helper_imports_this_copy_of_cnnc_not_one_in_the_working_directory(tmp_path):
+    """The README trains from a clone of the repository after ``pip install .``: the clone's
+    ``cnnc/`` folder is then in the working directory. The helper must compile the kernels
+    of the copy training imported (their cache lies next to their source), not the clone's."""
+    import subprocess
+    import sys
+
+    from cnnc.training.precompile import helper_argv
+
+    decoy = tmp_path / "cnnc" / "training"
+    decoy.mkdir(parents=True)
+    (tmp_path / "cnnc" / "__init__.py").write_text("")
+    (decoy / "__init__.py").write_text("")
+    marker = tmp_path / "decoy-ran"
+    (decoy / "precompile.py").write_text(
+        f"open({str(marker)!r}, 'w').close()\ndef main(argv):\n    return 7\n")
+    folder = tmp_path / "status"
+    folder.mkdir()
+    proc = subprocess.run(helper_argv(0, str(folder)), cwd=tmp_path, input="not json",
+                          capture_output=True, text=True, timeout=120)
+    assert not marker.exists(), "the helper imported the cnnc package of the working directory"
+    assert proc.returncode == 1, proc.stderr  # the real helper: a bad spec on stdin -> 1

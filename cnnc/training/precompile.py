@@ -5,7 +5,7 @@ kernels, one at a time, on one core (the digits example: about 24 s of compiling
 3 s of training on a 2-core machine). Training calls its kernels in a fixed order: the
 forward steps, the loss, the backward steps (last layer first), the optimizer, and at the
 end of the epoch the inference pass of the evaluation. :class:`CompileHelper` starts, at
-the first compilation it sees, ``python -m cnnc.training.precompile``: a process that builds the
+the first compilation it sees, a second Python process (:func:`helper_argv`) that builds the
 same network and calls the same kernels in the *reverse* order, on zeros. Every kernel it
 compiles lands in Numba's on-disk cache, so when training reaches that kernel it loads it
 (a few milliseconds) instead of compiling it; the two processes meet in the middle and the
@@ -190,7 +190,7 @@ class CompileHelper:
         try:
             self._status = _Status(tempfile.mkdtemp(prefix="cnnc-compile-"), "main", "helper")
             proc = subprocess.Popen(
-                [sys.executable, "-m", "cnnc.training.precompile", str(os.getpid()), self._status.folder],
+                helper_argv(os.getpid(), self._status.folder),
                 stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
         except OSError:  # no process to spare: training compiles everything itself
             self.spec = None
@@ -298,11 +298,27 @@ def timeline(spec: dict) -> list[Callable[[], object]]:
     return calls
 
 
+# The helper must import *this* copy of cnnc: its kernels are cached next to their source
+# files, and a copy found elsewhere caches into its own folder, where training never looks.
+# ``python -m`` would put the current directory first on sys.path, so a user training from
+# a clone of the repository (the README's command, after ``pip install .``) had a helper
+# compiling the clone's kernels while the installed package compiled everything itself.
+_LAUNCH = ("import sys; sys.path.insert(0, {root!r}); "
+           "from cnnc.training.precompile import main; sys.exit(main(sys.argv[1:]))")
+
+
+def helper_argv(parent: int, folder: str) -> list[str]:
+    """The helper's command line: this Python, this copy of cnnc, :func:`main`."""
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    return [sys.executable, "-c", _LAUNCH.format(root=root), str(parent), folder]
+
+
 def _kernel_name(py_func) -> str:
     return f"{getattr(py_func, '__module__', '?')}.{getattr(py_func, '__qualname__', '?')}"
 
 
-def _main(argv: list[str]) -> int:
+def main(argv: list[str]) -> int:
+    """The helper process: ``argv`` = [parent pid, status folder]; the model spec on stdin."""
     parent = int(argv[0]) if argv else os.getppid()
     try:
         spec = json.loads(sys.stdin.read())
@@ -326,4 +342,4 @@ def _main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(_main(sys.argv[1:]))
+    sys.exit(main(sys.argv[1:]))
