@@ -1,14 +1,48 @@
-"""Training throughput of cnnc vs PyTorch (CPU), side by side on this machine.
+"""cnnc beside PyTorch (NCHW and channels_last) and ONNX Runtime on the CPU, on this machine.
 
-    python examples/compare_torch.py            # LeNet-5 @ batch 64, VGG-ish CIFAR net @ batch 128
-    python examples/compare_torch.py --rounds 5 --steps 30
+    python examples/compare_torch.py                        # all four cases, 5 rounds
+    python examples/compare_torch.py --models lenet5,resnet8 --rounds 3 --steps 10
+    python examples/compare_torch.py --models lenet5 --rounds 1 --steps 2 --json
 
-Each measurement runs in its own subprocess (PyTorch's and Numba's thread pools fight when
-they share a process, docs/performance.md), alternating cnnc and PyTorch for several rounds;
-the median of the rounds is reported. Both use 2 threads, float32, SGD with momentum 0.9 and
-weight decay 5e-4, random data of the model's input shape, the same architecture (the
-PyTorch model is built from the cnnc layer graph). Also measures the machine's sgemm rate
-(NumPy, 2 threads) to put the achieved GFLOP/s in context.
+Cases: LeNet-5 (models/lenet5.cnn) at batch 64, the VGG-ish CIFAR net (models/vgg_cifar.cnn)
+and ResNet-8 (models/resnet8.cnn) at batch 128, ResNet-18 (models/resnet18.cnn, 3x224x224) at
+batch 16. ResNet-18 runs a fifth of ``--steps`` (at least 1) and one warm-up call, as one of
+its training steps takes over a second.
+
+What is measured, per case: a training step at the case's batch (forward, backward and an
+SGD update with momentum 0.9 and weight decay 5e-4, cross-entropy loss), an inference batch
+of the same size and inference on one image (latency). Runners:
+
+- cnnc: ``net.step`` on an executor and the SGD optimizer (training), ``net.forward(x)``
+  (inference, batch norm folded);
+- PyTorch, NCHW and channels_last: the models of examples/torch_plain.py, written by hand
+  (``nn.Sequential``, a ``BasicBlock`` module); ``model.train()`` / ``opt.zero_grad()``,
+  ``F.cross_entropy``, ``backward()``, ``opt.step()`` for training, ``model.eval()`` under
+  ``torch.inference_mode()`` for inference;
+- ONNX Runtime (inference only): cnnc's own model, exported once per case with
+  ``cnnc.export_onnx`` to a temporary file, run by an ``InferenceSession`` on the
+  CPUExecutionProvider with 2 intra-op threads, 1 inter-op thread and the default graph
+  optimization level (ORT_ENABLE_ALL).
+
+How: every measurement runs in a fresh subprocess that imports only what its runner needs
+(the PyTorch worker torch and numpy, not cnnc; the ONNX Runtime worker onnxruntime and
+numpy; the harness checks the modules each worker loaded). Each worker times each function
+as a loop of calls after a few warm-up calls (mean per call; ``--steps`` calls for the
+training step and the batch, 10 x as many at batch 1). Rounds alternate the runners (cnnc,
+PyTorch NCHW, PyTorch channels_last, ONNX Runtime, then again); the table shows the median
+over the rounds. Everything uses 2 threads, float32 and the same random data of the model's
+input shape. Before timing, the harness checks that each PyTorch model has exactly cnnc's
+parameter count and that every runner's output has cnnc's shape, and stops otherwise.
+
+Self-check: after a case's rounds the harness runs examples/torch_plain.py (a plain
+PyTorch script: a perf_counter loop, no subprocess machinery, no cnnc) once, NCHW, and
+reports whether its numbers are within 10% of the harness's PyTorch NCHW medians.
+
+The ratios are speedups: the other framework's time over cnnc's (above 1: cnnc is faster),
+against the faster PyTorch layout of that row and against ONNX Runtime. The report also
+gives the date, the CPU, the versions, the machine's sgemm rate (NumPy, 2 threads), the
+OpenBLAS kernel cnnc ran and the load average before and after. ``--json`` prints it all
+as JSON.
 """
 from __future__ import annotations
 
@@ -18,285 +52,425 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-CASES = [("LeNet-5", ROOT / "models" / "lenet5.cnn", 64, 1.5),
-         ("[[conv3-relu]*2 - pool]*3 - fc (3x32x32)", ROOT / "models" / "vgg_cifar.cnn", 128, 1.2),
-         ("ResNet-8", ROOT / "models" / "resnet8.cnn", 128, 1.2)]
+EXAMPLES = Path(__file__).resolve().parent
+PLAIN = EXAMPLES / "torch_plain.py"
+THREADS = 2
+SELF_CHECK_TOLERANCE = 0.10
+# stem of models/<stem>.cnn: (name, batch, steps divisor, warm-up calls)
+CASES = {"lenet5": ("LeNet-5", 64, 1, 3),
+         "vgg_cifar": ("[[conv3-relu]*2 - pool]*3 - fc (3x32x32)", 128, 1, 3),
+         "resnet8": ("ResNet-8", 128, 1, 3),
+         "resnet18": ("ResNet-18 (3x224x224)", 16, 5, 1)}
+KEYS = (("train_s", "training"), ("infer_s", "inference, batch {batch}"), ("infer1_s", "inference, batch 1"))
+RUNNERS = (("cnnc", "-"), ("torch", "nchw"), ("torch", "channels_last"), ("ort", "-"))
+RUNNER_LABEL = {"cnnc/-": "cnnc", "torch/nchw": "PyTorch NCHW", "torch/channels_last": "PyTorch channels_last",
+                "ort/-": "ONNX Runtime"}
+# what each worker may import (top-level packages among these); checked after every run
+WATCHED = ("cnnc", "numba", "torch", "onnxruntime", "onnx")
+ALLOWED = {"cnnc": {"cnnc", "numba"}, "torch": {"torch"}, "ort": {"onnxruntime"}, "prepare": set(WATCHED)}
 
 
-def torch_model(model):
-    """An nn.Module that evaluates the cnnc graph node by node (NCHW, same layouts)."""
-    import torch
-    from torch import nn
-    import torch.nn.functional as F
+# ------------------------------------------------------------------------------- workers
 
-    from cnnc.lang.graph import INPUT
-
-    class Net(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.order = []
-            self.mods = nn.ModuleDict()
-            a = model.analysis
-            for n in a.order:
-                layer = a.layer(n)
-                info = a.info[n]
-                cfg = layer.config
-                kind = layer.type.name
-                in_shape = a.shapes[a.inputs(n)[0]]
-                if kind == "conv":
-                    f = info.out_shape[0]
-                    self.mods[n] = nn.Conv2d(in_shape[0], f, cfg.size, cfg.stride, cfg.padding(),
-                                             cfg.dilation, cfg.groups, cfg.bias)
-                elif kind == "fc":
-                    self.mods[n] = nn.Linear(info.params[0].shape[1], info.out_shape[0], cfg.bias)
-                elif kind == "bn":
-                    self.mods[n] = (nn.BatchNorm2d if len(in_shape) == 3 else nn.BatchNorm1d)(
-                        in_shape[0], eps=cfg.eps, momentum=cfg.momentum)
-                self.order.append((n, kind, cfg, tuple(a.inputs(n))))
-
-        def forward(self, x):
-            vals = {INPUT: x}
-            for n, kind, cfg, ins in self.order:
-                a = vals[ins[0]]
-                if kind in ("conv", "bn"):
-                    y = self.mods[n](a)
-                elif kind == "fc":
-                    y = self.mods[n](a.flatten(1))
-                elif kind == "relu":
-                    y = F.relu(a)
-                elif kind == "maxpool":
-                    y = F.max_pool2d(a, cfg.size, cfg.step, cfg.pad, ceil_mode=cfg.round == "ceil")
-                elif kind == "avgpool":
-                    y = F.avg_pool2d(a, cfg.size, cfg.step, cfg.pad, ceil_mode=cfg.round == "ceil",
-                                     count_include_pad=False)
-                elif kind == "gap":
-                    y = a.mean(dim=(2, 3))
-                elif kind == "flatten":
-                    y = a.flatten(1)
-                elif kind == "dropout":
-                    y = F.dropout(a, cfg.p, self.training)
-                elif kind == "add":
-                    y = sum(vals[i] for i in ins)
-                elif kind == "concat":
-                    y = torch.cat([vals[i] for i in ins], dim=1)
-                elif kind == "softmax":
-                    y = a
-                else:
-                    raise NotImplementedError(kind)
-                vals[n] = y
-            return vals[n]
-
-    return Net()
+def _timed(fn, calls: int, warmup: int) -> float:
+    """Mean seconds per call of ``fn`` over ``calls`` calls, after ``warmup`` calls."""
+    for _ in range(warmup):
+        fn()
+    t = time.perf_counter()
+    for _ in range(calls):
+        fn()
+    return (time.perf_counter() - t) / calls
 
 
-def worker(framework: str, layout: str, path: str, batch: int, steps: int) -> dict:
-    """Training step, inference batch and batch-1 latency, in seconds (best of 3 runs of
-    ``steps``), for one framework (and PyTorch memory layout) in this process."""
+def _data(spec: dict):
     import numpy as np
 
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((spec["batch"], *spec["input_shape"]), dtype=np.float32)
+    y = rng.integers(0, spec["classes"], spec["batch"])
+    return x, y, x[:1].copy()
+
+
+def worker_prepare(spec: dict) -> dict:
+    """cnnc's facts about the case (parameters, shapes, MACs), and its ONNX export."""
     import cnnc
 
-    model = cnnc.compile_file(path)
-    rng = np.random.default_rng(0)
-    x = rng.standard_normal((batch, *model.input_shape), dtype=np.float32)
-    y = rng.integers(0, model.classes, batch)
-    x1 = x[:1].copy()
-    if framework == "torch":
-        import torch
+    model = cnnc.compile_file(spec["path"])
+    out = {"params": model.summary.total_params, "macs": model.summary.total_macs,
+           "input_shape": list(model.input_shape), "classes": model.classes, "onnx": None}
+    if spec.get("onnx"):
+        try:
+            import onnx  # noqa: F401  (export needs it)
+        except ImportError:
+            return out
+        cnnc.set_compile_notice(False)
+        cnnc.export_onnx(model.network(seed=0), spec["onnx"])
+        out["onnx"] = spec["onnx"]
+    return out
 
-        torch.set_num_threads(2)
-        net = torch_model(model)
-        xt, yt, x1t = torch.from_numpy(x), torch.from_numpy(y), torch.from_numpy(x1)
-        if layout == "channels_last":
-            net = net.to(memory_format=torch.channels_last)
-            xt = xt.contiguous(memory_format=torch.channels_last)
-            x1t = x1t.contiguous(memory_format=torch.channels_last)
-        opt = torch.optim.SGD(net.parameters(), lr=1e-3, momentum=0.9, weight_decay=5e-4)
-        loss_fn = torch.nn.CrossEntropyLoss()
 
-        def train():
-            net.train()
-            opt.zero_grad(set_to_none=True)
-            loss = loss_fn(net(xt), yt)
-            loss.backward()
-            opt.step()
+def worker_cnnc(spec: dict) -> dict:
+    import cnnc
+    from cnnc.runtime.optim import Optimizer
 
-        def infer(inp):
-            net.eval()
-            with torch.inference_mode():
-                return net(inp)
+    cnnc.set_compile_notice(False)
+    model = cnnc.compile_file(spec["path"])
+    x, y, x1 = _data(spec)
+    net = model.network(seed=0)
+    prog = net.executor(spec["batch"])
+    prog.input[...] = x
+    prog.labels[...] = y
+    opt = Optimizer("sgd", net.theta, net.grad, momentum=0.9, weight_decay=5e-4)
 
-        def infer_batch():
-            infer(xt)
-
-        def infer_one():
-            infer(x1t)
-    else:
-        from cnnc.runtime.optim import Optimizer
-
-        net = model.network(seed=0)
-        prog = net.executor(batch)
-        prog.input[...] = x
-        prog.labels[...] = y
-        opt = Optimizer("sgd", net.theta, net.grad, momentum=0.9, weight_decay=5e-4)
-
-        def train():
-            net.step(prog)
-            opt.step(1e-3)
-
-        def infer_batch():
-            net.forward(x)
-
-        def infer_one():
-            net.forward(x1)
+    def train():
+        net.step(prog)
+        opt.step(1e-3)
 
     from threadpoolctl import threadpool_info
 
-    out = {"macs": model.summary.total_macs,
+    out = {"output_shape": list(net.forward(x).shape), "params": model.summary.total_params,
            "blas": sorted({f"{i.get('internal_api')}/{i.get('architecture')}" for i in threadpool_info()
                            if i.get("user_api") == "blas"})}
-    for key, fn, n in (("train_s", train, steps), ("infer_s", infer_batch, steps),
-                       ("infer1_s", infer_one, steps * 10)):
-        for _ in range(5):
-            fn()
-        times = []
-        for _ in range(3):
-            t = time.perf_counter()
-            for _ in range(n):
-                fn()
-            times.append((time.perf_counter() - t) / n)
-        out[key] = min(times)
+    return {**out, **_measure(spec, train, lambda: net.forward(x), lambda: net.forward(x1))}
+
+
+def worker_torch(spec: dict, layout: str) -> dict:
+    import torch
+    import torch.nn.functional as F
+
+    sys.path.insert(0, str(EXAMPLES))
+    from torch_plain import MODELS  # hand-written models; that module imports only torch
+
+    torch.set_num_threads(THREADS)
+    torch.manual_seed(0)
+    build, shape, classes = MODELS[spec["model"]]
+    model = build()
+    xn, yn, x1n = _data(spec)
+    x, y, x1 = torch.from_numpy(xn), torch.from_numpy(yn), torch.from_numpy(x1n)
+    if layout == "channels_last":
+        model = model.to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
+        x1 = x1.contiguous(memory_format=torch.channels_last)
+    opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9, weight_decay=5e-4)
+
+    def train():
+        opt.zero_grad()
+        loss = F.cross_entropy(model(x), y)
+        loss.backward()
+        opt.step()
+
+    def infer(inp):
+        with torch.inference_mode():
+            return model(inp)
+
+    model.eval()
+    out = {"output_shape": list(infer(x).shape), "params": sum(p.numel() for p in model.parameters()),
+           "threads": torch.get_num_threads()}
+    model.train()
+    times = {"train_s": _timed(train, spec["steps"], spec["warmup"])}
+    model.eval()
+    times["infer_s"] = _timed(lambda: infer(x), spec["steps"], spec["warmup"])
+    times["infer1_s"] = _timed(lambda: infer(x1), spec["calls1"], spec["warmup"])
+    return {**out, **times}
+
+
+def worker_ort(spec: dict) -> dict:
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = THREADS
+    so.inter_op_num_threads = 1
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    sess = ort.InferenceSession(spec["onnx"], so, providers=["CPUExecutionProvider"])
+    name = sess.get_inputs()[0].name
+    x, _, x1 = _data(spec)
+    out = {"output_shape": list(sess.run(None, {name: x})[0].shape), "version": ort.__version__,
+           "providers": sess.get_providers()}
+    return {**out, "infer_s": _timed(lambda: sess.run(None, {name: x}), spec["steps"], spec["warmup"]),
+            "infer1_s": _timed(lambda: sess.run(None, {name: x1}), spec["calls1"], spec["warmup"])}
+
+
+def _measure(spec: dict, train, infer_batch, infer_one) -> dict:
+    return {"train_s": _timed(train, spec["steps"], spec["warmup"]),
+            "infer_s": _timed(infer_batch, spec["steps"], spec["warmup"]),
+            "infer1_s": _timed(infer_one, spec["calls1"], spec["warmup"])}
+
+
+def run_worker(kind: str, layout: str, spec: dict) -> dict:
+    if kind == "prepare":
+        out = worker_prepare(spec)
+    elif kind == "cnnc":
+        out = worker_cnnc(spec)
+    elif kind == "torch":
+        out = worker_torch(spec, layout)
+    elif kind == "ort":
+        out = worker_ort(spec)
+    else:
+        raise ValueError(kind)
+    out["modules"] = sorted({m.split(".")[0] for m in sys.modules} & set(WATCHED))
     return out
 
 
 def sgemm_rate() -> float:
+    """GFLOP/s of a 2048^3 float32 matrix product in NumPy on 2 threads (best of 5)."""
     import numpy as np
     from threadpoolctl import threadpool_limits
 
-    with threadpool_limits(2):
+    with threadpool_limits(THREADS):
         a = np.random.default_rng(0).standard_normal((2048, 2048), dtype=np.float32)
         a @ a
-        best = min(_timed(lambda: a @ a) for _ in range(5))
+        best = min(_timed(lambda: a @ a, 1, 0) for _ in range(5))
     return 2 * 2048 ** 3 / best / 1e9
 
 
-def _timed(fn) -> float:
-    t = time.perf_counter()
-    fn()
-    return time.perf_counter() - t
+# ------------------------------------------------------------------------------- harness
+
+class HarnessError(Exception):
+    pass
 
 
-KEYS = (("train_s", "train"), ("infer_s", "inference"), ("infer1_s", "inference, batch 1"))
-RUNNERS = (("cnnc", "-"), ("torch", "nchw"), ("torch", "channels_last"))
+def _spawn(args: list[str], env: dict, what: str) -> dict:
+    out = subprocess.run([sys.executable, *args], env=env, capture_output=True, text=True)
+    if out.returncode != 0:
+        raise HarnessError(f"{what} failed (exit status {out.returncode}):\n{out.stderr.strip()}")
+    try:
+        return json.loads(out.stdout.strip().splitlines()[-1])
+    except (IndexError, json.JSONDecodeError):
+        raise HarnessError(f"{what} printed no JSON result:\n{out.stdout}\n{out.stderr}") from None
 
 
-def measure(rounds: int, steps: int, env: dict, models: list[str] | None = None) -> list[dict]:
-    """Alternating rounds: per model, each round runs cnnc, PyTorch NCHW and PyTorch
-    channels_last, each in a fresh process (whole rounds alternate; the pools never meet).
-    ``models``: the model files' stems to measure (default: all)."""
-    cases = []
-    for name, path, batch, target in CASES:
-        if models and path.stem not in models:
-            continue
-        runs: dict[str, dict[str, list[float]]] = {f"{fw}/{lay}": {k: [] for k, _ in KEYS}
-                                                   for fw, lay in RUNNERS}
-        macs = 0
-        blas: list[str] = []
-        for _ in range(rounds):
-            for fw, lay in RUNNERS:
-                out = subprocess.run([sys.executable, __file__, "--worker", fw, lay, str(path), str(batch),
-                                      str(steps)], env=env, capture_output=True, text=True)
-                if out.returncode != 0:
-                    sys.exit(f"{fw} ({lay}) worker failed:\n{out.stderr}")
-                r = json.loads(out.stdout.strip().splitlines()[-1])
-                for k, _ in KEYS:
-                    runs[f"{fw}/{lay}"][k].append(r[k])
-                macs = r["macs"]
-                if fw == "cnnc":
-                    blas = r["blas"]
-        case = {"model": name, "batch": batch, "macs_per_image": macs, "train_target": target,
-                "cnnc_blas": blas}
-        for k, label in KEYS:
-            med = {who: statistics.median(v[k]) for who, v in runs.items()}
-            best = min(("torch/nchw", "torch/channels_last"), key=med.get)
-            case[k] = {"cnnc_ms": round(med["cnnc/-"] * 1e3, 3),
-                       "torch_nchw_ms": round(med["torch/nchw"] * 1e3, 3),
-                       "torch_channels_last_ms": round(med["torch/channels_last"] * 1e3, 3),
-                       "torch_best": best.split("/")[1],
-                       "ratio": round(med[best] / med["cnnc/-"], 3),
-                       "rounds_ms": {who: [round(t * 1e3, 3) for t in v[k]] for who, v in runs.items()}}
-        cases.append(case)
-    return cases
+def spawn_worker(kind: str, layout: str, spec: dict, env: dict) -> dict:
+    r = _spawn([__file__, "--worker", kind, layout, json.dumps(spec)], env, f"the {kind} ({layout}) worker")
+    extra = set(r["modules"]) - ALLOWED[kind]
+    if extra:
+        raise HarnessError(f"the {kind} ({layout}) worker imported {', '.join(sorted(extra))}: "
+                           "each runner must run alone in its process")
+    return r
+
+
+def _check_shapes(case: dict, who: str, r: dict) -> None:
+    want = [case["batch"], case["classes"]]
+    if "params" in r and r["params"] != case["params"]:
+        raise HarnessError(f"{case['file']}: {RUNNER_LABEL[who]} has {r['params']:,} parameters, cnnc "
+                           f"{case['params']:,}: the hand-written model is not cnnc's architecture")
+    if r["output_shape"] != want:
+        raise HarnessError(f"{case['file']}: {RUNNER_LABEL[who]}'s output has shape {r['output_shape']}, "
+                           f"expected {want}")
+
+
+def measure_case(stem: str, rounds: int, steps: int, env: dict, with_ort: bool, tmp: str,
+                 self_check: bool = True) -> dict:
+    name, batch, divisor, warmup = CASES[stem]
+    path = ROOT / "models" / f"{stem}.cnn"
+    case_steps = max(1, steps // divisor)
+    spec = {"model": stem, "path": str(path), "batch": batch, "steps": case_steps,
+            "calls1": 10 * case_steps, "warmup": warmup,
+            "onnx": str(Path(tmp) / f"{stem}.onnx") if with_ort else None}
+    facts = spawn_worker("prepare", "-", spec, env)
+    spec.update(input_shape=facts["input_shape"], classes=facts["classes"], onnx=facts["onnx"])
+    runners = [r for r in RUNNERS if r[0] != "ort" or facts["onnx"]]
+    case = {"model": name, "file": f"models/{stem}.cnn", "batch": batch, "params": facts["params"],
+            "classes": facts["classes"], "input_shape": facts["input_shape"],
+            "macs_per_image": facts["macs"], "steps": case_steps, "batch1_calls": 10 * case_steps,
+            "warmup_calls": warmup, "onnx_runtime": bool(facts["onnx"])}
+    runs: dict[str, dict[str, list[float]]] = {f"{fw}/{lay}": {k: [] for k, _ in KEYS} for fw, lay in runners}
+    for _ in range(rounds):
+        for fw, lay in runners:
+            who = f"{fw}/{lay}"
+            r = spawn_worker(fw, lay, spec, env)
+            _check_shapes(case, who, r)
+            for k, _ in KEYS:
+                if k in r:
+                    runs[who][k].append(r[k])
+            if fw == "cnnc":
+                case["cnnc_blas"] = r["blas"]
+    for k, _ in KEYS:
+        med = {who: statistics.median(v[k]) for who, v in runs.items() if v[k]}
+        best = min(("torch/nchw", "torch/channels_last"), key=med.get)
+        row = {"cnnc_ms": _ms(med["cnnc/-"]), "torch_nchw_ms": _ms(med["torch/nchw"]),
+               "torch_channels_last_ms": _ms(med["torch/channels_last"]),
+               "ort_ms": _ms(med["ort/-"]) if "ort/-" in med else None,
+               "torch_best": best.split("/")[1], "ratio": round(med[best] / med["cnnc/-"], 3),
+               "ratio_ort": round(med["ort/-"] / med["cnnc/-"], 3) if "ort/-" in med else None,
+               "rounds_ms": {who: [_ms(t) for t in v[k]] for who, v in runs.items() if v[k]}}
+        case[k] = row
+    if self_check:
+        case["self_check"] = run_self_check(case, spec, env)
+    return case
+
+
+def run_self_check(case: dict, spec: dict, env: dict) -> dict:
+    """examples/torch_plain.py, once, NCHW: its numbers against the harness's NCHW medians."""
+    r = _spawn([str(PLAIN), spec["model"], "--batch", str(spec["batch"]), "--steps", str(spec["steps"]),
+                "--batch1-calls", str(spec["calls1"]), "--warmup", str(spec["warmup"]),
+                "--threads", str(THREADS)], env, "examples/torch_plain.py")
+    plain = {"train_s": r["train_ms"], "infer_s": r["infer_ms"], "infer1_s": r["infer1_ms"]}
+    deviation = {k: round(plain[k] / case[k]["torch_nchw_ms"] - 1, 4) for k, _ in KEYS}
+    worst = max(abs(d) for d in deviation.values())
+    return {"plain_ms": {k: _ms(v / 1e3) for k, v in plain.items()}, "deviation": deviation,
+            "max_deviation": worst, "tolerance": SELF_CHECK_TOLERANCE, "ok": worst <= SELF_CHECK_TOLERANCE}
+
+
+def _ms(seconds: float) -> float:
+    return round(seconds * 1e3, 4)
+
+
+def _fmt_ms(v: float | None) -> str:
+    if v is None:
+        return "-"
+    return f"{v:.3f} ms" if v < 10 else f"{v:.2f} ms" if v < 100 else f"{v:.1f} ms"
 
 
 def format_table(report: dict) -> str:
-    lines = ["| model | train cnnc / torch | inference cnnc / torch | inference batch 1 cnnc / torch |",
-             "|---|---|---|---|"]
+    m = report["machine"]
+    v = report["versions"]
+    lines = [f"compare_torch.py, {report['date']}",
+             f"machine: {m['cpu']}, {m['cores']} cores; sgemm {report['sgemm_gflops_2_threads']:.0f} GFLOP/s "
+             "(NumPy, 2048^3 float32, 2 threads)",
+             "versions: " + ", ".join(f"{k} {v[k]}" for k in v),
+             f"load average before: {report['load_before']}", ""]
+    head = ("", "cnnc", "PyTorch NCHW", "PyTorch channels_last", "ONNX Runtime",
+            "cnnc vs better PyTorch", "cnnc vs ONNX Runtime")
     for c in report["cases"]:
-        cells = [f"{c[k]['ratio']:.2f}x" for k, _ in KEYS]
-        lines.append(f"| {c['model']}, batch {c['batch']} | " + " | ".join(cells) + " |")
-    lines += ["", "ratio = time of PyTorch's better layout / time of cnnc (above 1: cnnc is faster)", ""]
-    for c in report["cases"]:
-        lines.append(f"{c['model']} @ batch {c['batch']}:")
+        lines.append(f"{c['model']} ({c['file']}), batch {c['batch']}: {c['params']:,} parameters (the PyTorch "
+                     f"models' too), output {c['batch']}x{c['classes']}; {c['steps']} steps per timing, "
+                     f"{c['batch1_calls']} calls at batch 1")
+        table = [head]
         for k, label in KEYS:
             r = c[k]
-            lines.append(f"  {label:<20} cnnc {r['cnnc_ms']:9.3f} ms   torch NCHW {r['torch_nchw_ms']:9.3f} ms   "
-                         f"channels_last {r['torch_channels_last_ms']:9.3f} ms   -> {r['ratio']:.2f}x "
-                         f"vs {r['torch_best']}")
-    lines.append("")
-    lines.append("cnnc's BLAS (OpenBLAS kernel): " + ", ".join(report["cases"][0]["cnnc_blas"])
+            table.append((label.format(batch=c["batch"]), _fmt_ms(r["cnnc_ms"]), _fmt_ms(r["torch_nchw_ms"]),
+                          _fmt_ms(r["torch_channels_last_ms"]),
+                          _fmt_ms(r["ort_ms"]) if r["ort_ms"] is not None
+                          else ("(inference only)" if k == "train_s" else "(not run)"),
+                          f"{r['ratio']:.2f}x (vs {'NCHW' if r['torch_best'] == 'nchw' else 'channels_last'})",
+                          f"{r['ratio_ort']:.2f}x" if r["ratio_ort"] is not None else "-"))
+        widths = [max(len(row[i]) for row in table) for i in range(len(head))]
+        for row in table:
+            lines.append("  " + "  ".join(cell.ljust(w) if i == 0 else cell.rjust(w)
+                                          for i, (cell, w) in enumerate(zip(row, widths))))
+        sc = c.get("self_check")
+        if sc:
+            pct = f"{sc['max_deviation']:.0%}" if sc["max_deviation"] >= 0.01 else "1%"
+            plain = sc["plain_ms"]
+            detail = (f"(torch_plain.py: training {_fmt_ms(plain['train_s'])}, inference "
+                      f"{_fmt_ms(plain['infer_s'])}, batch 1 {_fmt_ms(plain['infer1_s'])})")
+            if sc["ok"]:
+                lines.append(f"  self-check: PyTorch numbers within {pct} of examples/torch_plain.py {detail}")
+            else:
+                worst = max(sc["deviation"], key=lambda k: abs(sc["deviation"][k]))
+                label = dict(KEYS)[worst].format(batch=c["batch"])
+                lines.append(f"  !! SELF-CHECK FAILED: PyTorch NCHW numbers differ by up to {pct} ({label}) "
+                             f"from examples/torch_plain.py {detail}, over the "
+                             f"{SELF_CHECK_TOLERANCE:.0%} allowed: treat this case's PyTorch columns "
+                             "with suspicion (a busy machine, or too few --steps/--rounds)")
+        lines.append("")
+    lines.append("ratios: the other framework's time / cnnc's time (above 1: cnnc is faster); 'better "
+                 "PyTorch' is the faster layout of that row")
+    lines.append(f"times: medians of {report['rounds']} alternating rounds (cnnc, PyTorch NCHW, PyTorch "
+                 "channels_last, ONNX Runtime; each a fresh process), each the mean of a timed loop after "
+                 f"warm-up calls; {THREADS} threads, float32, random data; training = SGD momentum 0.9, "
+                 "weight decay 5e-4, cross-entropy")
+    blas = report["cases"][0].get("cnnc_blas", []) if report["cases"] else []
+    lines.append("cnnc's BLAS (OpenBLAS kernel): " + ", ".join(blas)
                  + ("; OPENBLAS_CORETYPE kept from the environment" if report["keep_blas_env"] else ""))
-    lines.append(f"medians of {report['rounds']} alternating rounds (each the best of 3 runs of "
-                 f"{report['steps']} steps; batch 1: {10 * report['steps']} calls), 2 threads, random data, "
-                 f"SGD momentum 0.9; machine sgemm {report['sgemm_gflops_2_threads']:.0f} GFLOP/s; "
-                 f"load average before {report['load_before']}, after {report['load_after']} "
-                 f"on {os.cpu_count()} cores")
+    lines.append(f"load average after: {report['load_after']}")
     return "\n".join(lines)
 
 
+def machine() -> dict:
+    cpu = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"cpu": cpu, "cores": os.cpu_count()}
+
+
+def versions() -> dict:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for pkg in ("cnnc", "torch", "onnxruntime", "numba", "numpy"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            out[pkg] = "not installed"
+    return out
+
+
+def _load() -> str:
+    return " ".join(f"{v:.2f}" for v in os.getloadavg())
+
+
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--rounds", type=int, default=5)
-    ap.add_argument("--steps", type=int, default=20)
-    ap.add_argument("--json", action="store_true")
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter,
+                                 epilog="\n".join(__doc__.splitlines()[1:6]))
+    ap.add_argument("--rounds", type=int, default=5, help="alternating rounds; the median is shown (default 5)")
+    ap.add_argument("--steps", type=int, default=20,
+                    help="timed training steps and inference batches per measurement, 10 x as many "
+                         "calls at batch 1 (default 20; ResNet-18 a fifth)")
+    ap.add_argument("--json", action="store_true", help="print the report as JSON")
     ap.add_argument("--models", nargs="+", metavar="NAME",
-                    choices=[path.stem for _, path, _, _ in CASES],
-                    help="measure only these models (default: all three)")
+                    help=f"cases to measure, by model file stem, comma- or space-separated "
+                         f"({', '.join(CASES)}; default: all)")
+    ap.add_argument("--no-self-check", action="store_true", help="skip the run of examples/torch_plain.py")
     ap.add_argument("--keep-blas-env", action="store_true",
                     help="keep OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE from the environment (by default "
                          "they are removed, so OpenBLAS and cnnc pick the kernels for this CPU as on "
                          "a machine that does not set them)")
-    ap.add_argument("--worker", nargs=5, metavar=("FRAMEWORK", "LAYOUT", "MODEL", "BATCH", "STEPS"),
-                    help=argparse.SUPPRESS)
+    ap.add_argument("--worker", nargs=3, metavar=("KIND", "LAYOUT", "SPEC"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:
-        fw, layout, path, batch, steps = args.worker
-        print(json.dumps(worker(fw, layout, path, int(batch), int(steps))))
+        kind, layout, spec = args.worker
+        print(json.dumps(run_worker(kind, layout, json.loads(spec))))
         return
+    models = [m for item in (args.models or list(CASES)) for m in item.split(",") if m]
+    unknown = [m for m in models if m not in CASES]
+    if unknown:
+        ap.error(f"unknown model {', '.join(unknown)}; choose from {', '.join(CASES)}")
+    if args.rounds < 1 or args.steps < 1:
+        ap.error("--rounds and --steps must be at least 1")
     import importlib.util
 
     if importlib.util.find_spec("torch") is None:
         sys.exit("compare_torch.py compares cnnc with PyTorch, which is not installed here:\n"
                  "  pip install torch==2.13.0   (the CPU build this project measures against)")
-    env = dict(os.environ, OMP_NUM_THREADS="2", NUMBA_NUM_THREADS="2", CNNC_THREADS="2")
+    with_ort = all(importlib.util.find_spec(p) is not None for p in ("onnxruntime", "onnx"))
+    if not with_ort:
+        print("onnxruntime or onnx is not installed: the ONNX Runtime column is left out "
+              "(pip install onnx onnxruntime)", file=sys.stderr)
+    env = dict(os.environ, OMP_NUM_THREADS=str(THREADS), NUMBA_NUM_THREADS=str(THREADS),
+               CNNC_THREADS=str(THREADS), MKL_NUM_THREADS=str(THREADS))
     if not args.keep_blas_env:
         # some machines set these to pin OpenBLAS to older kernels; without them cnnc picks
         # the AVX-512 ones where the CPU has them (cnnc/kernels/environment.py)
         env.pop("OPENBLAS_CORETYPE", None)
         env.pop("OPENBLAS_L2_SIZE", None)
-    load_before = " ".join(f"{v:.2f}" for v in os.getloadavg())
-    rate = float(subprocess.run([sys.executable, "-c", "import cnnc, sys; sys.path.insert(0, %r); "
-                                 "from compare_torch import sgemm_rate; print(sgemm_rate())"
-                                 % str(Path(__file__).parent)], env=env, capture_output=True,
-                                text=True, check=True).stdout)
-    cases = measure(args.rounds, args.steps, env, args.models)
-    report = {"sgemm_gflops_2_threads": round(rate, 1), "keep_blas_env": args.keep_blas_env, "rounds": args.rounds, "steps": args.steps,
-              "load_before": load_before, "load_after": " ".join(f"{v:.2f}" for v in os.getloadavg()),
-              "cases": cases}
+    date = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    load_before = _load()
+    rate = float(subprocess.run([sys.executable, "-c", "import sys; sys.path.insert(0, %r); "
+                                 "from compare_torch import sgemm_rate; print(sgemm_rate())" % str(EXAMPLES)],
+                                env=env, capture_output=True, text=True, check=True).stdout)
+    try:
+        with tempfile.TemporaryDirectory(prefix="compare-torch-") as tmp:
+            cases = [measure_case(m, args.rounds, args.steps, env, with_ort, tmp,
+                                  self_check=not args.no_self_check) for m in models]
+    except HarnessError as err:
+        sys.exit(f"compare_torch.py: {err}")
+    report = {"date": date, "machine": machine(), "versions": versions(),
+              "sgemm_gflops_2_threads": round(rate, 1), "keep_blas_env": args.keep_blas_env,
+              "rounds": args.rounds, "steps": args.steps, "threads": THREADS,
+              "load_before": load_before, "load_after": _load(), "cases": cases}
     if args.json:
         print(json.dumps(report, indent=2))
         return
