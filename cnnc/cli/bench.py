@@ -16,7 +16,9 @@ def register(sub) -> None:
     p = sub.add_parser("bench", help="measure training and inference speed on random data",
                        formatter_class=fmt,
                        description="Compile the model and measure training throughput (SGD with "
-                                   "momentum), inference throughput, achieved GFLOP/s, compile time "
+                                   "momentum), inference throughput at --batch, inference latency at "
+                                   "batch 1 (the median of 10 x --steps calls of net.forward on one "
+                                   "image, after warm-up), achieved GFLOP/s, compile time "
                                    "(cold and warm kernel cache) and peak memory, on random data of "
                                    "the model's input shape. No data set needed.",
                        epilog="example:\n  cnnc bench models/lenet5.cnn --batch 64")
@@ -27,14 +29,17 @@ def register(sub) -> None:
     p.add_argument("--no-compile-times", action="store_true",
                    help="skip the cold/warm compile measurements (they run two subprocesses)")
     p.add_argument("--layers", action="store_true",
-                   help="also profile each layer: forward and backward ms and GFLOP/s in a training step")
+                   help="also profile each layer: forward and backward ms and GFLOP/s in a training "
+                        "step, and each layer's inference forward at batch 1 with the time spent "
+                        "between the kernels (the whole forward minus the layers' sum)")
     p.add_argument("--threads", type=int, metavar="N",
                    help="kernel threads (default: $CNNC_THREADS, else the cores nothing else keeps busy)")
     p.add_argument("--json", action="store_true", help="print the results as JSON")
 
 
 def cmd_bench(args) -> int:
-    from ..tools.bench import bench, format_bench, format_layer_profile, layer_profile
+    from ..tools.bench import (batch1_calls, bench, format_bench, format_layer_profile,
+                               format_layer_profile_batch1, layer_profile, layer_profile_batch1)
 
     if args.batch < 1 or args.steps < 1 or args.repeats < 1:
         raise UsageError("--batch, --steps and --repeats must be at least 1")
@@ -54,6 +59,8 @@ def cmd_bench(args) -> int:
         if args.layers:
             progress("profiling each layer ...")
             result["layers"] = layer_profile(model, batch=batch, steps=args.steps)
+            progress("profiling each layer's forward at batch 1 ...")
+            result["layers_batch1"] = layer_profile_batch1(model, calls=batch1_calls(args.steps))
     if args.json:
         print(json.dumps(result, indent=2))
     else:
@@ -61,6 +68,8 @@ def cmd_bench(args) -> int:
         if args.layers:
             print()
             print(format_layer_profile(result["layers"], batch))
+            print()
+            print(format_layer_profile_batch1(result["layers_batch1"]))
     return 0
 
 

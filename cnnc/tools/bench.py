@@ -142,6 +142,9 @@ def bench(model, batch: int = 64, steps: int = 20, repeats: int = 5, compile_tim
         for _ in range(steps):
             infer.forward(False)
         infer_times.append((time.perf_counter() - t) / steps)
+    calls1 = batch1_calls(steps)
+    _say(progress, f"timing inference at batch 1: {plural(calls1, 'call')} of net.forward on one image ...")
+    infer1_s = batch1_latency(net, prog.input[:1].copy(), calls1)
     train_s = statistics.median(train_times)
     infer_s = statistics.median(infer_times)
     macs = model.summary.total_macs * batch
@@ -152,6 +155,8 @@ def bench(model, batch: int = 64, steps: int = 20, repeats: int = 5, compile_tim
         "infer_ms_per_batch": round(infer_s * 1e3, 3),
         "infer_images_per_s": round(batch / infer_s, 1),
         "infer_gflops": round(2 * macs / infer_s / 1e9, 2),
+        "infer_batch1_ms": round(infer1_s * 1e3, 4),
+        "infer_batch1_calls": calls1,
         "flop_convention": "train step = 6 x MACs (forward, input and weight gradients); inference = 2 x MACs",
         "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "timing": f"median of {plural(repeats, 'run')} of {plural(steps, 'step')}",
@@ -159,6 +164,31 @@ def bench(model, batch: int = 64, steps: int = 20, repeats: int = 5, compile_tim
         "blas": blas_note(),
     })
     return result
+
+
+def batch1_calls(steps: int) -> int:
+    """How many single-image forwards the batch-1 latency is the median of."""
+    return 10 * steps
+
+
+def _median_call(fn, calls: int, warmup: int = 3) -> float:
+    """Median seconds of one call of ``fn`` over ``calls`` calls, each timed alone, after
+    ``warmup`` calls."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(calls):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def batch1_latency(net, x1: np.ndarray, calls: int) -> float:
+    """Median seconds of ``net.forward(x1)`` on one image (inference: batch norm folded),
+    over ``calls`` calls after a few warm-up calls: the latency a caller sees, input copy
+    and output included."""
+    return _median_call(lambda: net.forward(x1), calls)
 
 
 def blas_note() -> dict:
@@ -186,6 +216,9 @@ def format_bench(r: dict) -> str:
                  f"  {r['train_gflops']:8.2f} GFLOP/s")
     lines.append(f"inference  {r['infer_images_per_s']:>12,.0f} images/s  {r['infer_ms_per_batch']:9.3f} ms/batch"
                  f" {r['infer_gflops']:8.2f} GFLOP/s")
+    if "infer_batch1_ms" in r:
+        lines.append(f"latency    batch 1: {r['infer_batch1_ms']:.3f} ms per image (median of "
+                     f"{plural(r['infer_batch1_calls'], 'call')} of net.forward on one image)")
     if "cold_first_step_s" in r:
         helper = " (a compile helper process beside it)" if r.get("cold_compile_helper") else ""
         lines.append(f"compile    cold cache {r['cold_first_step_s']:.2f} s{helper}, warm cache "
@@ -271,4 +304,64 @@ def format_layer_profile(rows: list[dict], batch: int) -> str:
         lines.append("  ".join(c.ljust(w) if i < 3 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths))))
         if k == 0:
             lines.append("  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def layer_profile_batch1(model, calls: int = 200, net=None) -> dict:
+    """Per scheduled step of the inference plan (batch norm folded into the conv or fc
+    before it, ReLUs fused): the median ms of its forward at batch 1, over ``calls`` calls of
+    ``net.forward`` on one image; with the median of the whole forward (timed without the
+    per-layer timers) and the difference: the time spent between the kernels (input copy,
+    batch-norm refolding, Python dispatch)."""
+    net = model.network(seed=0) if net is None else net
+    x1 = np.random.default_rng(0).standard_normal((1, *net.input_shape)).astype(net.dtype)
+    whole_s = batch1_latency(net, x1, calls)
+    ex = net.inference_executor(1)
+    times: dict[str, list] = {n: [] for n in ex.ops}
+    for n, op in ex.ops.items():
+        def timed_forward(xs, y, training, fwd=op.forward, acc=times[n]):
+            t = time.perf_counter()
+            fwd(xs, y, training)
+            acc.append(time.perf_counter() - t)
+
+        op.forward = timed_forward  # an instance attribute shadows the method
+    try:
+        for _ in range(3):
+            net.forward(x1)
+        for acc in times.values():
+            acc.clear()
+        for _ in range(calls):
+            net.forward(x1)
+    finally:
+        for op in ex.ops.values():
+            del op.forward
+    rows = []
+    for s in ex.plan.steps:
+        fwd_s = statistics.median(times[s.node])
+        rows.append({"layer": s.node,
+                     "type": s.layer.type.name + (f"+{s.folded_bn}" if s.folded_bn else "")
+                     + ("+add" if s.fused_add else "") + ("+relu" if s.fused_relu else ""),
+                     "output": list(s.info.out_shape), "forward_ms": round(fwd_s * 1e3, 4),
+                     "share": round(fwd_s / whole_s, 4) if whole_s > 0 else None})
+    layers_s = sum(r["forward_ms"] for r in rows) / 1e3
+    return {"rows": rows, "calls": calls, "forward_ms": round(whole_s * 1e3, 4),
+            "layers_sum_ms": round(layers_s * 1e3, 4), "between_ms": round((whole_s - layers_s) * 1e3, 4)}
+
+
+def format_layer_profile_batch1(prof: dict) -> str:
+    head = ("layer", "type", "output", "fwd ms", "share")
+    table = [head] + [(r["layer"], r["type"], "x".join(map(str, r["output"])), f"{r['forward_ms']:.4f}",
+                       f"{r['share']:.1%}" if r["share"] is not None else "-") for r in prof["rows"]]
+    widths = [max(len(row[i]) for row in table) for i in range(len(head))]
+    lines = [f"per layer, inference forward at batch 1 (median of {plural(prof['calls'], 'call')} of "
+             "net.forward on one image; batch norm folded into the layer before it)"]
+    for k, row in enumerate(table):
+        lines.append("  ".join(c.ljust(w) if i < 3 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths))))
+        if k == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    whole = prof["forward_ms"]
+    between = prof["between_ms"]
+    lines.append(f"the layers sum to {prof['layers_sum_ms']:.4f} ms of a whole forward of {whole:.4f} ms: "
+                 f"{between:.4f} ms ({between / whole:.0%}) between the kernels (input copy, batch-norm "
+                 "refolding, Python dispatch)" if whole > 0 else "")
     return "\n".join(lines)
