@@ -327,6 +327,10 @@ def _fmt_ms(v: float | None) -> str:
     return f"{v:.3f} ms" if v < 10 else f"{v:.2f} ms" if v < 100 else f"{v:.1f} ms"
 
 
+def _fmt_ratio(v: float) -> str:
+    return f"{v:.2f}x" if v >= 0.1 else f"{v:.2g}x"
+
+
 def format_table(report: dict) -> str:
     m = report["machine"]
     v = report["versions"]
@@ -334,7 +338,12 @@ def format_table(report: dict) -> str:
              f"machine: {m['cpu']}, {m['cores']} cores; sgemm {report['sgemm_gflops_2_threads']:.0f} GFLOP/s "
              "(NumPy, 2048^3 float32, 2 threads)",
              "versions: " + ", ".join(f"{k} {v[k]}" for k in v),
-             f"load average before: {report['load_before']}", ""]
+             f"load average before: {report['load_before']}"]
+    if float(report["load_before"].split()[0]) >= m["cores"]:
+        lines.append(f"!! the machine was busy before the run (1-minute load average {report['load_before'].split()[0]} "
+                     f"on {m['cores']} cores): thread pools that wait for each other lose whole scheduler "
+                     "time slices, so these times are not a benchmark of the frameworks")
+    lines.append("")
     head = ("", "cnnc", "PyTorch NCHW", "PyTorch channels_last", "ONNX Runtime",
             "cnnc vs better PyTorch", "cnnc vs ONNX Runtime")
     for c in report["cases"]:
@@ -348,8 +357,8 @@ def format_table(report: dict) -> str:
                           _fmt_ms(r["torch_channels_last_ms"]),
                           _fmt_ms(r["ort_ms"]) if r["ort_ms"] is not None
                           else ("(inference only)" if k == "train_s" else "(not run)"),
-                          f"{r['ratio']:.2f}x (vs {'NCHW' if r['torch_best'] == 'nchw' else 'channels_last'})",
-                          f"{r['ratio_ort']:.2f}x" if r["ratio_ort"] is not None else "-"))
+                          f"{_fmt_ratio(r['ratio'])} (vs {'NCHW' if r['torch_best'] == 'nchw' else 'channels_last'})",
+                          _fmt_ratio(r["ratio_ort"]) if r["ratio_ort"] is not None else "-"))
         widths = [max(len(row[i]) for row in table) for i in range(len(head))]
         for row in table:
             lines.append("  " + "  ".join(cell.ljust(w) if i == 0 else cell.rjust(w)
@@ -414,7 +423,7 @@ def _load() -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter,
-                                 epilog="\n".join(__doc__.splitlines()[1:6]))
+                                 epilog="examples:" + "\n".join(__doc__.splitlines()[1:5]))
     ap.add_argument("--rounds", type=int, default=5, help="alternating rounds; the median is shown (default 5)")
     ap.add_argument("--steps", type=int, default=20,
                     help="timed training steps and inference batches per measurement, 10 x as many "

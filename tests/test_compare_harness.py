@@ -127,6 +127,13 @@ def test_the_table_says_whether_the_self_check_passed(harness):
     assert "SELF-CHECK FAILED" in bad and "25%" in bad and "within" not in bad
 
 
+def test_the_table_warns_when_the_machine_was_busy(harness):
+    report = _report(harness, True)
+    assert "busy" not in harness.format_table(report)
+    report["load_before"] = "2.50 1.00 0.50"  # above one per core on 2 cores
+    assert "the machine was busy" in harness.format_table(report)
+
+
 @pytest.mark.slow  # about 20 s: six fresh processes (cnnc, 2 x PyTorch, ONNX Runtime, the export, torch_plain.py)
 def test_harness_runs_end_to_end_on_lenet5(harness):
     pytest.importorskip("torch")
