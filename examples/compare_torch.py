@@ -152,7 +152,8 @@ def worker_torch(spec: dict, layout: str) -> dict:
     build, shape, classes = MODELS[spec["model"]]
     model = build()
     xn, yn, x1n = _data(spec)
-    x, y, x1 = torch.from_numpy(xn), torch.from_numpy(yn), torch.from_numpy(x1n)
+    # copies in torch's own (64-byte aligned) memory, as torch.randn would give
+    x, y, x1 = (torch.from_numpy(a).clone() for a in (xn, yn, x1n))
     if layout == "channels_last":
         model = model.to(memory_format=torch.channels_last)
         x = x.contiguous(memory_format=torch.channels_last)
