@@ -93,6 +93,7 @@ class _FakeHelper:
     """Stands in for CompileHelper: records the spec and when it is stopped."""
 
     events: list = []
+    waited = 0.0  # seconds training waited for it
 
     def __init__(self, spec):
         _FakeHelper.events.append(("spec", spec))

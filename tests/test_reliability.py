@@ -49,7 +49,7 @@ def train_proc(args, cwd, crash_at=None, preexec=None):
 
 
 def strip(h):
-    return [{k: v for k, v in row.items() if k not in ("seconds", "images_per_s", "elapsed")} for row in h]
+    return [{k: v for k, v in row.items() if k not in ("seconds", "images_per_s", "elapsed", "compile_seconds")} for row in h]
 
 
 # ---------------------------------------------------------------------------- the commit itself

@@ -28,7 +28,7 @@ TINY = "conv3(8) - relu - pool - fc"
 RICH = "conv3(8) - bn - relu - pool - dropout(0.25) - fc(32) - relu - fc"
 FAST = dict(batch=32, optimizer="adam", lr=0.01)
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-TIMING_KEYS = {"seconds", "images_per_s", "elapsed"}
+TIMING_KEYS = {"seconds", "images_per_s", "elapsed", "compile_seconds"}
 
 
 def _model(text: str = TINY, shape: str = "1x8x8"):
@@ -416,9 +416,9 @@ def test_disk_full_at_epoch_end_keeps_previous_checkpoint(tmp_path, monkeypatch)
     real_end = T.Trainer._end_epoch
     real_fsync = os.fsync
 
-    def end_epoch(self, epoch, seconds, images):
+    def end_epoch(self, epoch, *a):
         armed["on"] = epoch >= 1  # the save at the end of epoch 2 fails
-        return real_end(self, epoch, seconds, images)
+        return real_end(self, epoch, *a)
 
     def fsync(fd):
         if armed["on"]:
@@ -472,3 +472,37 @@ def test_curves_have_whole_epoch_ticks_and_name_the_data(monkeypatch, tmp_path):
     model = cnnc.compile("conv3(4) - relu - pool - fc", input="1x8x8", classes=10)
     T.train(model, out=tmp_path / "run", epochs=1, data="digits", notice=False)
     assert titles and titles[-1].endswith(" on digits")
+
+
+def test_epoch_speed_leaves_out_kernel_compilation(monkeypatch, capsys):
+    """On a cold kernel cache the first epoch's steps wait for Numba: that time is shown
+    apart ("... compiling kernels") and left out of the epoch's images/s, which must be the
+    kernels' speed (a compile-bound "73 img/s" read as if it were the speed)."""
+    import time as _time
+
+    from cnnc.kernels import events
+    from cnnc.runtime.network import Network
+
+    clock = {"compiled": 0.0, "calls": 0}
+    real_step = Network.step
+
+    def step(self, ex, training=True):  # the first step "compiles" for 0.5 s
+        clock["calls"] += 1
+        if clock["calls"] == 1:
+            _time.sleep(0.5)
+            clock["compiled"] += 0.5
+        return real_step(self, ex, training)
+
+    monkeypatch.setattr(Network, "step", step)
+    monkeypatch.setattr(events, "compile_seconds", lambda: clock["compiled"])
+    result = T.train(_model(), data="digits", epochs=2, progress=True, **FAST)
+    first, second = result.history
+    assert first["compile_seconds"] == pytest.approx(0.5, abs=1e-6)
+    assert second["compile_seconds"] == 0
+    assert first["seconds"] > 0.5
+    images = first["images_per_s"] * (first["seconds"] - 0.5)
+    assert images == pytest.approx(_steps_per_epoch(32) * 32, rel=1e-6)
+    err = capsys.readouterr().err
+    line = next(l for l in err.splitlines() if l.startswith("epoch 1/2"))
+    assert "of it compiling kernels" in line
+    assert "compiling" not in next(l for l in err.splitlines() if l.startswith("epoch 2/2"))

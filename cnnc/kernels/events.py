@@ -40,3 +40,23 @@ def unlisten(listener) -> None:
     from numba.core import event
 
     event.unregister("numba:compile", listener)
+
+
+_COMPILING = {"seconds": 0.0, "listener": None, "start": 0.0}
+
+
+def compile_seconds() -> float:
+    """Seconds this process has spent in top-level kernel compilations since the first call
+    (which starts the count): training subtracts them from an epoch's time so that the speed
+    it shows is the kernels', not Numba's."""
+    if _COMPILING["listener"] is None:
+        import time
+
+        def on_start(py_func) -> None:
+            _COMPILING["start"] = time.perf_counter()
+
+        def on_end(py_func) -> None:
+            _COMPILING["seconds"] += time.perf_counter() - _COMPILING["start"]
+
+        _COMPILING["listener"] = listen_top_level(on_start, on_end)
+    return _COMPILING["seconds"]

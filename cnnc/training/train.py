@@ -579,6 +579,7 @@ class Trainer:
                            disable=not self.progress or None, unit="step", file=sys.stderr,
                            desc=f"epoch {epoch + 1}/{cfg.epochs}", dynamic_ncols=True)
                 t_epoch = time.perf_counter()
+                compiled_before = self._compiling()
                 images_epoch = 0
                 with bar:
                     for it in range(self.pos.iteration, self.steps_per_epoch):
@@ -611,7 +612,8 @@ class Trainer:
                         self.pos.seen += self.batch
                         images_epoch += self.batch
                         if self.progress and (it % 10 == 0 or it + 1 == self.steps_per_epoch):
-                            rate = images_epoch / max(time.perf_counter() - t_epoch, 1e-9)
+                            busy = time.perf_counter() - t_epoch - (self._compiling() - compiled_before)
+                            rate = images_epoch / max(busy, 1e-9)
                             bar.set_postfix(loss=f"{self.pos.loss_sum / self.pos.seen:.4f}",
                                             acc=f"{self.pos.correct / self.pos.seen:.4f}",
                                             img_s=f"{rate:,.0f}", refresh=False)
@@ -623,7 +625,8 @@ class Trainer:
                     interrupted = True
                     _set_rng_state(self.shuffle_rng, after_perm)
                     break
-                self._end_epoch(epoch, time.perf_counter() - t_epoch, images_epoch)
+                self._end_epoch(epoch, time.perf_counter() - t_epoch, images_epoch,
+                                self._compiling() - compiled_before)
                 if self.until is not None:  # cfg.until reached: stop here
                     break
         self.pos.seconds = time.perf_counter() - start
@@ -686,7 +689,15 @@ class Trainer:
         self.comm_seconds += time.perf_counter() - t
         return float(stats[0]) / self.batch, int(stats[1])
 
-    def _end_epoch(self, epoch: int, seconds: float, images: int) -> None:
+    def _compiling(self) -> float:
+        """Seconds spent so far compiling kernels or waiting for the compile helper's."""
+        from ..kernels.events import compile_seconds
+
+        return compile_seconds() + (self._helper.waited if self._helper is not None else 0.0)
+
+    def _end_epoch(self, epoch: int, seconds: float, images: int, compiling: float = 0.0) -> None:
+        """``compiling``: the seconds of the epoch's steps spent compiling kernels (a cold
+        cache), left out of its speed and shown apart."""
         cfg, data = self.cfg, self.data
         crash_point("validation")
         t_val = time.perf_counter()
@@ -700,8 +711,9 @@ class Trainer:
             "train_accuracy": self.pos.correct / max(self.pos.seen, 1),
             "val_loss": val["loss"] if val else None,
             "val_accuracy": val["accuracy"] if val else None,
-            "images_per_s": images / max(seconds, 1e-9) if images else None,
+            "images_per_s": images / max(seconds - compiling, 1e-9) if images else None,
             "seconds": seconds,
+            "compile_seconds": compiling,
             "elapsed": elapsed,
         }
         self.history.append(row)
@@ -735,6 +747,8 @@ class Trainer:
         if val:
             msg += f"  val_loss {val['loss']:.4f}  val_acc {val['accuracy']:.4f}"
         msg += f"  {row['images_per_s'] or 0:,.0f} img/s  {seconds:.1f}s"
+        if compiling >= 0.05:
+            msg += f" ({compiling:.1f}s of it compiling kernels)"
         if self.progress:
             self.log(msg)
 
