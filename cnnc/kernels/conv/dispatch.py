@@ -268,12 +268,17 @@ def conv2d_forward(x, w, b, y, ws, geom: ConvGeometry, has_bias, relu):
         winograd.wino_conv_small(x, w, b, bool(has_bias), bool(relu), y, ws, ph, pw, T)
         return
     small = small and ws.size >= C * KH * KW * OH * OW
+    tiles = N * ((OH + 3) // 4) * ((OW + 3) // 4)
+    # Winograd's batch kernel hands out blocks of WINO_TILES tiles: with less than one block
+    # (a few small images: 64 -> 64 at 8x8 has 4 tiles an image) one thread ran it all:
+    # 2 images of 64 -> 64 at 8x8 took 162-172 us against the direct kernel's 75 us, and
+    # 128 -> 128 520 against 450 (2 threads, random normal data)
+    wino_batch = wino and (tiles >= WINO_TILES or FORCE_PATH == PATH_WINO)
     if (not small and _direct_ok(KH, KW, sh, sw, dh, dw, groups, FORCE_PATH)
-            and not (wino and min(C, F) >= DIRECT_WINO_CH)
+            and not (wino_batch and min(C, F) >= DIRECT_WINO_CH)
             and _direct_fits(ws, N, C, H, W, F, KH, KW, ph, pw, T, sh)):
         direct.CONV[sh](x, w, b, bool(has_bias), bool(relu), y, ws, ph, pw, T)
         return
-    tiles = N * ((OH + 3) // 4) * ((OW + 3) // 4)
     if wino and _wino_fits(ws, N, C, F, H, W, OH, OW) and not (small and tiles < T * WINO_TILES):
         winograd.wino_conv(x, x, False, w, False, b, bool(has_bias), bool(relu), y, ws, ph, pw,
                            T, WINO_TILES)
