@@ -34,9 +34,9 @@ over the rounds. Everything uses 2 threads, float32 and the same random data of 
 input shape. Before timing, the harness checks that each PyTorch model has exactly cnnc's
 parameter count and that every runner's output has cnnc's shape, and stops otherwise.
 
-Self-check: after a case's rounds the harness runs examples/torch_plain.py (a plain
-PyTorch script: a perf_counter loop, no subprocess machinery, no cnnc) once, NCHW, and
-reports whether its numbers are within 10% of the harness's PyTorch NCHW medians.
+Self-check: in every round the harness also runs examples/torch_plain.py (a plain PyTorch
+script: a perf_counter loop, no subprocess machinery, no cnnc; NCHW) and reports whether
+its medians are within 10% of the harness's PyTorch NCHW medians.
 
 The ratios are speedups: the other framework's time over cnnc's (above 1: cnnc is faster),
 against the faster PyTorch layout of that row and against ONNX Runtime. The report also
@@ -79,8 +79,9 @@ ALLOWED = {"cnnc": {"cnnc", "numba"}, "torch": {"torch"}, "ort": {"onnxruntime"}
 # ------------------------------------------------------------------------------- workers
 
 def _timed(fn, calls: int, warmup: int) -> float:
-    """Mean seconds per call of ``fn`` over ``calls`` calls, after ``warmup`` calls."""
-    for _ in range(warmup):
+    """Mean seconds per call of ``fn`` over ``calls`` calls, after ``warmup`` calls (at least
+    a tenth of ``calls``: short calls need their thread pools and caches warm)."""
+    for _ in range(max(warmup, calls // 10)):
         fn()
     t = time.perf_counter()
     for _ in range(calls):
@@ -281,6 +282,7 @@ def measure_case(stem: str, rounds: int, steps: int, env: dict, with_ort: bool, 
             "macs_per_image": facts["macs"], "steps": case_steps, "batch1_calls": 10 * case_steps,
             "warmup_calls": warmup, "onnx_runtime": bool(facts["onnx"])}
     runs: dict[str, dict[str, list[float]]] = {f"{fw}/{lay}": {k: [] for k, _ in KEYS} for fw, lay in runners}
+    plain_runs: dict[str, list[float]] = {k: [] for k, _ in KEYS}
     for _ in range(rounds):
         for fw, lay in runners:
             who = f"{fw}/{lay}"
@@ -291,6 +293,9 @@ def measure_case(stem: str, rounds: int, steps: int, env: dict, with_ort: bool, 
                     runs[who][k].append(r[k])
             if fw == "cnnc":
                 case["cnnc_blas"] = r["blas"]
+        if self_check:  # the plain script takes its turn in every round, as the runners do
+            for k, v in run_plain(spec, env).items():
+                plain_runs[k].append(v)
     for k, _ in KEYS:
         med = {who: statistics.median(v[k]) for who, v in runs.items() if v[k]}
         best = min(("torch/nchw", "torch/channels_last"), key=med.get)
@@ -302,19 +307,23 @@ def measure_case(stem: str, rounds: int, steps: int, env: dict, with_ort: bool, 
                "rounds_ms": {who: [_ms(t) for t in v[k]] for who, v in runs.items() if v[k]}}
         case[k] = row
     if self_check:
-        case["self_check"] = run_self_check(case, spec, env)
+        case["self_check"] = self_check_result(case, {k: statistics.median(v) for k, v in plain_runs.items()})
     return case
 
 
-def run_self_check(case: dict, spec: dict, env: dict) -> dict:
-    """examples/torch_plain.py, once, NCHW: its numbers against the harness's NCHW medians."""
+def run_plain(spec: dict, env: dict) -> dict:
+    """examples/torch_plain.py once (NCHW, a process of its own): seconds per call by key."""
     r = _spawn([str(PLAIN), spec["model"], "--batch", str(spec["batch"]), "--steps", str(spec["steps"]),
                 "--batch1-calls", str(spec["calls1"]), "--warmup", str(spec["warmup"]),
                 "--threads", str(THREADS)], env, "examples/torch_plain.py")
-    plain = {"train_s": r["train_ms"], "infer_s": r["infer_ms"], "infer1_s": r["infer1_ms"]}
-    deviation = {k: round(plain[k] / case[k]["torch_nchw_ms"] - 1, 4) for k, _ in KEYS}
+    return {"train_s": r["train_ms"] / 1e3, "infer_s": r["infer_ms"] / 1e3, "infer1_s": r["infer1_ms"] / 1e3}
+
+
+def self_check_result(case: dict, plain: dict) -> dict:
+    """The plain script's medians (seconds by key) against the harness's PyTorch NCHW medians."""
+    deviation = {k: round(plain[k] * 1e3 / case[k]["torch_nchw_ms"] - 1, 4) for k, _ in KEYS}
     worst = max(abs(d) for d in deviation.values())
-    return {"plain_ms": {k: _ms(v / 1e3) for k, v in plain.items()}, "deviation": deviation,
+    return {"plain_ms": {k: _ms(v) for k, v in plain.items()}, "deviation": deviation,
             "max_deviation": worst, "tolerance": SELF_CHECK_TOLERANCE, "ok": worst <= SELF_CHECK_TOLERANCE}
 
 

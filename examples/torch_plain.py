@@ -104,8 +104,9 @@ MODELS = {"lenet5": (lenet5, (1, 32, 32), 10),
 
 
 def time_calls(fn, calls: int, warmup: int) -> float:
-    """Mean seconds per call of ``fn`` over ``calls`` calls, after ``warmup`` calls."""
-    for _ in range(warmup):
+    """Mean seconds per call of ``fn`` over ``calls`` calls, after ``warmup`` calls (at least
+    a tenth of ``calls``: short calls need their thread pools and caches warm)."""
+    for _ in range(max(warmup, calls // 10)):
         fn()
     t = time.perf_counter()
     for _ in range(calls):
