@@ -287,7 +287,7 @@ class ConvOp(Op):
                                      cfg.groups)
 
     def bind(self, batch, dtype, params, grads, buffers, rng):
-        import numpy as np
+        from ..kernels import memory
 
         super().bind(batch, dtype, params, grads, buffers, rng)
         c, *hw = self.in_shapes[0]
@@ -298,7 +298,7 @@ class ConvOp(Op):
         shapes = ((batch, c, hw[0], hw[1]), (f, c // self.geom.groups, kh, kw),
                   (batch, f, ohw[0], ohw[1]))
         size = self.k.conv2d_workspace_size(*shapes, self.geom)
-        self.ws = np.empty(max(size, 1), dtype=dtype)
+        self.ws = memory.empty(max(size, 1), dtype)
         self.w, self.b = self._view(params["w"]), params.get("b")
         self.gw, self.gb = self._view(grads["w"]), grads.get("b")
         self._adds = self.k.conv2d_backward_adds(*shapes, self.geom, self.ws.size, self.relu)

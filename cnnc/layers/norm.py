@@ -219,12 +219,15 @@ class DropoutOp(Op):
     def bind(self, batch, dtype, params, grads, buffers, rng):
         import numpy as np
 
+        from ..kernels import memory
+
         super().bind(batch, dtype, params, grads, buffers, rng)
         n = batch
         for d in self.info.out_shape:
             n *= d
-        self.u = np.empty(n, dtype=dtype)
-        self.mask = np.ones(n, dtype=np.uint8)
+        self.u = memory.empty(n, dtype)
+        self.mask = memory.empty(n, np.uint8)
+        self.mask.fill(1)
         self.trained = False
 
     def forward(self, xs, y, training):

@@ -142,9 +142,11 @@ class PoolOp(Op):
     def bind(self, batch, dtype, params, grads, buffers, rng):
         import numpy as np
 
+        from ..kernels import memory
+
         super().bind(batch, dtype, params, grads, buffers, rng)
         if self.mode == "max":
-            self.argmax = as4d(np.empty((batch, *self.info.out_shape), dtype=np.int32))
+            self.argmax = as4d(memory.empty((batch, *self.info.out_shape), np.int32))
 
     def forward(self, xs, y, training):
         if self.mode == "max":

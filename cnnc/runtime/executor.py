@@ -21,6 +21,7 @@ class Executor:
     def __init__(self, plan: Plan, batch: int, dtype, params, grads, buffers, rng,
                  need_input_grad: bool = False):
         from ..kernels import loss as loss_kernels
+        from ..kernels import memory
         from ..kernels.elementwise import accumulate
 
         self.plan = plan
@@ -29,10 +30,10 @@ class Executor:
         self._loss = loss_kernels
         self._accumulate = accumulate
         shapes = plan.value_shapes
-        self.values: dict[str, np.ndarray] = {INPUT: np.zeros((batch, *shapes[INPUT]), self.dtype)}
+        self.values: dict[str, np.ndarray] = {INPUT: memory.zeros((batch, *shapes[INPUT]), self.dtype)}
         self.grads: dict[str, np.ndarray | None] = {INPUT: None}
         if need_input_grad:
-            self.grads[INPUT] = np.zeros((batch, *shapes[INPUT]), self.dtype)
+            self.grads[INPUT] = memory.zeros((batch, *shapes[INPUT]), self.dtype)
         self.ops = {}
         self._folds: list[tuple] = []  # inference plans: (w, b, bn params..., folded w, folded b)
         for step in plan.steps:
@@ -44,9 +45,9 @@ class Executor:
             op.relu = step.fused_relu
             op.bind(batch, self.dtype, own, grads.get(n, {}), buffers.get(n, {}), rng)
             self.ops[n] = op
-            self.values[step.output] = np.zeros((batch, *shapes[step.output]), self.dtype)
+            self.values[step.output] = memory.zeros((batch, *shapes[step.output]), self.dtype)
             # an inference plan has no backward: no gradient buffers
-            self.grads[step.output] = None if plan.inference else np.zeros((batch, *shapes[step.output]), self.dtype)
+            self.grads[step.output] = None if plan.inference else memory.zeros((batch, *shapes[step.output]), self.dtype)
         # a value read by several step inputs gets its gradient summed: the first reader's
         # backward writes it, later ones write a scratch buffer that is then accumulated
         uses = plan.uses
@@ -57,9 +58,9 @@ class Executor:
                 if uses.get(s, 0) > 1 and self.grads.get(s) is not None:
                     key = (self.values[s].shape, slot)
                     if key not in self.scratch:
-                        self.scratch[key] = np.zeros(self.values[s].shape, self.dtype)
+                        self.scratch[key] = memory.zeros(self.values[s].shape, self.dtype)
         self.logits = self.values[plan.logits]
-        self.probs = np.zeros(self.logits.shape, self.dtype)
+        self.probs = memory.zeros(self.logits.shape, self.dtype)
         self.labels = np.zeros(batch, np.int64)
         self.label_smoothing = 0.0  # > 0: loss and backward use smoothed targets
 
@@ -72,10 +73,12 @@ class Executor:
         batch norm folds into; :meth:`_refold` fills them from the current parameters."""
         import dataclasses
 
+        from ..kernels import memory
+
         bn = self.plan.analysis.layer(step.folded_bn)
         w, b = own["w"], own.get("b")
-        wf = np.empty_like(w)
-        bf = np.empty(w.shape[0], self.dtype)
+        wf = memory.empty(w.shape, w.dtype)
+        bf = memory.empty(w.shape[0], self.dtype)
         p, s = params[bn.id], buffers[bn.id]
         self._folds.append((w.reshape(w.shape[0], -1), b if b is not None else bf, b is not None,
                             p["gamma"], p["beta"], s["running_mean"], s["running_var"],

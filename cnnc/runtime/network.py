@@ -22,6 +22,7 @@ class Network:
     by layer name, an executor per batch size, and the Python API."""
 
     def __init__(self, plan: Plan, seed: int = 0, dtype: str = "float32"):
+        from ..kernels import memory
         from ..kernels.threads import configure
         from .notice import watch
 
@@ -34,9 +35,9 @@ class Network:
         self.classes = plan.classes
         self.input_shape = plan.input_shape
         total = sum(p.spec.size for p in plan.params)
-        self.theta = np.zeros(total, self.dtype)
-        self.grad = np.zeros(total, self.dtype)
-        self.buffer_flat = np.zeros(max(sum(b.spec.size for b in plan.buffers), 1), self.dtype)
+        self.theta = memory.zeros(total, self.dtype)
+        self.grad = memory.zeros(total, self.dtype)
+        self.buffer_flat = memory.zeros(max(sum(b.spec.size for b in plan.buffers), 1), self.dtype)
         self.params = self._views(self.theta, plan.params)
         self.grads = self._views(self.grad, plan.params)
         self.buffers = self._views(self.buffer_flat, plan.buffers)

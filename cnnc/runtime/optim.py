@@ -28,6 +28,7 @@ class Optimizer:
             raise UsageError(f"unknown optimizer {kind!r}", hint="choose sgd, adam or adamw")
         if nesterov and (kind != "sgd" or momentum <= 0):
             raise UsageError("nesterov needs the sgd optimizer with momentum > 0")
+        from ..kernels import memory
         from ..kernels import optim as k
 
         self.k = k
@@ -36,8 +37,8 @@ class Optimizer:
         self.momentum, self.nesterov, self.weight_decay = momentum, nesterov, weight_decay
         self.beta1, self.beta2, self.eps = beta1, beta2, eps
         self.steps = 0
-        self.m = np.zeros_like(theta)
-        self.v = np.zeros_like(theta) if kind != "sgd" else self.m
+        self.m = memory.zeros_like(theta)
+        self.v = memory.zeros_like(theta) if kind != "sgd" else self.m
 
     def step(self, lr: float) -> None:
         self.steps += 1
