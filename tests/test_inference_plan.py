@@ -158,3 +158,33 @@ def test_single_images_match_the_batch(text, input):
     whole = net.forward(x)
     one_by_one = np.concatenate([net.forward(x[i:i + 1]) for i in range(5)])
     np.testing.assert_allclose(one_by_one, whole, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("text, shape", [
+    ("conv5(6) - relu - pool - conv5(16) - relu - pool - fc(32) - relu - fc", "1x20x20"),
+    ("conv3(16, bias=false) - bn - relu - (conv3(16, bias=false) - bn - relu - conv3(16) - bn + id)"
+     " - relu - conv3(32, stride=2, pad=1) - bn - relu - avgpool - gap - fc", "3x12x12"),
+])
+@pytest.mark.parametrize("batch", [1, 2, 5])
+def test_bound_inference_calls_compute_what_each_op_forward_computes(text, shape, batch):
+    """An inference-mode forward runs the steps as kernel calls bound once per executor
+    (Op.inference_call): the same numbers as calling every op's forward, step by step."""
+    model = cnnc.compile(text, input=shape, classes=7)
+    net = model.network(seed=3)
+    for d in net.buffers.values():  # running statistics other than 0 and 1
+        for v in d.values():
+            v[...] = np.random.default_rng(1).uniform(0.5, 1.5, v.shape)
+    x = np.random.default_rng(0).standard_normal((batch, *model.input_shape)).astype(np.float32)
+    got = net.forward(x)
+    ex = net.inference_executor(batch)
+    assert ex._calls is not None and len(ex._calls) == len(ex.plan.steps)
+    ex.input[...] = x
+    if ex.plan.inference:
+        ex.refold()
+    for step in ex.plan.steps:
+        ex.ops[step.node].forward([ex.values[s] for s in step.inputs], ex.values[step.output], False)
+    np.testing.assert_array_equal(got, ex.logits)
+    again = net.forward(x)  # the bound calls read the buffers anew at every call
+    np.testing.assert_array_equal(again, got)
+    other = net.forward(x[::-1].copy())
+    np.testing.assert_allclose(other, got[::-1], rtol=1e-5, atol=1e-6)

@@ -86,9 +86,15 @@ _chunks = work_chunks  # fixed per process: the same partial sums whatever runs 
 
 def fc_forward(x, w, b, y, has_bias, relu):
     """y[N,M] = x[N,K] . w[M,K]^T (+ b) (then ReLU).  C-contiguous, one float dtype."""
+    kernel, args = fc_forward_call(x, w, b, y, has_bias, relu)
+    kernel(*args)
+
+
+def fc_forward_call(x, w, b, y, has_bias, relu):
+    """:func:`fc_forward` as ``(kernel, args)``."""
     if b is None:
         b = dummy(y.dtype, 1)
-    _fc_fwd(x, w, b, y, bool(has_bias), bool(relu), _chunks())
+    return _fc_fwd, (x, w, b, y, bool(has_bias), bool(relu), _chunks())
 
 
 def fc_backward(x, w, y, dy, dx, dwt, db, has_bias, relu, need_dx):

@@ -42,16 +42,20 @@ def maxpool2d_forward(x, y, argmax, kh, kw, sh, sw, ph, pw):
     take unrolled kernels, 3-9x faster than the general one (whose short variable-length loops
     do not vectorize); everything else takes :func:`_maxpool_general`.
     """
+    kernel, args = maxpool2d_forward_call(x, y, argmax, kh, kw, sh, sw, ph, pw)
+    kernel(*args)
+
+
+def maxpool2d_forward_call(x, y, argmax, kh, kw, sh, sw, ph, pw):
+    """:func:`maxpool2d_forward` as ``(kernel, args)``, the kernel chosen now."""
     oh_n, ow_n = y.shape[2], y.shape[3]
     inside = (ph == 0 and pw == 0 and (oh_n - 1) * sh + kh <= x.shape[2]
               and (ow_n - 1) * sw + kw <= x.shape[3])
     if inside and sh == 2 and sw == 2 and kh == kw and kh in (2, 3):
         if kh == 2:
-            _maxpool_2x2s2(x, y, argmax, work_chunks())
-        else:
-            _maxpool_3x3s2(x, y, argmax)
-    else:
-        _maxpool_general(x, y, argmax, kh, kw, sh, sw, ph, pw)
+            return _maxpool_2x2s2, (x, y, argmax, work_chunks())
+        return _maxpool_3x3s2, (x, y, argmax)
+    return _maxpool_general, (x, y, argmax, kh, kw, sh, sw, ph, pw)
 
 
 @njit(cache=True, inline="always")

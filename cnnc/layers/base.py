@@ -406,6 +406,14 @@ class Op:
     def forward(self, xs: list, y, training: bool) -> None:
         raise NotImplementedError
 
+    def inference_call(self, xs: list, y) -> tuple:
+        """:meth:`forward` in inference mode on exactly these buffers, as ``(fn, args)`` with
+        ``fn(*args)`` doing it: an inference executor binds its steps once and then runs
+        them without re-deciding anything per call (views, kernel paths, thread pieces),
+        which is most of a small layer's time at batch 1. Ops whose kernel choice depends
+        only on shapes return the kernel itself; the default is the op's own forward."""
+        return self.forward, (xs, y, False)
+
     def backward(self, xs: list, y, dy, dxs: list) -> None:
         raise NotImplementedError
 

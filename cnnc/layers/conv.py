@@ -313,6 +313,10 @@ class ConvOp(Op):
         self.k.conv2d_forward(self._view(xs[0]), self.w, self.b, self._view(y), self.ws, self.geom,
                               self.cfg.bias, self.relu)
 
+    def inference_call(self, xs, y):
+        return self.k.conv2d_forward_call(self._view(xs[0]), self.w, self.b, self._view(y), self.ws,
+                                          self.geom, self.cfg.bias, self.relu)
+
     def backward(self, xs, y, dy, dxs, add=(False,)):
         self.k.conv2d_backward(self._view(xs[0]), self.w, self._view(y), self._view(dy), self._view(dxs[0]),
                                self.gw, self.gb, self.ws, self.geom, self.cfg.bias, self.relu,

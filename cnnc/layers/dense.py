@@ -105,6 +105,10 @@ class FcOp(Op):
         x = xs[0].reshape(xs[0].shape[0], self.fan_in)
         self.k.fc_forward(x, self.w, self.b, y, self.cfg.bias, self.relu)
 
+    def inference_call(self, xs, y):
+        return self.k.fc_forward_call(xs[0].reshape(xs[0].shape[0], self.fan_in), self.w, self.b, y,
+                                      self.cfg.bias, self.relu)
+
     def backward(self, xs, y, dy, dxs):
         n = xs[0].shape[0]
         dx = dxs[0].reshape(n, self.fan_in) if dxs[0] is not None else None

@@ -63,6 +63,7 @@ class Executor:
         self.probs = memory.zeros(self.logits.shape, self.dtype)
         self.labels = np.zeros(batch, np.int64)
         self.label_smoothing = 0.0  # > 0: loss and backward use smoothed targets
+        self._calls: tuple | None = None  # inference-mode forward, bound (see forward)
 
     @property
     def input(self) -> np.ndarray:
@@ -70,7 +71,7 @@ class Executor:
 
     def _fold_slot(self, step, cfg, own, params, buffers):
         """The config (with a bias) and folded weight and bias arrays of a conv or fc that a
-        batch norm folds into; :meth:`_refold` fills them from the current parameters."""
+        batch norm folds into; :meth:`refold` fills them from the current parameters."""
         import dataclasses
 
         from ..kernels import memory
@@ -85,21 +86,42 @@ class Executor:
                             float(bn.config.eps), wf.reshape(w.shape[0], -1), bf))
         return dataclasses.replace(cfg, bias=True), {"w": wf, "b": bf}
 
-    def _refold(self) -> None:
+    def refold(self) -> None:
+        """Fold the batch norms into the weights and biases before them, from the current
+        parameters and running statistics (inference plans; :meth:`forward` calls it)."""
         from ..kernels.norm import fold_batchnorm
 
         for args in self._folds:
             fold_batchnorm(*args)
 
     def forward(self, training: bool) -> np.ndarray:
+        """The logits of what :attr:`input` holds. In inference mode (``training=False``) the
+        steps run as bound kernel calls (:meth:`cnnc.layers.base.Op.inference_call`, made at
+        the first such forward): the views, kernel paths and work split of every step are
+        decided once per executor, not at every call."""
         values = self.values
+        if not training:
+            if self.plan.inference:
+                self.refold()  # from the current parameters: folded weights cannot go stale
+            for fn, args in self._calls or self.inference_calls():
+                fn(*args)
+            return self.logits
         if self.plan.inference:
-            if training:
-                raise UsageError("an inference plan runs only in inference mode")
-            self._refold()  # from the current parameters: folded weights cannot go stale
+            raise UsageError("an inference plan runs only in inference mode")
         for step in self.plan.steps:
             self.ops[step.node].forward([values[s] for s in step.inputs], values[step.output], training)
         return self.logits
+
+    def inference_calls(self) -> tuple:
+        """The inference-mode forward as ``(fn, args)`` per scheduled step, in order (made
+        once): running ``fn(*args)`` for each, after refolding an inference plan's batch
+        norms, is :meth:`forward` with ``training=False``."""
+        if self._calls is None:
+            values = self.values
+            self._calls = tuple(
+                self.ops[step.node].inference_call([values[s] for s in step.inputs], values[step.output])
+                for step in self.plan.steps)
+        return self._calls
 
     def loss(self) -> float:
         """Mean softmax cross-entropy of the logits against ``self.labels`` (smoothed by

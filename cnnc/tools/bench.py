@@ -317,24 +317,17 @@ def layer_profile_batch1(model, calls: int = 200, net=None) -> dict:
     x1 = np.random.default_rng(0).standard_normal((1, *net.input_shape)).astype(net.dtype)
     whole_s = batch1_latency(net, x1, calls)
     ex = net.inference_executor(1)
-    times: dict[str, list] = {n: [] for n in ex.ops}
-    for n, op in ex.ops.items():
-        def timed_forward(xs, y, training, fwd=op.forward, acc=times[n]):
+    ex.input[...] = x1
+    steps = list(zip(ex.plan.steps, ex.inference_calls()))  # what net.forward runs, bound
+    times: dict[str, list] = {s.node: [] for s, _ in steps}
+    for k in range(calls + 3):
+        if ex.plan.inference:
+            ex.refold()
+        for s, (fn, args) in steps:
             t = time.perf_counter()
-            fwd(xs, y, training)
-            acc.append(time.perf_counter() - t)
-
-        op.forward = timed_forward  # an instance attribute shadows the method
-    try:
-        for _ in range(3):
-            net.forward(x1)
-        for acc in times.values():
-            acc.clear()
-        for _ in range(calls):
-            net.forward(x1)
-    finally:
-        for op in ex.ops.values():
-            del op.forward
+            fn(*args)
+            if k >= 3:  # three rounds of warm-up
+                times[s.node].append(time.perf_counter() - t)
     rows = []
     for s in ex.plan.steps:
         fwd_s = statistics.median(times[s.node])

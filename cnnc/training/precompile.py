@@ -292,7 +292,7 @@ def timeline(spec: dict) -> list[Callable[[], object]]:
     for batch in spec["eval_batches"]:
         iex = net.inference_executor(batch)
         if iex.plan.inference:
-            calls.append(iex._refold)
+            calls.append(iex.refold)
         forward(iex, False)
         calls.append(iex.loss)
     return calls

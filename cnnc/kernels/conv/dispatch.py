@@ -55,7 +55,8 @@ from cnnc.kernels.conv.geometry import (PATH_AUTO, PATH_COMPACT, PATH_DIRECT, PA
 from cnnc.kernels.host import host
 from cnnc.kernels.threads import work_chunks
 
-__all__ = ["ConvGeometry", "conv2d_workspace_size", "conv2d_forward", "conv2d_backward",
+__all__ = ["ConvGeometry", "conv2d_workspace_size", "conv2d_forward", "conv2d_forward_call",
+           "conv2d_backward",
            "conv2d_backward_adds", "dummy", "FORCE_PATH", "PATH_AUTO", "PATH_COMPACT",
            "PATH_WIDE", "PATH_WINO", "PATH_DIRECT"]
 
@@ -241,6 +242,15 @@ def conv2d_forward(x, w, b, y, ws, geom: ConvGeometry, has_bias, relu):
     :func:`conv2d_workspace_size` elements.  ``y`` is overwritten; ``b`` may be None
     without ``has_bias``.
     """
+    kernel, args = conv2d_forward_call(x, w, b, y, ws, geom, has_bias, relu)
+    kernel(*args)
+
+
+def conv2d_forward_call(x, w, b, y, ws, geom: ConvGeometry, has_bias, relu):
+    """:func:`conv2d_forward` as ``(kernel, args)``, its path chosen now: ``kernel(*args)``
+    computes it on these arrays as often as needed (an inference executor binds its
+    convolutions once). The path depends on the shapes, the workspace size, the work
+    pieces and :data:`FORCE_PATH` at the time of this call."""
     if b is None:
         b = dummy(y.dtype, 1)
     sh, sw, ph, pw, dh, dw, groups = geom.scalars
@@ -262,11 +272,9 @@ def conv2d_forward(x, w, b, y, ws, geom: ConvGeometry, has_bias, relu):
             and ws.size >= host(direct.small_size)(C, H, W, F, KH, KW, ph, pw, sh, pieces)):
         # two pieces per thread where the rows allow: one image's rows are little work
         # each, and a thread that wakes late then leaves less to the others
-        direct.CONV_ROWS[sh](x, w, b, bool(has_bias), bool(relu), y, ws, ph, pw, pieces)
-        return
+        return direct.CONV_ROWS[sh], (x, w, b, bool(has_bias), bool(relu), y, ws, ph, pw, pieces)
     if small and wino and _wino_small_fits(ws, C, F, H, W, OH, OW, T):
-        winograd.wino_conv_small(x, w, b, bool(has_bias), bool(relu), y, ws, ph, pw, T)
-        return
+        return winograd.wino_conv_small, (x, w, b, bool(has_bias), bool(relu), y, ws, ph, pw, T)
     small = small and ws.size >= C * KH * KW * OH * OW
     tiles = N * ((OH + 3) // 4) * ((OW + 3) // 4)
     # Winograd's batch kernel hands out blocks of WINO_TILES tiles: with less than one block
@@ -277,17 +285,15 @@ def conv2d_forward(x, w, b, y, ws, geom: ConvGeometry, has_bias, relu):
     if (not small and _direct_ok(KH, KW, sh, sw, dh, dw, groups, FORCE_PATH)
             and not (wino_batch and min(C, F) >= DIRECT_WINO_CH)
             and _direct_fits(ws, N, C, H, W, F, KH, KW, ph, pw, T, sh)):
-        direct.CONV[sh](x, w, b, bool(has_bias), bool(relu), y, ws, ph, pw, T)
-        return
+        return direct.CONV[sh], (x, w, b, bool(has_bias), bool(relu), y, ws, ph, pw, T)
     if wino and _wino_fits(ws, N, C, F, H, W, OH, OW) and not (small and tiles < T * WINO_TILES):
-        winograd.wino_conv(x, x, False, w, False, b, bool(has_bias), bool(relu), y, ws, ph, pw,
-                           T, WINO_TILES)
-        return
+        return winograd.wino_conv, (x, x, False, w, False, b, bool(has_bias), bool(relu), y, ws, ph,
+                                    pw, T, WINO_TILES)
     if small:
-        im2col_conv_split(x, w, b, y, ws, sh, sw, ph, pw, dh, dw, bool(has_bias), bool(relu), T)
-        return
-    im2col_conv(x, w, b, y, ws, sh, sw, ph, pw, dh, dw, groups, bool(has_bias), bool(relu),
-                _chunks(), FWD_TARGET_COLS, BWD_TARGET_COLS, FORCE_PATH)
+        return im2col_conv_split, (x, w, b, y, ws, sh, sw, ph, pw, dh, dw, bool(has_bias),
+                                   bool(relu), T)
+    return im2col_conv, (x, w, b, y, ws, sh, sw, ph, pw, dh, dw, groups, bool(has_bias), bool(relu),
+                         _chunks(), FWD_TARGET_COLS, BWD_TARGET_COLS, FORCE_PATH)
 
 
 BWD_DIRECT, BWD_DIRECT_PHASE, BWD_DIRECT_IM2COL, BWD_POINTWISE_STRIDED, BWD_OTHER = range(5)
