@@ -37,6 +37,9 @@ class ActivationOp(Op):
     def forward(self, xs, y, training):
         self.fwd(xs[0].reshape(-1), y.reshape(-1), *self.extra)
 
+    def inference_call(self, xs, y):
+        return self.fwd, (xs[0].reshape(-1), y.reshape(-1), *self.extra)
+
     def backward(self, xs, y, dy, dxs):
         if dxs[0] is None:
             return
