@@ -17,6 +17,7 @@ import numpy as np
 from numba import njit, prange
 
 from cnnc.kernels.blas import uidx as _u
+from cnnc.kernels.serial import SERIAL_MAX, serial_twin
 from cnnc.kernels.threads import work_chunks
 
 __all__ = [
@@ -47,15 +48,28 @@ def maxpool2d_forward(x, y, argmax, kh, kw, sh, sw, ph, pw):
 
 
 def maxpool2d_forward_call(x, y, argmax, kh, kw, sh, sw, ph, pw):
-    """:func:`maxpool2d_forward` as ``(kernel, args)``, the kernel chosen now."""
+    """:func:`maxpool2d_forward` as ``(kernel, args)``, the kernel chosen now (its serial
+    twin for one image of little work: :mod:`cnnc.kernels.serial`)."""
     oh_n, ow_n = y.shape[2], y.shape[3]
     inside = (ph == 0 and pw == 0 and (oh_n - 1) * sh + kh <= x.shape[2]
               and (ow_n - 1) * sw + kw <= x.shape[3])
+    one = x.shape[0] == 1 and x.size <= SERIAL_MAX
     if inside and sh == 2 and sw == 2 and kh == kw and kh in (2, 3):
         if kh == 2:
-            return _maxpool_2x2s2, (x, y, argmax, work_chunks())
-        return _maxpool_3x3s2, (x, y, argmax)
-    return _maxpool_general, (x, y, argmax, kh, kw, sh, sw, ph, pw)
+            return _twin(_maxpool_2x2s2) if one else _maxpool_2x2s2, (x, y, argmax, work_chunks())
+        return _twin(_maxpool_3x3s2) if one else _maxpool_3x3s2, (x, y, argmax)
+    return _twin(_maxpool_general) if one else _maxpool_general, (x, y, argmax, kh, kw, sh, sw, ph, pw)
+
+
+_TWINS: dict = {}
+
+
+def _twin(kernel):
+    """The serial twin of one of this module's kernels (made at its first use)."""
+    twin = _TWINS.get(kernel)
+    if twin is None:
+        twin = _TWINS[kernel] = serial_twin(kernel, kernel.py_func.__name__ + "_serial")
+    return twin
 
 
 @njit(cache=True, inline="always")
