@@ -297,22 +297,29 @@ def format_layer_profile(rows: list[dict], batch: int) -> str:
                       f"{r['forward_gflops']:.1f}" if r["forward_gflops"] else "-",
                       f"{r['backward_ms']:.3f}",
                       f"{r['backward_gflops']:.1f}" if r["backward_gflops"] else "-", f"{r['share']:.1%}"))
-    widths = [max(len(row[i]) for row in table) for i in range(len(head))]
-    lines = [f"per layer, training step at batch {batch} (median; the rest of the step is the loss, "
-             "the optimizer and gradient sums)"]
+    return "\n".join([f"per layer, training step at batch {batch} (median; the rest of the step is the "
+                      "loss, the optimizer and gradient sums)", *_columns(table)])
+
+
+def _columns(table: list[tuple]) -> list[str]:
+    """The rows of ``table`` (its first row the header) in aligned columns, a rule under the
+    header; the first three columns (names) flush left, the numbers flush right."""
+    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
+    lines = []
     for k, row in enumerate(table):
         lines.append("  ".join(c.ljust(w) if i < 3 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths))))
         if k == 0:
             lines.append("  ".join("-" * w for w in widths))
-    return "\n".join(lines)
+    return lines
 
 
 def layer_profile_batch1(model, calls: int = 200, net=None) -> dict:
     """Per scheduled step of the inference plan (batch norm folded into the conv or fc
-    before it, ReLUs fused): the median ms of its forward at batch 1, over ``calls`` calls of
-    ``net.forward`` on one image; with the median of the whole forward (timed without the
-    per-layer timers) and the difference: the time spent between the kernels (input copy,
-    batch-norm refolding, Python dispatch)."""
+    before it, ReLUs fused): the median ms of its forward at batch 1, over ``calls`` runs of
+    the bound kernel calls ``net.forward`` makes (:meth:`Executor.inference_calls`) on one
+    image; with the median of a whole ``net.forward`` (timed without the per-layer timers)
+    and the difference: the time spent between the kernels (input copy, batch-norm
+    refolding, Python dispatch)."""
     net = model.network(seed=0) if net is None else net
     x1 = np.random.default_rng(0).standard_normal((1, *net.input_shape)).astype(net.dtype)
     whole_s = batch1_latency(net, x1, calls)
@@ -345,13 +352,9 @@ def format_layer_profile_batch1(prof: dict) -> str:
     head = ("layer", "type", "output", "fwd ms", "share")
     table = [head] + [(r["layer"], r["type"], "x".join(map(str, r["output"])), f"{r['forward_ms']:.4f}",
                        f"{r['share']:.1%}" if r["share"] is not None else "-") for r in prof["rows"]]
-    widths = [max(len(row[i]) for row in table) for i in range(len(head))]
-    lines = [f"per layer, inference forward at batch 1 (median of {plural(prof['calls'], 'call')} of "
-             "net.forward on one image; batch norm folded into the layer before it)"]
-    for k, row in enumerate(table):
-        lines.append("  ".join(c.ljust(w) if i < 3 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths))))
-        if k == 0:
-            lines.append("  ".join("-" * w for w in widths))
+    lines = [f"per layer, inference forward at batch 1 (median of {plural(prof['calls'], 'run')} of "
+             "the forward's bound kernel calls on one image; batch norm folded into the layer "
+             "before it)", *_columns(table)]
     whole = prof["forward_ms"]
     between = prof["between_ms"]
     lines.append(f"the layers sum to {prof['layers_sum_ms']:.4f} ms of a whole forward of {whole:.4f} ms: "
