@@ -162,6 +162,7 @@ def test_single_images_match_the_batch(text, input):
 
 @pytest.mark.parametrize("text, shape", [
     ("conv5(6) - relu - pool - conv5(16) - relu - pool - fc(32) - relu - fc", "1x20x20"),
+    ("conv3(4) - tanh - maxpool3(stride=2) - conv3(6) - leaky(0.1) - gap - fc", "2x11x11"),
     ("conv3(16, bias=false) - bn - relu - (conv3(16, bias=false) - bn - relu - conv3(16) - bn + id)"
      " - relu - conv3(32, stride=2, pad=1) - bn - relu - avgpool - gap - fc", "3x12x12"),
 ])

@@ -15,7 +15,7 @@ from .blas import TRANS_T as _T
 from .blas import gemm
 from .blas import uidx as _u
 from .conv.dispatch import dummy
-from .serial import SERIAL_MAX, serial_twin
+from .serial import pick
 from .threads import work_chunks
 from .conv.winograd import FASTMATH  # no "reassoc": see winograd.py
 
@@ -94,18 +94,9 @@ def fc_forward(x, w, b, y, has_bias, relu):
 def fc_forward_call(x, w, b, y, has_bias, relu):
     """:func:`fc_forward` as ``(kernel, args)`` (the serial twin for one input vector and a
     small weight matrix: :mod:`cnnc.kernels.serial`)."""
-    global _fc_fwd_serial
     if b is None:
         b = dummy(y.dtype, 1)
-    kernel = _fc_fwd
-    if x.shape[0] == 1 and w.size <= SERIAL_MAX:
-        if _fc_fwd_serial is None:
-            _fc_fwd_serial = serial_twin(_fc_fwd, "_fc_fwd_serial")
-        kernel = _fc_fwd_serial
-    return kernel, (x, w, b, y, bool(has_bias), bool(relu), _chunks())
-
-
-_fc_fwd_serial = None  # made at its first use
+    return pick(_fc_fwd, x.shape[0], w.size), (x, w, b, y, bool(has_bias), bool(relu), _chunks())
 
 
 def fc_backward(x, w, y, dy, dx, dwt, db, has_bias, relu, need_dx):

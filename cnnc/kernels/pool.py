@@ -17,7 +17,7 @@ import numpy as np
 from numba import njit, prange
 
 from cnnc.kernels.blas import uidx as _u
-from cnnc.kernels.serial import SERIAL_MAX, serial_twin
+from cnnc.kernels.serial import pick
 from cnnc.kernels.threads import work_chunks
 
 __all__ = [
@@ -53,23 +53,12 @@ def maxpool2d_forward_call(x, y, argmax, kh, kw, sh, sw, ph, pw):
     oh_n, ow_n = y.shape[2], y.shape[3]
     inside = (ph == 0 and pw == 0 and (oh_n - 1) * sh + kh <= x.shape[2]
               and (ow_n - 1) * sw + kw <= x.shape[3])
-    one = x.shape[0] == 1 and x.size <= SERIAL_MAX
+    n = x.shape[0]
     if inside and sh == 2 and sw == 2 and kh == kw and kh in (2, 3):
         if kh == 2:
-            return _twin(_maxpool_2x2s2) if one else _maxpool_2x2s2, (x, y, argmax, work_chunks())
-        return _twin(_maxpool_3x3s2) if one else _maxpool_3x3s2, (x, y, argmax)
-    return _twin(_maxpool_general) if one else _maxpool_general, (x, y, argmax, kh, kw, sh, sw, ph, pw)
-
-
-_TWINS: dict = {}
-
-
-def _twin(kernel):
-    """The serial twin of one of this module's kernels (made at its first use)."""
-    twin = _TWINS.get(kernel)
-    if twin is None:
-        twin = _TWINS[kernel] = serial_twin(kernel, kernel.py_func.__name__ + "_serial")
-    return twin
+            return pick(_maxpool_2x2s2, n, x.size), (x, y, argmax, work_chunks())
+        return pick(_maxpool_3x3s2, n, x.size), (x, y, argmax)
+    return pick(_maxpool_general, n, x.size), (x, y, argmax, kh, kw, sh, sw, ph, pw)
 
 
 @njit(cache=True, inline="always")

@@ -29,3 +29,20 @@ def serial_twin(kernel, name: str):
     body.__doc__ = f"Serial twin of :func:`{f.__name__}` (:mod:`cnnc.kernels.serial`)."
     options = {k: v for k, v in kernel.targetoptions.items() if k not in ("parallel", "nopython")}
     return njit(cache=True, **options)(body)
+
+
+_TWINS: dict = {}
+
+
+def twin(kernel):
+    """The serial twin of ``kernel``, named after it (``<name>_serial``), made at its first use."""
+    made = _TWINS.get(kernel)
+    if made is None:
+        made = _TWINS[kernel] = serial_twin(kernel, kernel.py_func.__name__ + "_serial")
+    return made
+
+
+def pick(kernel, images: int, work: int):
+    """``kernel``, or its serial twin for one image of at most :data:`SERIAL_MAX` elements
+    of work."""
+    return twin(kernel) if images == 1 and work <= SERIAL_MAX else kernel

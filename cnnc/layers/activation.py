@@ -38,7 +38,9 @@ class ActivationOp(Op):
         self.fwd(xs[0].reshape(-1), y.reshape(-1), *self.extra)
 
     def inference_call(self, xs, y):
-        return self.fwd, (xs[0].reshape(-1), y.reshape(-1), *self.extra)
+        from ..kernels.serial import pick
+
+        return pick(self.fwd, y.shape[0], y.size), (xs[0].reshape(-1), y.reshape(-1), *self.extra)
 
     def backward(self, xs, y, dy, dxs):
         if dxs[0] is None:

@@ -134,8 +134,11 @@ class AddOp(Op):
 
     def inference_call(self, xs, y):
         if len(xs) == 2:
+            from ..kernels.serial import pick
+
             kernel = self.k.add_relu_forward if self.relu else self.k.add_forward
-            return kernel, (xs[0].reshape(-1), xs[1].reshape(-1), y.reshape(-1))
+            return (pick(kernel, y.shape[0], y.size),
+                    (xs[0].reshape(-1), xs[1].reshape(-1), y.reshape(-1)))
         return super().inference_call(xs, y)
 
     def forward(self, xs, y, training):
