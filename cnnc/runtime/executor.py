@@ -103,7 +103,7 @@ class Executor:
         if not training:
             if self.plan.inference:
                 self.refold()  # from the current parameters: folded weights cannot go stale
-            for fn, args in self._calls or self.inference_calls():
+            for fn, args in self.inference_calls():
                 fn(*args)
             return self.logits
         if self.plan.inference:
